@@ -1,0 +1,103 @@
+package dev.bounce.device.cli;
+
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * {@code --name value} and {@code --name=value} flags of one command, checked against the flags it
+ * declares, with a help text generated from the declarations.
+ */
+final class Flags {
+  /** A flag a command accepts; {@code valueName} is null for a switch that takes no value. */
+  record Flag(String name, String valueName, String help) {}
+
+  private final String usage;
+  private final Map<String, Flag> declared = new LinkedHashMap<>();
+  private final Map<String, String> values = new LinkedHashMap<>();
+
+  Flags(String usage, List<Flag> flags) {
+    this.usage = usage;
+    flags.forEach(f -> declared.put(f.name(), f));
+    declared.put("help", new Flag("help", null, "prints this help"));
+  }
+
+  /** Parses {@code args}; false when --help was asked for (the help is printed). */
+  boolean parse(List<String> args) throws UsageException {
+    for (int i = 0; i < args.size(); i++) {
+      String arg = args.get(i);
+      if (!arg.startsWith("--")) throw new UsageException("unexpected argument '" + arg + "'");
+      String name = arg.substring(2);
+      String value = null;
+      int equals = name.indexOf('=');
+      if (equals >= 0) {
+        value = name.substring(equals + 1);
+        name = name.substring(0, equals);
+      }
+      Flag flag = declared.get(name);
+      if (flag == null) throw new UsageException("unknown flag --" + name + " (see --help)");
+      if (flag.valueName() != null && value == null) {
+        if (i + 1 >= args.size()) throw new UsageException("--" + name + " needs a value");
+        value = args.get(++i);
+      }
+      values.put(name, value == null ? "" : value);
+    }
+    if (values.containsKey("help")) {
+      System.out.print(help());
+      return false;
+    }
+    return true;
+  }
+
+  String help() {
+    StringBuilder text = new StringBuilder("usage: ").append(usage).append("\n\nflags:\n");
+    for (Flag flag : declared.values()) {
+      String left = "--" + flag.name() + (flag.valueName() == null ? "" : " " + flag.valueName());
+      text.append(String.format("  %-28s %s%n", left, flag.help()));
+    }
+    return text.toString();
+  }
+
+  String get(String name, String fallback) {
+    return values.getOrDefault(name, fallback);
+  }
+
+  String require(String name) throws UsageException {
+    String value = values.get(name);
+    if (value == null) throw new UsageException("--" + name + " is required (see --help)");
+    return value;
+  }
+
+  boolean has(String name) {
+    return values.containsKey(name);
+  }
+
+  /** A size: bytes, or with a K, M or G suffix (powers of 1024). */
+  long size(String name, long fallback) throws UsageException {
+    String value = values.get(name);
+    return value == null ? fallback : parseSize("--" + name, value);
+  }
+
+  static long parseSize(String what, String text) throws UsageException {
+    String digits = text.trim();
+    long unit = 1;
+    char last = digits.isEmpty() ? ' ' : Character.toUpperCase(digits.charAt(digits.length() - 1));
+    int shift = "KMG".indexOf(last);
+    if (shift >= 0) {
+      unit = 1L << (10 * (shift + 1));
+      digits = digits.substring(0, digits.length() - 1);
+    }
+    try {
+      return Math.multiplyExact(parseNumber(digits), unit);
+    } catch (NumberFormatException | ArithmeticException e) {
+      throw new UsageException(what + ": '" + text + "' is not a size (like 4096, 64K, 16M, 1G)");
+    }
+  }
+
+  /** A number in decimal or 0x hex. */
+  static long parseNumber(String text) {
+    return text.startsWith("0x") || text.startsWith("0X")
+        ? Long.parseUnsignedLong(text.substring(2), 16)
+        : Long.parseLong(text);
+  }
+}

@@ -1,0 +1,28 @@
+package dev.bounce.device.cli;
+
+import java.util.logging.ConsoleHandler;
+import java.util.logging.Level;
+import java.util.logging.LogManager;
+import java.util.logging.Logger;
+import java.util.logging.SimpleFormatter;
+
+/**
+ * One line per log record on stderr: time, level, logger, message. bounce logs through
+ * System.Logger, which lands in java.util.logging; so does Netty's when no SLF4J is present.
+ */
+final class Logging {
+  private Logging() {}
+
+  static void configure() {
+    if (System.getProperty("java.util.logging.config.file") != null) return;
+    System.setProperty(
+        "java.util.logging.SimpleFormatter.format", "%1$tT.%1$tL %4$-7s %3$s: %5$s%6$s%n");
+    LogManager.getLogManager().reset();
+    Logger root = Logger.getLogger("");
+    ConsoleHandler handler = new ConsoleHandler();
+    handler.setFormatter(new SimpleFormatter());
+    handler.setLevel(Level.ALL);
+    root.addHandler(handler);
+    root.setLevel(Level.INFO);
+  }
+}

@@ -1,0 +1,68 @@
+package dev.bounce.device.cli;
+
+import java.io.PrintStream;
+import java.util.Arrays;
+import java.util.List;
+
+/** {@code bounce <command> [flags]}: the one entry point of the jar that scripts/bounce runs. */
+public final class Main {
+  /** A command of the launcher; {@code hidden} ones are internal (a second process of the demo). */
+  record Command(String name, String summary, boolean hidden, Action action) {}
+
+  @FunctionalInterface
+  interface Action {
+    int run(List<String> args) throws Exception;
+  }
+
+  static final List<Command> COMMANDS =
+      List.of(
+          new Command(
+              "demo",
+              "shows a restricted pool at work: a memfd shared between two processes over a Unix"
+                  + " socket, the backend mapping only the pool and refusing addresses outside it",
+              false,
+              PoolDemo::run),
+          new Command("demo-backend", "", true, PoolDemo::runBackend),
+          new Command("help", "prints this help", false, args -> help(System.out)));
+
+  private Main() {}
+
+  public static void main(String[] args) {
+    Logging.configure();
+    System.exit(run(Arrays.asList(args)));
+  }
+
+  static int run(List<String> args) {
+    if (args.isEmpty()) {
+      help(System.err);
+      return 2;
+    }
+    if (List.of("-h", "--help").contains(args.getFirst())) return help(System.out);
+    String name = args.getFirst();
+    Command command = COMMANDS.stream().filter(c -> c.name().equals(name)).findFirst().orElse(null);
+    if (command == null) {
+      System.err.println("bounce: unknown command '" + name + "'");
+      help(System.err);
+      return 2;
+    }
+    try {
+      return command.action().run(args.subList(1, args.size()));
+    } catch (UsageException e) {
+      System.err.println("bounce " + name + ": " + e.getMessage());
+      return 2;
+    } catch (Exception e) {
+      System.err.println("bounce " + name + ": " + e.getMessage());
+      return 1;
+    }
+  }
+
+  static int help(PrintStream out) {
+    out.println("usage: bounce <command> [flags]   (bounce <command> --help for its flags)");
+    out.println();
+    out.println("commands:");
+    for (Command command : COMMANDS) {
+      if (!command.hidden()) out.printf("  %-10s %s%n", command.name(), command.summary());
+    }
+    return 0;
+  }
+}

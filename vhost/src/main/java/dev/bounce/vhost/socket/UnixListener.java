@@ -1,0 +1,106 @@
+package dev.bounce.vhost.socket;
+
+import dev.bounce.pool.Fd;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.BasicFileAttributes;
+import java.util.Objects;
+
+/**
+ * A listening AF_UNIX stream socket at a path. A stale socket file (nobody accepts on it, as after
+ * a crash) is replaced; a live one is left alone and refused, so two daemons cannot steal each
+ * other's frontends. Closing removes the socket file if it is still the one this listener created.
+ */
+public final class UnixListener implements AutoCloseable {
+  private static final int BACKLOG = 16;
+
+  private final Fd fd;
+  private final Path path;
+  private final Object fileKey;
+
+  private UnixListener(Fd fd, Path path, Object fileKey) {
+    this.fd = fd;
+    this.path = path;
+    this.fileKey = fileKey;
+  }
+
+  /**
+   * Listens at {@code path}.
+   *
+   * @param nonBlocking whether {@link #accept()} returns null instead of waiting (for an epoll
+   *     loop)
+   * @throws IOException when another process listens there, the path is something other than a
+   *     socket, or the kernel refuses
+   */
+  public static UnixListener bind(Path path, boolean nonBlocking) throws IOException {
+    removeStale(path);
+    int type = SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC;
+    if (nonBlocking) type |= SocketCalls.SOCK_NONBLOCK;
+    Fd fd = Fd.adopt(SocketCalls.socket(type));
+    try {
+      SocketCalls.bind(fd.value(), path);
+      SocketCalls.listen(fd.value(), BACKLOG);
+      return new UnixListener(fd, path, fileKey(path));
+    } catch (IOException | RuntimeException e) {
+      fd.close();
+      throw e;
+    }
+  }
+
+  private static void removeStale(Path path) throws IOException {
+    if (!Files.exists(path, LinkOption.NOFOLLOW_LINKS)) return;
+    BasicFileAttributes attributes =
+        Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+    if (!attributes.isOther()) {
+      throw new IOException(path + " exists and is not a socket: remove it or choose another path");
+    }
+    Fd probe = Fd.adopt(SocketCalls.socket(SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC));
+    try {
+      if (SocketCalls.connect(probe.value(), path) == 0) {
+        throw new IOException(
+            "another process is listening at " + path + ": stop it or choose another path");
+      }
+    } finally {
+      probe.close();
+    }
+    Files.deleteIfExists(path);
+  }
+
+  private static Object fileKey(Path path) throws IOException {
+    return Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS)
+        .fileKey();
+  }
+
+  public Path path() {
+    return path;
+  }
+
+  public Fd fd() {
+    return fd;
+  }
+
+  /** The next connection, or null when a non-blocking listener has none waiting. */
+  public UnixSocket accept() throws IOException {
+    int client = SocketCalls.accept(fd.value(), SocketCalls.SOCK_CLOEXEC);
+    return client < 0 ? null : UnixSocket.adopt(Fd.adopt(client));
+  }
+
+  @Override
+  public void close() {
+    fd.close();
+    try {
+      if (Files.exists(path, LinkOption.NOFOLLOW_LINKS) && Objects.equals(fileKey(path), fileKey)) {
+        Files.delete(path);
+      }
+    } catch (IOException e) {
+      // someone else removed or replaced it: theirs now
+    }
+  }
+
+  @Override
+  public String toString() {
+    return "listener at " + path;
+  }
+}
