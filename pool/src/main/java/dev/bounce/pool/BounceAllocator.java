@@ -35,6 +35,7 @@ public final class BounceAllocator {
   }
 
   private final long[] free; // per segment: [low, high], bit set = slot free
+  private final byte[] runLength; // per slot: the slot count of the allocation starting there
   private final int segments;
   private final long capacity;
   private int next;
@@ -59,6 +60,7 @@ public final class BounceAllocator {
     this.segments = (int) segmentCount;
     this.capacity = slots * SLOT_SIZE;
     this.free = new long[2 * segments];
+    this.runLength = new byte[(int) slots];
     for (int s = 0; s < segments; s++) {
       long slotsHere = Math.min(SLOTS_PER_SEGMENT, slots - (long) s * SLOTS_PER_SEGMENT);
       free[2 * s] = slotsHere >= 64 ? -1L : (1L << slotsHere) - 1;
@@ -103,7 +105,7 @@ public final class BounceAllocator {
    */
   public void free(long offset, int size) {
     int n = slotsFor(size);
-    if (offset < 0 || offset % SLOT_SIZE != 0 || offset + (long) n * SLOT_SIZE > capacity) {
+    if (offset < 0 || offset % SLOT_SIZE != 0 || offset > capacity - (long) n * SLOT_SIZE) {
       throw new IllegalArgumentException(
           "offset " + offset + " (" + size + " bytes) is not an allocation of this pool");
     }
@@ -120,6 +122,21 @@ public final class BounceAllocator {
       throw new IllegalStateException(
           "freeing offset " + offset + " (" + size + " bytes): some of it is already free");
     }
+    int start = (int) firstSlot;
+    if (runLength[start] == 0) {
+      throw new IllegalArgumentException(
+          "offset " + offset + " is inside an allocation, not its start");
+    }
+    if ((runLength[start] & 0xff) != n) {
+      throw new IllegalStateException(
+          "freeing offset "
+              + offset
+              + " as "
+              + n
+              + " slots; it was allocated as "
+              + (runLength[start] & 0xff));
+    }
+    runLength[start] = 0;
     free[2 * segment] |= maskLow;
     free[2 * segment + 1] |= maskHigh;
     slotsInUse -= n;
@@ -181,6 +198,7 @@ public final class BounceAllocator {
   private void take(int segment, int slot, int n) {
     free[2 * segment] &= ~runLow(slot, n);
     free[2 * segment + 1] &= ~runHigh(slot, n);
+    runLength[segment * SLOTS_PER_SEGMENT + slot] = (byte) n;
     slotsInUse += n;
     if (slotsInUse > peakSlotsInUse) peakSlotsInUse = slotsInUse;
   }

@@ -116,9 +116,18 @@ public final class GuestMemory implements GuestAddressSpace {
           case GuestMemory memory -> memory.regions;
           case RestrictedPool pool -> pool.mapped().regions;
         };
+    RuntimeException failure = null;
     for (GuestRegion region : regions) {
-      if (kept.stream().noneMatch(k -> k == region)) region.close();
+      if (kept.stream().noneMatch(k -> k == region)) {
+        try {
+          region.close();
+        } catch (RuntimeException e) {
+          if (failure == null) failure = e;
+          else failure.addSuppressed(e);
+        }
+      }
     }
+    if (failure != null) throw failure;
   }
 
   @Override

@@ -67,8 +67,11 @@ public final class GuestRegion implements AutoCloseable {
 
   @Override
   public void close() {
-    mapping.close();
-    fd.close();
+    try {
+      mapping.close();
+    } finally {
+      fd.close();
+    }
   }
 
   @Override

@@ -73,8 +73,14 @@ public final class Libc {
       downcall("close", FunctionDescriptor.of(JAVA_INT, JAVA_INT));
   private static final MethodHandle STRERROR =
       plainDowncall("strerror", FunctionDescriptor.of(ADDRESS, JAVA_INT));
+
+  /** glibc 2.32 and later only: older libcs get "errno N" in messages instead of the name. */
   private static final MethodHandle STRERRORNAME_NP =
-      plainDowncall("strerrorname_np", FunctionDescriptor.of(ADDRESS, JAVA_INT));
+      LINKER
+          .defaultLookup()
+          .find("strerrorname_np")
+          .map(s -> LINKER.downcallHandle(s, FunctionDescriptor.of(ADDRESS, JAVA_INT)))
+          .orElse(null);
 
   private Libc() {}
 
@@ -182,10 +188,13 @@ public final class Libc {
     }
   }
 
-  /** struct stat differs between the two 64-bit ABIs bounce runs on; st_size is at 48 on both. */
+  /**
+   * struct stat: x86-64 has its own layout (st_nlink before st_mode); the generic 64-bit layout of
+   * arm64 and riscv64 puts st_mode at 16. st_size is at 48 on both.
+   */
   private static final class StatLayout {
     static final long SIZE = 256;
-    static final long MODE_OFFSET = "aarch64".equals(System.getProperty("os.arch")) ? 16 : 24;
+    static final long MODE_OFFSET = "amd64".equals(System.getProperty("os.arch")) ? 24 : 16;
     static final long SIZE_OFFSET = 48;
   }
 
@@ -298,6 +307,7 @@ public final class Libc {
 
   /** The symbolic name of an errno value, for example {@code EBADF}. */
   static String errnoName(int errno) {
+    if (STRERRORNAME_NP == null) return "errno " + errno;
     return cString(STRERRORNAME_NP, errno, "errno " + errno);
   }
 

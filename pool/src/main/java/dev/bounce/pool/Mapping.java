@@ -109,7 +109,12 @@ public final class Mapping implements AutoCloseable {
   /** Unmaps the first time; later calls do nothing. */
   @Override
   public void close() {
-    if (closed.compareAndSet(false, true)) arena.close();
+    if (closed.get()) return;
+    synchronized (this) {
+      if (closed.get()) return;
+      arena.close(); // IllegalStateException while a downcall holds the segment: stays open
+      closed.set(true);
+    }
   }
 
   @Override

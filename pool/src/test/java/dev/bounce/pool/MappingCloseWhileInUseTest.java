@@ -1,0 +1,121 @@
+package dev.bounce.pool;
+
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.bounce.pool.testing.ProcessMaps;
+import dev.bounce.pool.testing.TestSyscalls;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicReference;
+import org.junit.jupiter.api.DisplayName;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A mapping closed while a syscall on another thread still reads into it (a data thread doing
+ * read(2) into a guest buffer while the control thread retires the memory table). The arena cannot
+ * be closed during the call; what matters is that the mapping is not lost: once the call is done,
+ * closing it unmaps it, and from then on access fails.
+ */
+class MappingCloseWhileInUseTest {
+  private static final long PAGE = Mapping.PAGE_SIZE;
+
+  @Test
+  @DisplayName("close during a syscall into the segment: once the call returns, close unmaps it")
+  void closeDuringASyscallIsNotLost() throws Exception {
+    String name = "bounce-busy-" + System.nanoTime();
+    long mappingsBefore = Mapping.liveCount();
+    try (Memfd memfd = Memfd.create(name, PAGE);
+        TestSyscalls.Pipe pipe = TestSyscalls.pipe();
+        Arena arena = Arena.ofConfined()) {
+      Mapping mapping = memfd.map(0, PAGE);
+      MemorySegment segment = mapping.segment();
+      AtomicReference<Object> readResult = new AtomicReference<>();
+      // Blocks in read(2) on an empty pipe, with the mapping's segment as its buffer.
+      Thread reader =
+          Thread.ofPlatform()
+              .start(
+                  () -> {
+                    try {
+                      readResult.set(Libc.read(pipe.readEnd().value(), segment, 8));
+                    } catch (Throwable t) {
+                      readResult.set(t);
+                    }
+                  });
+      Thread.sleep(200); // let it enter read(2); if it has not, close simply succeeds first
+
+      try {
+        mapping.close();
+      } catch (IllegalStateException busy) {
+        // Allowed: the memory is in use by a syscall right now. It must not be forgotten.
+      }
+
+      MemorySegment data = arena.allocate(8);
+      data.set(JAVA_LONG, 0, 0x4242_4242_4242_4242L);
+      assertEquals(8, Libc.write(pipe.writeEnd().value(), data, 8));
+      assertTrue(reader.join(Duration.ofSeconds(10)), "the reader did not finish");
+
+      mapping.close(); // the call is over: this must unmap, if the first close could not
+      assertEquals(
+          mappingsBefore,
+          Mapping.liveCount(),
+          "the mapping is still live after close; the read returned " + readResult.get());
+      assertEquals(List.of(), ProcessMaps.ofMemfd(name), "still in /proc/self/maps");
+      assertThrows(IllegalStateException.class, () -> segment.get(JAVA_LONG, 0));
+    }
+  }
+
+  @Test
+  @DisplayName("retire while a syscall uses one region: the other regions are still released")
+  void retireDuringASyscallReleasesTheOthers() throws Exception {
+    long mappingsBefore = Mapping.liveCount();
+    try (Memfd memfd = Memfd.create("bounce-busy-retire", 3 * PAGE);
+        TestSyscalls.Pipe pipe = TestSyscalls.pipe();
+        Arena arena = Arena.ofConfined()) {
+      GuestMemory memory = GuestMemory.empty();
+      for (int i = 0; i < 3; i++) {
+        memory =
+            memory.withRegion(
+                new MemoryRegionDescription(
+                    0x10_0000 + i * 0x10_0000L, PAGE, 0x7f00_0000_0000L + i * 0x10_0000L, i * PAGE),
+                TestSyscalls.dup(memfd));
+      }
+      GuestMemory old = memory;
+      List<GuestRegion> regions = old.regions();
+      MemorySegment busy = old.translate(regions.getFirst().mapped().guestAddress(), 8);
+      Thread reader =
+          Thread.ofPlatform()
+              .start(
+                  () -> {
+                    try {
+                      Libc.read(pipe.readEnd().value(), busy, 8);
+                    } catch (Throwable ignored) {
+                      // the region was closed first: nothing to read into
+                    }
+                  });
+      Thread.sleep(200);
+
+      MemorySegment data = arena.allocate(8);
+      try {
+        try {
+          old.retire(GuestMemory.empty());
+        } catch (IllegalStateException inUse) {
+          // Allowed for the busy region; not a reason to keep the others.
+        }
+        for (GuestRegion region : regions.subList(1, regions.size())) {
+          assertTrue(!region.fd().isOpen(), () -> region + " was not released");
+        }
+      } finally {
+        assertEquals(8, Libc.write(pipe.writeEnd().value(), data, 8));
+        assertTrue(reader.join(Duration.ofSeconds(10)));
+        old.close();
+      }
+      assertTrue(!regions.getFirst().fd().isOpen(), "the busy region's fd was never closed");
+      assertEquals(mappingsBefore, Mapping.liveCount(), "mappings still live");
+    }
+  }
+}

@@ -1,0 +1,73 @@
+package dev.bounce.pool.testing;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+
+import dev.bounce.pool.Fd;
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.Memfd;
+import dev.bounce.pool.NativeException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandle;
+
+/**
+ * Syscalls tests need and bounce does not: independent fds for one file (dup), and fds that are not
+ * memory (pipes). Through {@link Libc#downcall}, so errno is captured the same way.
+ */
+public final class TestSyscalls {
+  private static final int O_CLOEXEC = 0x80000;
+  private static final int F_DUPFD_CLOEXEC = 1030;
+
+  private static final MethodHandle PIPE2 =
+      Libc.downcall("pipe2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+
+  private TestSyscalls() {}
+
+  /** A new fd (close-on-exec) for the same open file as {@code fd}; the caller owns it. */
+  public static Fd dup(Fd fd) throws NativeException {
+    return Fd.adopt(Libc.fcntl(fd.value(), F_DUPFD_CLOEXEC, 0));
+  }
+
+  /** A new fd for {@code memfd}'s file, for an API that takes ownership of the fd it is given. */
+  public static Fd dup(Memfd memfd) throws NativeException {
+    return dup(memfd.fd());
+  }
+
+  /** The two ends of a pipe. */
+  public record Pipe(Fd readEnd, Fd writeEnd) implements AutoCloseable {
+    @Override
+    public void close() {
+      readEnd.close();
+      writeEnd.close();
+    }
+  }
+
+  /** pipe2(2) with O_CLOEXEC. */
+  public static Pipe pipe() throws NativeException {
+    MemorySegment state = Libc.callState();
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment fds = arena.allocate(JAVA_INT, 2);
+      if ((int) PIPE2.invokeExact(state, fds, O_CLOEXEC) < 0) {
+        throw Libc.fail("pipe2", "O_CLOEXEC", state);
+      }
+      return new Pipe(Fd.adopt(fds.getAtIndex(JAVA_INT, 0)), Fd.adopt(fds.getAtIndex(JAVA_INT, 1)));
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
+    }
+  }
+
+  /** Whether {@code fd} is open in this process (fcntl F_GETFD succeeds). */
+  public static boolean isOpen(int fd) {
+    try {
+      Libc.fcntl(fd, Libc.F_GETFD, 0);
+      return true;
+    } catch (NativeException e) {
+      if (e.errno() == Libc.EBADF) return false;
+      throw new AssertionError(e);
+    }
+  }
+}
