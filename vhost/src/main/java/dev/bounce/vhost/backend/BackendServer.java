@@ -1,0 +1,149 @@
+package dev.bounce.vhost.backend;
+
+import dev.bounce.pool.GuestAddressSpace;
+import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.socket.UnixListener;
+import dev.bounce.vhost.socket.UnixSocket;
+import dev.bounce.vhost.spi.VirtioDevice;
+import io.netty.channel.IoEventLoop;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.file.Path;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Supplier;
+
+/**
+ * Serves one device on one vhost-user socket, one frontend at a time: either listening at the path
+ * (the usual case; QEMU opens a new connection at every guest boot, so the next is accepted when
+ * one ends) or, in client mode, connecting to a frontend that listens (DPDK virtio-user server=1)
+ * and connecting again whenever it goes away.
+ */
+public final class BackendServer implements AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(BackendServer.class.getName());
+  private static final long RECONNECT_MILLIS = 500;
+
+  /** What a server serves and where its work runs. */
+  public record Config(
+      String name,
+      VirtioDevice device,
+      IoEventLoop controlLoop,
+      IoEventLoop dataLoop,
+      Supplier<GuestAddressSpace> emptyMemory) {}
+
+  private final Config config;
+  private final Path path;
+  private final UnixListener listener;
+  private FdWatch acceptWatch;
+  private volatile BackendSession session;
+  private volatile boolean closed;
+  private ScheduledFuture<?> reconnect;
+  private long sessions;
+
+  private BackendServer(Config config, Path path, UnixListener listener) {
+    this.config = config;
+    this.path = path;
+    this.listener = listener;
+  }
+
+  /** Listens at {@code path} (a stale socket file is replaced, a live one refused). */
+  public static BackendServer listen(Path path, Config config) throws IOException {
+    BackendServer server = new BackendServer(config, path, UnixListener.bind(path, true));
+    server.acceptWatch = FdWatch.start(config.controlLoop(), server.listener.fd(), server::accept);
+    LOG.log(Level.INFO, "{0}: listening on {1}", config.name(), path);
+    return server;
+  }
+
+  /** Connects to a frontend listening at {@code path}, retrying until it is there. */
+  public static BackendServer connect(Path path, Config config) {
+    BackendServer server = new BackendServer(config, path, null);
+    config.controlLoop().execute(server::tryConnect);
+    return server;
+  }
+
+  private void accept() {
+    try {
+      UnixSocket socket;
+      while ((socket = listener.accept()) != null) {
+        if (session != null) {
+          LOG.log(
+              Level.WARNING,
+              "{0}: a second frontend connected while one is being served; closing it",
+              config.name());
+          socket.close();
+          continue;
+        }
+        serve(socket);
+      }
+    } catch (IOException e) {
+      LOG.log(Level.WARNING, "{0}: accepting on {1}: {2}", config.name(), path, e.getMessage());
+    }
+  }
+
+  private void tryConnect() {
+    if (closed) return;
+    try {
+      serve(UnixSocket.connect(path));
+    } catch (IOException e) {
+      LOG.log(Level.DEBUG, "{0}: {1}; retrying", config.name(), e.getMessage());
+      reconnect =
+          config.controlLoop().schedule(this::tryConnect, RECONNECT_MILLIS, TimeUnit.MILLISECONDS);
+    }
+  }
+
+  private void serve(UnixSocket socket) throws IOException {
+    sessions++;
+    String name = config.name() + " #" + sessions;
+    LOG.log(Level.INFO, "{0}: frontend connected", name);
+    try {
+      session =
+          BackendSession.start(
+              name,
+              socket,
+              config.device(),
+              config.controlLoop(),
+              config.dataLoop(),
+              config.emptyMemory(),
+              this::sessionEnded);
+    } catch (IOException | RuntimeException e) {
+      socket.close();
+      throw e;
+    }
+  }
+
+  private void sessionEnded() {
+    session = null;
+    if (listener == null && !closed) {
+      config.controlLoop().schedule(this::tryConnect, RECONNECT_MILLIS, TimeUnit.MILLISECONDS);
+    }
+  }
+
+  /** The session being served, or null. */
+  public BackendSession session() {
+    return session;
+  }
+
+  public Path path() {
+    return path;
+  }
+
+  /** Ends the session (rings stopped, everything released) and stops listening. */
+  @Override
+  public void close() {
+    closed = true;
+    Runnable shutdown =
+        () -> {
+          if (reconnect != null) reconnect.cancel(false);
+          if (acceptWatch != null) acceptWatch.close();
+          BackendSession current = session;
+          if (current != null) current.close();
+          if (listener != null) listener.close();
+        };
+    IoEventLoop loop = config.controlLoop();
+    if (loop.inEventLoop()) {
+      shutdown.run();
+    } else {
+      loop.submit(shutdown).syncUninterruptibly();
+    }
+  }
+}

@@ -1,0 +1,467 @@
+package dev.bounce.vhost.backend;
+
+import static dev.bounce.vhost.protocol.ProtocolFeature.BACKEND_REQ;
+import static dev.bounce.vhost.protocol.ProtocolFeature.CONFIG;
+import static dev.bounce.vhost.protocol.ProtocolFeature.CONFIGURE_MEM_SLOTS;
+import static dev.bounce.vhost.protocol.ProtocolFeature.MQ;
+import static dev.bounce.vhost.protocol.ProtocolFeature.REPLY_ACK;
+import static dev.bounce.vhost.protocol.ProtocolFeature.RESET_DEVICE;
+import static dev.bounce.vhost.protocol.ProtocolFeature.STATUS;
+
+import dev.bounce.pool.AddressKind;
+import dev.bounce.pool.EventFd;
+import dev.bounce.pool.Fd;
+import dev.bounce.pool.GuestAddressSpace;
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.MemoryRegionDescription;
+import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.protocol.ConfigSpace;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.protocol.Header;
+import dev.bounce.vhost.protocol.MemoryTable;
+import dev.bounce.vhost.protocol.Message;
+import dev.bounce.vhost.protocol.ProtocolException;
+import dev.bounce.vhost.protocol.ProtocolFeature;
+import dev.bounce.vhost.protocol.Replies;
+import dev.bounce.vhost.protocol.Requests;
+import dev.bounce.vhost.protocol.SingleMemoryRegion;
+import dev.bounce.vhost.protocol.U64;
+import dev.bounce.vhost.protocol.VringAddress;
+import dev.bounce.vhost.protocol.VringFdIndex;
+import dev.bounce.vhost.protocol.VringState;
+import dev.bounce.vhost.socket.UnixSocket;
+import dev.bounce.vhost.spi.VirtioDevice;
+import dev.bounce.vhost.spi.VirtioFeatures;
+import dev.bounce.vhost.virtq.RingAddresses;
+import dev.bounce.vhost.virtq.Virtq;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.IoEventLoop;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
+import java.util.List;
+import java.util.function.Supplier;
+
+/**
+ * One frontend connection, on the control loop: reads requests, keeps the negotiated state, hands
+ * everything that touches rings to the {@link DataPlane}, and answers. The state machine follows
+ * vhost-user.rst; where real frontends differ from it, ../shared/reference/REAL-PEERS.md says why
+ * we follow them.
+ */
+public final class BackendSession implements AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(BackendSession.class.getName());
+
+  /** Protocol features bounce offers. */
+  public static final long OFFERED_PROTOCOL_FEATURES =
+      ProtocolFeature.maskOf(
+          MQ, REPLY_ACK, BACKEND_REQ, CONFIG, RESET_DEVICE, CONFIGURE_MEM_SLOTS, STATUS);
+
+  /** Ring features the engine offers for every device. */
+  static final long ENGINE_FEATURES =
+      VirtioFeatures.bit(VirtioFeatures.VERSION_1)
+          | VirtioFeatures.bit(VirtioFeatures.PROTOCOL_FEATURES)
+          | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC)
+          | VirtioFeatures.bit(VirtioFeatures.EVENT_IDX);
+
+  private static final int F_SETFL = 4;
+  private static final int O_NONBLOCK = 0x800;
+
+  private final String name;
+  private final UnixSocket socket;
+  private final VirtioDevice device;
+  private final DataPlane data;
+  private final Supplier<GuestAddressSpace> emptyMemory;
+  private final Runnable onClose;
+  private final MessageReader reader;
+  private final ByteBuf out = Unpooled.directBuffer(Header.SIZE + Header.MAX_PAYLOAD);
+  private FdWatch watch;
+  private boolean owner;
+  private boolean warnedNoOwner;
+  private long ackedFeatures;
+  private long ackedProtocolFeatures;
+  private long status;
+  private Fd backendChannel;
+  private boolean closed;
+
+  private BackendSession(
+      String name,
+      UnixSocket socket,
+      VirtioDevice device,
+      IoEventLoop dataLoop,
+      Supplier<GuestAddressSpace> emptyMemory,
+      Runnable onClose) {
+    this.name = name;
+    this.socket = socket;
+    this.device = device;
+    this.emptyMemory = emptyMemory;
+    this.data = new DataPlane(dataLoop, device, name, emptyMemory.get());
+    this.onClose = onClose;
+    this.reader = new MessageReader(socket, Header.MAX_PAYLOAD);
+  }
+
+  /**
+   * Serves {@code socket} from now on; {@code onClose} runs (on the control loop) once the frontend
+   * is gone and everything it gave has been released.
+   */
+  public static BackendSession start(
+      String name,
+      UnixSocket socket,
+      VirtioDevice device,
+      IoEventLoop controlLoop,
+      IoEventLoop dataLoop,
+      Supplier<GuestAddressSpace> emptyMemory,
+      Runnable onClose)
+      throws NativeException {
+    int flags = Libc.fcntl(socket.fd().value(), Libc.F_GETFL, 0);
+    Libc.fcntl(socket.fd().value(), F_SETFL, flags | O_NONBLOCK);
+    BackendSession session =
+        new BackendSession(name, socket, device, dataLoop, emptyMemory, onClose);
+    controlLoop.execute(
+        () -> session.watch = FdWatch.start(controlLoop, socket.fd(), session::onReadable));
+    return session;
+  }
+
+  // ---- reading ----
+
+  private void onReadable() {
+    try {
+      MessageReader.Frame frame;
+      while (!closed && (frame = reader.read()) != null) handle(frame);
+    } catch (MessageReader.EndOfStream e) {
+      LOG.log(Level.INFO, "{0}: {1}", name, e.getMessage());
+      close();
+    } catch (IOException | ProtocolException e) {
+      LOG.log(Level.WARNING, "{0}: closing the connection: {1}", name, e.getMessage());
+      close();
+    }
+  }
+
+  private void handle(MessageReader.Frame frame) throws IOException, ProtocolException {
+    Header header = Header.read(Unpooled.wrappedBuffer(frame.header().asByteBuffer()));
+    Message<FrontendRequest> message;
+    try {
+      message =
+          Requests.decode(
+              header, Unpooled.wrappedBuffer(frame.payload().asByteBuffer()), frame.fds());
+    } catch (ProtocolException e) {
+      if (!e.framingIntact()) throw e;
+      LOG.log(Level.WARNING, "{0}: refused a malformed request: {1}", name, e.getMessage());
+      if (e.replyExpected()) reply(() -> Replies.ack(out, header.request(), false));
+      return;
+    }
+    try (message) {
+      LOG.log(Level.DEBUG, "{0}: {1}", name, message.describe());
+      dispatch(message);
+    }
+  }
+
+  private void dispatch(Message<FrontendRequest> message) throws IOException {
+    FrontendRequest request = message.request();
+    boolean ownReply = request.replyPayload() != null;
+    try {
+      checkOwner(request);
+      serve(message);
+      if (!ownReply && message.needsReply()) reply(() -> Replies.ack(out, request.code(), true));
+    } catch (RequestFailed | RuntimeException e) {
+      String why = e instanceof RequestFailed ? e.getMessage() : e.toString();
+      LOG.log(Level.WARNING, "{0}: {1} failed: {2}", name, message.describe(), why);
+      if (message.needsReply()) {
+        reply(() -> Replies.ack(out, request.code(), false));
+      } else if (ownReply) {
+        throw new IOException(request.label() + " failed and has no way to say so: " + why);
+      }
+    } catch (Exception e) {
+      throw new IOException(request.label() + ": " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * vhost-user.rst wants SET_OWNER first, but a reconnecting DPDK frontend never resends it
+   * (REAL-PEERS.md): serve it, and say so once.
+   */
+  private void checkOwner(FrontendRequest request) {
+    if (owner || warnedNoOwner) return;
+    switch (request) {
+      case GET_FEATURES,
+          GET_PROTOCOL_FEATURES,
+          SET_PROTOCOL_FEATURES,
+          GET_QUEUE_NUM,
+          SET_OWNER -> {}
+      default -> {
+        warnedNoOwner = true;
+        LOG.log(
+            Level.INFO,
+            "{0}: {1} before SET_OWNER; serving it (a reconnecting DPDK frontend does this)",
+            name,
+            request.label());
+      }
+    }
+  }
+
+  // ---- the requests ----
+
+  private void serve(Message<FrontendRequest> m) throws Exception {
+    switch (m.request()) {
+      case GET_FEATURES -> replyU64(m, offeredFeatures());
+      case SET_FEATURES -> setFeatures(m.payload(U64.class).value());
+      case GET_PROTOCOL_FEATURES -> replyU64(m, OFFERED_PROTOCOL_FEATURES);
+      case SET_PROTOCOL_FEATURES -> setProtocolFeatures(m.payload(U64.class).value());
+      case SET_OWNER -> owner = true;
+      case RESET_OWNER, RESET_DEVICE -> resetDevice(m.request());
+      case GET_QUEUE_NUM -> replyU64(m, device.queueCount());
+      case GET_MAX_MEM_SLOTS -> replyU64(m, GuestAddressSpace.MAX_REGIONS);
+      case SET_MEM_TABLE -> setMemTable(m);
+      case ADD_MEM_REG -> addMemoryRegion(m);
+      case REM_MEM_REG -> removeMemoryRegion(m.payload(SingleMemoryRegion.class).region());
+      case SET_VRING_NUM -> setVringNum(m.payload(VringState.class));
+      case SET_VRING_ADDR -> setVringAddr(m.payload(VringAddress.class));
+      case SET_VRING_BASE -> setVringBase(m.payload(VringState.class));
+      case GET_VRING_BASE -> getVringBase(m);
+      case SET_VRING_KICK -> setVringKick(m);
+      case SET_VRING_CALL -> {
+        int index = vringIndex(m);
+        EventFd call = eventFd(m);
+        data.run(() -> data.setCall(index, call));
+      }
+      case SET_VRING_ERR -> {
+        int index = vringIndex(m);
+        EventFd err = eventFd(m);
+        data.run(() -> data.setErr(index, err));
+      }
+      case SET_VRING_ENABLE -> {
+        VringState state = m.payload(VringState.class);
+        int index = checkIndex(state.index());
+        data.run(() -> data.setEnabled(index, state.num() != 0));
+      }
+      case GET_CONFIG -> getConfig(m.payload(ConfigSpace.class));
+      case SET_CONFIG -> setConfig(m.payload(ConfigSpace.class));
+      case SET_STATUS -> status = m.payload(U64.class).value() & 0xff;
+      case GET_STATUS -> replyU64(m, status);
+      case SET_BACKEND_REQ_FD -> {
+        // Kept open for the session: QEMU reads end-of-file on it as the backend going away.
+        if (backendChannel != null) backendChannel.close();
+        backendChannel = m.takeFd(0);
+      }
+      default ->
+          throw new RequestFailed(
+              m.request().label() + " is not supported by this backend (not negotiated)");
+    }
+  }
+
+  private long offeredFeatures() {
+    return device.deviceFeatures() | ENGINE_FEATURES;
+  }
+
+  private void setFeatures(long features) throws Exception {
+    long unknown = features & ~offeredFeatures();
+    if (unknown != 0) {
+      throw new RequestFailed(
+          "the driver accepted features 0x" + Long.toHexString(unknown) + " that were not offered");
+    }
+    ackedFeatures = features;
+    // vhost-user.rst: without VHOST_USER_F_PROTOCOL_FEATURES rings are enabled from the start.
+    boolean enableAll = !VirtioFeatures.has(features, VirtioFeatures.PROTOCOL_FEATURES);
+    data.run(() -> data.setFeatures(features, enableAll));
+  }
+
+  private void setProtocolFeatures(long features) throws RequestFailed {
+    long unknown = features & ~OFFERED_PROTOCOL_FEATURES;
+    if (unknown != 0) {
+      throw new RequestFailed(
+          "protocol features " + ProtocolFeature.describe(unknown) + " were not offered");
+    }
+    ackedProtocolFeatures = features;
+  }
+
+  private void resetDevice(FrontendRequest request) throws Exception {
+    LOG.log(Level.INFO, "{0}: {1}: resetting the device", name, request.label());
+    data.run(data::reset);
+    ackedFeatures = 0;
+    status = 0;
+    if (request == FrontendRequest.RESET_OWNER) owner = false;
+  }
+
+  private void setMemTable(Message<FrontendRequest> m) throws Exception {
+    List<MemoryRegionDescription> regions = m.payload(MemoryTable.class).regions();
+    GuestAddressSpace next = emptyMemory.get();
+    try {
+      for (int i = 0; i < regions.size(); i++) next = next.withRegion(regions.get(i), m.takeFd(i));
+    } catch (NativeException | RuntimeException e) {
+      next.close();
+      throw new RequestFailed("cannot map the memory table: " + e.getMessage());
+    }
+    replaceMemory(next);
+  }
+
+  private void addMemoryRegion(Message<FrontendRequest> m) throws Exception {
+    MemoryRegionDescription region = m.payload(SingleMemoryRegion.class).region();
+    GuestAddressSpace next;
+    try {
+      next = data.memory().withRegion(region, m.takeFd(0));
+    } catch (NativeException | IllegalArgumentException e) {
+      throw new RequestFailed("cannot add " + region + ": " + e.getMessage());
+    }
+    replaceMemory(next);
+  }
+
+  private void removeMemoryRegion(MemoryRegionDescription region) throws Exception {
+    if (data.call(() -> data.ringUses(region.userAddress(), region.size()))) {
+      throw new RequestFailed("cannot remove " + region + ": a running ring lies in it");
+    }
+    GuestAddressSpace next;
+    try {
+      next = data.memory().withoutRegion(region);
+    } catch (IllegalArgumentException e) {
+      throw new RequestFailed(e.getMessage());
+    }
+    replaceMemory(next);
+  }
+
+  /**
+   * Puts {@code next} in place under the rings, then unmaps what the old table had and it has not.
+   */
+  private void replaceMemory(GuestAddressSpace next) throws Exception {
+    GuestAddressSpace old = data.memory();
+    data.run(() -> data.replaceMemory(next));
+    old.retire(next);
+    LOG.log(Level.INFO, "{0}: memory is now {1}", name, next);
+  }
+
+  private void setVringNum(VringState state) throws Exception {
+    int index = checkIndex(state.index());
+    if (state.num() > Virtq.MAX_QUEUE_SIZE) {
+      throw new RequestFailed("ring " + index + ": size " + state.num() + " is over 32768");
+    }
+    data.run(() -> data.setSize(index, (int) state.num()));
+  }
+
+  private void setVringAddr(VringAddress address) throws Exception {
+    int index = checkIndex(address.index());
+    RingAddresses addresses =
+        new RingAddresses(
+            address.descriptor(),
+            address.available(),
+            address.used(),
+            AddressKind.FRONTEND_VIRTUAL);
+    data.run(() -> data.setAddresses(index, addresses));
+  }
+
+  private void setVringBase(VringState state) throws Exception {
+    int index = checkIndex(state.index());
+    if (state.num() > 0xffff) {
+      throw new RequestFailed("ring " + index + ": base " + state.num() + " is over 65535");
+    }
+    data.run(() -> data.setBase(index, (int) state.num()));
+  }
+
+  /** The number in the request is junk (REAL-PEERS.md): only the index counts. */
+  private void getVringBase(Message<FrontendRequest> m) throws Exception {
+    int index = checkIndex(m.payload(VringState.class).index());
+    int base = data.call(() -> data.stop(index));
+    reply(() -> Replies.vringBase(out, new VringState(index, base)));
+  }
+
+  private void setVringKick(Message<FrontendRequest> m) throws Exception {
+    int index = vringIndex(m);
+    EventFd kick = eventFd(m);
+    if (kick == null) {
+      throw new RequestFailed(
+          "ring " + index + ": polling without a kick eventfd is not supported; send an eventfd");
+    }
+    data.run(() -> data.start(index, kick));
+  }
+
+  private int vringIndex(Message<FrontendRequest> m) throws RequestFailed {
+    return checkIndex(m.payload(VringFdIndex.class).index());
+  }
+
+  /** The message's eventfd, now owned by the caller; null for the no-fd bit. */
+  private static EventFd eventFd(Message<FrontendRequest> m) {
+    return m.payload(VringFdIndex.class).noFd() ? null : EventFd.adopt(m.takeFd(0));
+  }
+
+  private int checkIndex(long index) throws RequestFailed {
+    if (index < 0 || index >= data.queueCount()) {
+      throw new RequestFailed(
+          "ring index " + index + " is not below the device's " + data.queueCount() + " queues");
+    }
+    return (int) index;
+  }
+
+  private void getConfig(ConfigSpace request) throws IOException {
+    byte[] config = device.config();
+    long end = (long) request.offset() + request.length();
+    if (request.offset() < 0 || end > config.length) {
+      LOG.log(
+          Level.WARNING,
+          "{0}: GET_CONFIG of {1} bytes at {2} is outside the {3}-byte config space",
+          name,
+          request.length(),
+          request.offset(),
+          config.length);
+      reply(() -> Replies.configFailure(out));
+      return;
+    }
+    byte[] bytes = Arrays.copyOfRange(config, request.offset(), (int) end);
+    reply(() -> Replies.config(out, new ConfigSpace(request.offset(), request.flags(), bytes)));
+  }
+
+  private void setConfig(ConfigSpace request) throws RequestFailed {
+    if (!device.writeConfig(request.offset(), request.data())) {
+      throw new RequestFailed(
+          "the "
+              + device.name()
+              + " device has no writable config at offset "
+              + request.offset()
+              + " ("
+              + request.length()
+              + " bytes)");
+    }
+  }
+
+  // ---- writing ----
+
+  private void replyU64(Message<FrontendRequest> m, long value) throws IOException {
+    reply(() -> Replies.u64(out, m.request(), value));
+  }
+
+  private void reply(Runnable encode) throws IOException {
+    out.clear();
+    encode.run();
+    socket.send(MemorySegment.ofBuffer(out.nioBuffer(0, out.readableBytes())));
+  }
+
+  // ---- the end ----
+
+  /** Whether the frontend negotiated {@code feature}. */
+  boolean negotiated(ProtocolFeature feature) {
+    return feature.in(ackedProtocolFeatures);
+  }
+
+  /** Stops every ring, resets the device, and releases everything the frontend gave. Idempotent. */
+  @Override
+  public void close() {
+    if (closed) return;
+    closed = true;
+    if (watch != null) watch.close();
+    try {
+      data.run(data::close);
+    } catch (Exception e) {
+      LOG.log(Level.WARNING, "{0}: stopping the rings: {1}", name, e);
+    }
+    data.memory().close();
+    if (backendChannel != null) backendChannel.close();
+    reader.close();
+    socket.close();
+    out.release();
+    onClose.run();
+  }
+
+  @Override
+  public String toString() {
+    return name + " (features 0x" + Long.toHexString(ackedFeatures) + ")";
+  }
+}

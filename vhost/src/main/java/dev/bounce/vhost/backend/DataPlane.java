@@ -1,0 +1,343 @@
+package dev.bounce.vhost.backend;
+
+import dev.bounce.pool.EventFd;
+import dev.bounce.pool.GuestAddressSpace;
+import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.spi.DeviceContext;
+import dev.bounce.vhost.spi.VirtioDevice;
+import dev.bounce.vhost.virtq.RingAddresses;
+import dev.bounce.vhost.virtq.VirtqueueException;
+import io.netty.channel.IoEventLoop;
+import java.lang.System.Logger.Level;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutionException;
+
+/**
+ * The rings of one device on its data loop: kicks arrive here, the device processes its queues
+ * here, and used buffers are published and signalled here, once per batch. The control side (the
+ * session) changes rings only through {@link #call}, which runs the change on the data loop between
+ * batches and waits for it: GET_VRING_BASE thus answers only once the ring has stopped, and a new
+ * memory table is in place before the old one is unmapped.
+ */
+final class DataPlane implements DeviceContext {
+  private static final System.Logger LOG = System.getLogger(DataPlane.class.getName());
+
+  /** Rounds of process-then-recheck before yielding the loop to other rings and devices. */
+  private static final int MAX_ROUNDS = 16;
+
+  private final IoEventLoop loop;
+  private final VirtioDevice device;
+  private final String name;
+  private final Vring[] rings;
+  private final Runnable[] processTasks;
+  private GuestAddressSpace memory;
+  private long features;
+  private boolean activated;
+
+  DataPlane(IoEventLoop loop, VirtioDevice device, String name, GuestAddressSpace memory) {
+    this.loop = loop;
+    this.device = device;
+    this.name = name;
+    this.memory = memory;
+    this.rings = new Vring[device.queueCount()];
+    this.processTasks = new Runnable[rings.length];
+    for (int i = 0; i < rings.length; i++) {
+      rings[i] = new Vring(i, device.maxQueueSize());
+      int index = i;
+      processTasks[i] = () -> serve(index);
+    }
+  }
+
+  /** Runs {@code change} on the data loop between batches and returns its result. */
+  <T> T call(Callable<T> change) throws Exception {
+    if (loop.inEventLoop()) return change.call();
+    try {
+      return loop.submit(change).get();
+    } catch (ExecutionException e) {
+      if (e.getCause() instanceof Exception cause) throw cause;
+      throw e;
+    }
+  }
+
+  /** {@link #call} for a change without a result. */
+  void run(CheckedRunnable change) throws Exception {
+    call(
+        () -> {
+          change.run();
+          return null;
+        });
+  }
+
+  @FunctionalInterface
+  interface CheckedRunnable {
+    void run() throws Exception;
+  }
+
+  int queueCount() {
+    return rings.length;
+  }
+
+  // ---- DeviceContext ----
+
+  @Override
+  public IoEventLoop dataLoop() {
+    return loop;
+  }
+
+  @Override
+  public long features() {
+    return features;
+  }
+
+  @Override
+  public void process(int index) {
+    if (index >= 0 && index < rings.length) loop.execute(processTasks[index]);
+  }
+
+  // ---- changes from the control side (on the data loop) ----
+
+  void setFeatures(long acked, boolean enableAll) {
+    features = acked;
+    for (Vring ring : rings) {
+      ring.queue.setFeatures(acked);
+      if (enableAll) setEnabled(ring.index, true);
+    }
+    if (!activated) {
+      activated = true;
+      device.activate(this);
+    }
+  }
+
+  void setSize(int index, int size) {
+    requireStopped(index, "SET_VRING_NUM");
+    rings[index].queue.setSize(size);
+  }
+
+  void setAddresses(int index, RingAddresses addresses) throws VirtqueueException {
+    Vring ring = rings[index];
+    ring.queue.setAddresses(addresses);
+    if (ring.started) attach(ring); // a running ring may be re-addressed (logging on or off)
+  }
+
+  void setBase(int index, int base) {
+    requireStopped(index, "SET_VRING_BASE");
+    rings[index].queue.setBase(base);
+  }
+
+  void setCall(int index, EventFd call) {
+    Vring ring = rings[index];
+    if (ring.call != null) ring.call.close();
+    ring.call = call;
+  }
+
+  void setErr(int index, EventFd err) {
+    Vring ring = rings[index];
+    if (ring.err != null) ring.err.close();
+    ring.err = err;
+  }
+
+  /**
+   * SET_VRING_KICK: the ring starts (vhost-user.rst, "Starting and stopping rings"). Rings outside
+   * memory are a guest error: reported like any other, the ring stays stopped.
+   */
+  void start(int index, EventFd kick) {
+    Vring ring = rings[index];
+    if (ring.kickWatch != null) ring.kickWatch.close();
+    if (ring.kick != null) ring.kick.close();
+    ring.kick = kick;
+    ring.kickWatch = null;
+    if (ring.queue.addresses() == null) {
+      throw new IllegalStateException("ring " + index + " has no addresses (SET_VRING_ADDR first)");
+    }
+    try {
+      attach(ring);
+    } catch (VirtqueueException e) {
+      guestError(ring, e);
+      return;
+    }
+    ring.kickWatch = FdWatch.start(loop, kick.fd(), () -> onKick(ring));
+    ring.started = true;
+    update(ring);
+  }
+
+  /** GET_VRING_BASE: stops the ring and returns the next available index it would have consumed. */
+  int stop(int index) {
+    Vring ring = rings[index];
+    if (ring.kickWatch != null) ring.kickWatch.close();
+    ring.kickWatch = null;
+    ring.started = false;
+    update(ring);
+    int base = ring.queue.lastAvailIndex();
+    ring.queue.detach();
+    return base;
+  }
+
+  void setEnabled(int index, boolean enabled) {
+    Vring ring = rings[index];
+    ring.enabled = enabled;
+    update(ring);
+  }
+
+  /** A new memory table: every attached ring re-resolves its addresses in it. */
+  void replaceMemory(GuestAddressSpace next) {
+    memory = next;
+    for (Vring ring : rings) {
+      if (!ring.queue.isAttached()) continue;
+      try {
+        attach(ring);
+      } catch (VirtqueueException e) {
+        guestError(ring, e);
+      }
+    }
+  }
+
+  GuestAddressSpace memory() {
+    return memory;
+  }
+
+  /** Whether any started ring has a part inside frontend range {@code [start, start + size)}. */
+  boolean ringUses(long userStart, long size) {
+    for (Vring ring : rings) {
+      RingAddresses a = ring.queue.addresses();
+      if (!ring.started || a == null) continue;
+      for (long address : new long[] {a.descriptorTable(), a.availableRing(), a.usedRing()}) {
+        if (Long.compareUnsigned(address - userStart, size) < 0) return true;
+      }
+    }
+    return false;
+  }
+
+  /** RESET_DEVICE, RESET_OWNER, or the frontend gone: every ring back to new, the device reset. */
+  void reset() {
+    for (Vring ring : rings) {
+      if (ring.kickWatch != null) ring.kickWatch.close();
+      ring.kickWatch = null;
+      ring.started = false;
+      ring.enabled = false;
+      update(ring);
+      ring.closeFds();
+      ring.queue.reset();
+    }
+    features = 0;
+    if (activated) device.reset();
+    activated = false;
+  }
+
+  // ---- the data path ----
+
+  private void onKick(Vring ring) {
+    try {
+      ring.kick.drain();
+    } catch (NativeException e) {
+      LOG.log(Level.WARNING, "{0}: ring {1}: reading its kick eventfd: {2}", name, ring.index, e);
+    }
+    serve(ring.index);
+  }
+
+  /**
+   * Lets the device work on one ring, publishes what it used and signals the driver once, then
+   * re-arms notifications and goes round again if more arrived meanwhile and the device made
+   * progress (a receive queue with nothing to deliver does not spin).
+   */
+  private void serve(int index) {
+    Vring ring = rings[index];
+    for (int round = 0; round < MAX_ROUNDS; round++) {
+      if (!ring.running()) return;
+      int before = ring.queue.lastAvailIndex();
+      try {
+        device.process(index, ring.queue);
+      } catch (VirtqueueException e) {
+        publish(ring);
+        guestError(ring, e);
+        return;
+      }
+      publish(ring);
+      if (!ring.queue.enableNotifications() || ring.queue.lastAvailIndex() == before) return;
+    }
+    loop.execute(processTasks[index]);
+  }
+
+  private void publish(Vring ring) {
+    if (!ring.queue.isAttached()) return;
+    ring.queue.publish();
+    if (ring.queue.needsNotification() && ring.call != null) {
+      try {
+        ring.call.signal();
+      } catch (NativeException e) {
+        LOG.log(
+            Level.WARNING, "{0}: ring {1}: signalling its call eventfd: {2}", name, ring.index, e);
+      }
+    }
+  }
+
+  /**
+   * A guest error: the ring stops, its error eventfd is signalled, the count rises, one log line.
+   */
+  private void guestError(Vring ring, VirtqueueException e) {
+    ring.guestErrors++;
+    LOG.log(
+        Level.WARNING,
+        "{0}: ring {1} stopped by a guest error ({2} so far): {3}",
+        name,
+        ring.index,
+        ring.guestErrors,
+        e.getMessage());
+    update(ring);
+    if (ring.err != null) {
+      try {
+        ring.err.signal();
+      } catch (NativeException signalFailed) {
+        LOG.log(
+            Level.WARNING,
+            "{0}: ring {1}: signalling its error eventfd: {2}",
+            name,
+            ring.index,
+            signalFailed);
+      }
+    }
+  }
+
+  long guestErrors(int index) {
+    return rings[index].guestErrors;
+  }
+
+  private void attach(Vring ring) throws VirtqueueException {
+    boolean resumed = ring.queue.attach(memory);
+    if (resumed) {
+      LOG.log(
+          Level.INFO,
+          "{0}: ring {1}: the frontend set base {2} but the used ring is at {3}; resuming from the"
+              + " used ring (a reconnecting DPDK frontend does this)",
+          name,
+          ring.index,
+          ring.queue.requestedBase(),
+          ring.queue.lastAvailIndex());
+    }
+  }
+
+  /** Tells the device when a ring starts or stops running, and kicks off work when it starts. */
+  private void update(Vring ring) {
+    boolean running = ring.running() && activated;
+    if (running && !ring.announced) {
+      ring.announced = true;
+      device.queueStarted(ring.index, ring.queue);
+      serve(ring.index);
+    } else if (!running && ring.announced) {
+      ring.announced = false;
+      device.queueStopped(ring.index);
+    }
+  }
+
+  private void requireStopped(int index, String request) {
+    if (rings[index].started) {
+      throw new IllegalStateException(
+          request + " on ring " + index + " while it runs (GET_VRING_BASE stops it first)");
+    }
+  }
+
+  /** Closes every ring's fds; the device is reset. Called once the session is over. */
+  void close() {
+    reset();
+  }
+}

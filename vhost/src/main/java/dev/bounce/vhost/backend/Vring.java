@@ -1,0 +1,46 @@
+package dev.bounce.vhost.backend;
+
+import dev.bounce.pool.EventFd;
+import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.virtq.SplitQueue;
+
+/**
+ * One vring as the engine tracks it: the queue, its three eventfds, and the two independent
+ * switches of vhost-user.rst ("Starting and stopping rings"): started (SET_VRING_KICK ..
+ * GET_VRING_BASE) and enabled (SET_VRING_ENABLE). Only the data loop touches it.
+ */
+final class Vring {
+  final int index;
+  final SplitQueue queue;
+  EventFd kick;
+  EventFd call;
+  EventFd err;
+  FdWatch kickWatch;
+  boolean started;
+  boolean enabled;
+
+  /** Whether the device was told {@code queueStarted} and not yet {@code queueStopped}. */
+  boolean announced;
+
+  long guestErrors;
+
+  Vring(int index, int maxSize) {
+    this.index = index;
+    this.queue = new SplitQueue(index, maxSize);
+  }
+
+  boolean running() {
+    return started && enabled && queue.isAttached() && !queue.isBroken();
+  }
+
+  void closeFds() {
+    if (kickWatch != null) kickWatch.close();
+    kickWatch = null;
+    if (kick != null) kick.close();
+    if (call != null) call.close();
+    if (err != null) err.close();
+    kick = null;
+    call = null;
+    err = null;
+  }
+}

@@ -1,0 +1,76 @@
+package dev.bounce.vhost.loop;
+
+import dev.bounce.pool.Fd;
+import io.netty.channel.IoEvent;
+import io.netty.channel.IoEventLoop;
+import io.netty.channel.IoRegistration;
+import io.netty.channel.epoll.EpollIoEvent;
+import io.netty.channel.epoll.EpollIoHandle;
+import io.netty.channel.epoll.EpollIoOps;
+import io.netty.channel.unix.FileDescriptor;
+
+/**
+ * Watches a raw fd for readability on one Netty epoll loop (level-triggered) and runs a callback
+ * there. Netty's domain-socket channels cannot receive bytes together with several fds, so bounce
+ * registers its fds as raw handles and does the I/O itself through FFM.
+ *
+ * <p>The watch never closes the fd: its owner does, after {@link #close()}.
+ */
+public final class FdWatch implements AutoCloseable {
+  /**
+   * What runs on the loop when the fd is readable (or has hung up or failed: the read will say).
+   */
+  @FunctionalInterface
+  public interface Readable {
+    void onReadable();
+  }
+
+  private final IoEventLoop loop;
+  private final IoRegistration registration;
+
+  private FdWatch(IoEventLoop loop, IoRegistration registration) {
+    this.loop = loop;
+    this.registration = registration;
+  }
+
+  /**
+   * Registers {@code fd} on {@code loop} and starts watching; blocks until registered unless called
+   * on the loop itself.
+   */
+  public static FdWatch start(IoEventLoop loop, Fd fd, Readable callback) {
+    Handle handle = new Handle(new FileDescriptor(fd.value()), callback);
+    IoRegistration registration = loop.register(handle).syncUninterruptibly().getNow();
+    registration.submit(EpollIoOps.EPOLLIN);
+    return new FdWatch(loop, registration);
+  }
+
+  public IoEventLoop loop() {
+    return loop;
+  }
+
+  /** Stops watching. Safe from any thread, and more than once. */
+  @Override
+  public void close() {
+    if (loop.inEventLoop()) {
+      registration.cancel();
+    } else if (!loop.isShuttingDown()) {
+      loop.submit(registration::cancel).syncUninterruptibly();
+    }
+  }
+
+  private record Handle(FileDescriptor fd, Readable callback) implements EpollIoHandle {
+    @Override
+    public void handle(IoRegistration registration, IoEvent event) {
+      EpollIoOps ops = ((EpollIoEvent) event).ops();
+      if (ops.contains(EpollIoOps.EPOLLIN)
+          || ops.contains(EpollIoOps.EPOLLERR)
+          || ops.contains(EpollIoOps.EPOLLRDHUP)) {
+        callback.onReadable();
+      }
+    }
+
+    /** Called by Netty when the registration ends; the fd belongs to someone else. */
+    @Override
+    public void close() {}
+  }
+}
