@@ -10,12 +10,12 @@ import static dev.bounce.vhost.protocol.ProtocolFeature.STATUS;
 
 import dev.bounce.pool.AddressKind;
 import dev.bounce.pool.EventFd;
-import dev.bounce.pool.Fd;
 import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.MemoryRegionDescription;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.protocol.BackendRequests;
 import dev.bounce.vhost.protocol.ConfigSpace;
 import dev.bounce.vhost.protocol.FrontendRequest;
 import dev.bounce.vhost.protocol.Header;
@@ -75,6 +75,7 @@ public final class BackendSession implements AutoCloseable {
   private final DataPlane data;
   private final Supplier<GuestAddressSpace> emptyMemory;
   private final Runnable onClose;
+  private final IoEventLoop controlLoop;
   private final MessageReader reader;
   private final ByteBuf out = Unpooled.directBuffer(Header.SIZE + Header.MAX_PAYLOAD);
   private FdWatch watch;
@@ -83,13 +84,14 @@ public final class BackendSession implements AutoCloseable {
   private long ackedFeatures;
   private long ackedProtocolFeatures;
   private long status;
-  private Fd backendChannel;
+  private UnixSocket backendChannel;
   private boolean closed;
 
   private BackendSession(
       String name,
       UnixSocket socket,
       VirtioDevice device,
+      IoEventLoop controlLoop,
       IoEventLoop dataLoop,
       Supplier<GuestAddressSpace> emptyMemory,
       Runnable onClose) {
@@ -97,7 +99,8 @@ public final class BackendSession implements AutoCloseable {
     this.socket = socket;
     this.device = device;
     this.emptyMemory = emptyMemory;
-    this.data = new DataPlane(dataLoop, device, name, emptyMemory.get());
+    this.controlLoop = controlLoop;
+    this.data = new DataPlane(dataLoop, device, name, emptyMemory.get(), this::configChanged);
     this.onClose = onClose;
     this.reader = new MessageReader(socket, Header.MAX_PAYLOAD);
   }
@@ -118,7 +121,7 @@ public final class BackendSession implements AutoCloseable {
     int flags = Libc.fcntl(socket.fd().value(), Libc.F_GETFL, 0);
     Libc.fcntl(socket.fd().value(), F_SETFL, flags | O_NONBLOCK);
     BackendSession session =
-        new BackendSession(name, socket, device, dataLoop, emptyMemory, onClose);
+        new BackendSession(name, socket, device, controlLoop, dataLoop, emptyMemory, onClose);
     controlLoop.execute(
         () -> session.watch = FdWatch.start(controlLoop, socket.fd(), session::onReadable));
     return session;
@@ -243,7 +246,7 @@ public final class BackendSession implements AutoCloseable {
       case SET_BACKEND_REQ_FD -> {
         // Kept open for the session: QEMU reads end-of-file on it as the backend going away.
         if (backendChannel != null) backendChannel.close();
-        backendChannel = m.takeFd(0);
+        backendChannel = UnixSocket.adopt(m.takeFd(0));
       }
       default ->
           throw new RequestFailed(
@@ -432,6 +435,29 @@ public final class BackendSession implements AutoCloseable {
     out.clear();
     encode.run();
     socket.send(MemorySegment.ofBuffer(out.nioBuffer(0, out.readableBytes())));
+  }
+
+  /**
+   * Tells the frontend the config space changed: CONFIG_CHANGE_MSG on the backend channel, without
+   * NEED_REPLY so the control loop never waits on the frontend.
+   */
+  private void configChanged() {
+    controlLoop.execute(
+        () -> {
+          if (closed || backendChannel == null || !negotiated(CONFIG) || !negotiated(BACKEND_REQ)) {
+            return;
+          }
+          ByteBuf message = Unpooled.directBuffer(Header.SIZE);
+          try {
+            BackendRequests.configChange(message, false);
+            backendChannel.send(
+                MemorySegment.ofBuffer(message.nioBuffer(0, message.readableBytes())));
+          } catch (IOException e) {
+            LOG.log(Level.WARNING, "{0}: sending CONFIG_CHANGE_MSG: {1}", name, e.getMessage());
+          } finally {
+            message.release();
+          }
+        });
   }
 
   // ---- the end ----

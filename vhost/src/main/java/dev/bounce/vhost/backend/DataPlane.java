@@ -31,12 +31,19 @@ final class DataPlane implements DeviceContext {
   private final String name;
   private final Vring[] rings;
   private final Runnable[] processTasks;
+  private final Runnable onConfigChanged;
   private GuestAddressSpace memory;
   private long features;
   private boolean activated;
 
-  DataPlane(IoEventLoop loop, VirtioDevice device, String name, GuestAddressSpace memory) {
+  DataPlane(
+      IoEventLoop loop,
+      VirtioDevice device,
+      String name,
+      GuestAddressSpace memory,
+      Runnable onConfigChanged) {
     this.loop = loop;
+    this.onConfigChanged = onConfigChanged;
     this.device = device;
     this.name = name;
     this.memory = memory;
@@ -93,6 +100,11 @@ final class DataPlane implements DeviceContext {
   @Override
   public void process(int index) {
     if (index >= 0 && index < rings.length) loop.execute(processTasks[index]);
+  }
+
+  @Override
+  public void configChanged() {
+    onConfigChanged.run();
   }
 
   // ---- changes from the control side (on the data loop) ----

@@ -16,4 +16,11 @@ public interface DeviceContext {
    * running.
    */
   void process(int index);
+
+  /**
+   * The config space changed (for example a link went down): the frontend is told with
+   * CONFIG_CHANGE_MSG where it negotiated CONFIG and BACKEND_REQ, and otherwise learns it at its
+   * next GET_CONFIG. Safe from any thread.
+   */
+  void configChanged();
 }
