@@ -1,6 +1,8 @@
 package dev.bounce.vhost.socket;
 
 import dev.bounce.pool.Fd;
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
@@ -15,6 +17,8 @@ import java.util.Objects;
  */
 public final class UnixListener implements AutoCloseable {
   private static final int BACKLOG = 16;
+  private static final int S_IFMT = 0xf000;
+  private static final int S_IFSOCK = 0xc000;
 
   private final Fd fd;
   private final Path path;
@@ -51,14 +55,25 @@ public final class UnixListener implements AutoCloseable {
 
   private static void removeStale(Path path) throws IOException {
     if (!Files.exists(path, LinkOption.NOFOLLOW_LINKS)) return;
-    BasicFileAttributes attributes =
-        Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
-    if (!attributes.isOther()) {
+    // isOther() is also true of FIFOs and device nodes, which a connect probe calls stale too.
+    int mode = (Integer) Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);
+    if ((mode & S_IFMT) != S_IFSOCK) {
       throw new IOException(path + " exists and is not a socket: remove it or choose another path");
     }
-    Fd probe = Fd.adopt(SocketCalls.socket(SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC));
+    // Non-blocking: a blocking connect to a live listener whose backlog is full waits forever.
+    Fd probe =
+        Fd.adopt(
+            SocketCalls.socket(
+                SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC | SocketCalls.SOCK_NONBLOCK));
     try {
-      if (SocketCalls.connect(probe.value(), path) == 0) {
+      int refused;
+      try {
+        refused = SocketCalls.connect(probe.value(), path);
+      } catch (NativeException e) {
+        if (e.errno() != Libc.EAGAIN) throw e;
+        refused = 0; // backlog full: someone listens there
+      }
+      if (refused == 0) {
         throw new IOException(
             "another process is listening at " + path + ": stop it or choose another path");
       }
@@ -89,13 +104,16 @@ public final class UnixListener implements AutoCloseable {
 
   @Override
   public void close() {
-    fd.close();
+    // Compare before closing: while the fd is open the socket's inode cannot be freed, so no file
+    // created since can have its number (and so its file key).
     try {
       if (Files.exists(path, LinkOption.NOFOLLOW_LINKS) && Objects.equals(fileKey(path), fileKey)) {
         Files.delete(path);
       }
     } catch (IOException e) {
       // someone else removed or replaced it: theirs now
+    } finally {
+      fd.close();
     }
   }
 

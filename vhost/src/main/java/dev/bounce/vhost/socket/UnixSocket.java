@@ -13,6 +13,7 @@ import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
 
 /**
  * A connected AF_UNIX stream socket that carries fds (SCM_RIGHTS) along with bytes: the vhost-user
@@ -28,6 +29,7 @@ public final class UnixSocket implements AutoCloseable {
   private final MemorySegment msghdr = arena.allocate(SocketCalls.MSGHDR_SIZE, 8);
   private final MemorySegment iovec = arena.allocate(SocketCalls.IOVEC_SIZE, 8);
   private final MemorySegment control = arena.allocate(SocketCalls.cmsgSpace(MAX_FDS), 8);
+  private final AtomicBoolean closed = new AtomicBoolean();
 
   private UnixSocket(Fd fd) {
     this.fd = fd;
@@ -75,6 +77,10 @@ public final class UnixSocket implements AutoCloseable {
   public void send(MemorySegment data, Fd... fds) throws IOException {
     if (fds.length > MAX_FDS) {
       throw new IllegalArgumentException(fds.length + " fds in one message; at most " + MAX_FDS);
+    }
+    if (fds.length > 0 && data.byteSize() == 0) {
+      // a stream socket sends nothing for no bytes, and the kernel drops the fds without a word
+      throw new IllegalArgumentException("fds need at least one byte of data to travel with");
     }
     long sent = 0;
     boolean withFds = fds.length > 0;
@@ -193,7 +199,13 @@ public final class UnixSocket implements AutoCloseable {
   @Override
   public void close() {
     fd.close();
-    arena.close();
+    if (!closed.compareAndSet(false, true)) return; // Arena.close() throws the second time
+    try {
+      arena.close();
+    } catch (IllegalStateException e) {
+      closed.set(false); // a call on another thread still holds the buffers; close() again later
+      throw e;
+    }
   }
 
   @Override
