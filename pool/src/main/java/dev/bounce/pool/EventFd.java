@@ -53,6 +53,16 @@ public final class EventFd implements AutoCloseable {
     return n == Long.BYTES ? value.get(JAVA_LONG_UNALIGNED, 0) : 0;
   }
 
+  /**
+   * Waits until the counter is non-zero or {@code timeoutMillis} pass (-1: no limit), then drains
+   * it.
+   *
+   * @return the signals it held, 0 on timeout
+   */
+  public long await(int timeoutMillis) throws NativeException {
+    return Libc.pollIn(fd.value(), timeoutMillis) ? drain() : 0;
+  }
+
   @Override
   public void close() {
     fd.close();

@@ -69,6 +69,8 @@ public final class Libc {
       downcall("read", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
   private static final MethodHandle WRITE =
       downcall("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
+  private static final MethodHandle POLL =
+      downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
   private static final MethodHandle CLOSE =
       downcall("close", FunctionDescriptor.of(JAVA_INT, JAVA_INT));
   private static final MethodHandle STRERROR =
@@ -279,6 +281,36 @@ public final class Libc {
         int errno = errno(state);
         if (errno == EAGAIN) return WOULD_BLOCK;
         if (errno != EINTR) throw new NativeException("write", "fd " + fd + ", " + count, errno);
+      }
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw unexpected(t);
+    }
+  }
+
+  /** POLLIN for {@link #pollIn}. */
+  public static final short POLLIN = 0x1;
+
+  private static final ThreadLocal<MemorySegment> POLLFD =
+      ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(8, 4));
+
+  /**
+   * poll(2) on one fd for input; true when it is readable (or hung up) within {@code timeoutMillis}
+   * (-1: no limit). Retried on EINTR; allocation-free.
+   */
+  public static boolean pollIn(int fd, int timeoutMillis) throws NativeException {
+    MemorySegment state = callState();
+    MemorySegment pollfd = POLLFD.get();
+    pollfd.set(JAVA_INT, 0, fd);
+    pollfd.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 4, POLLIN);
+    pollfd.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 6, (short) 0);
+    try {
+      while (true) {
+        int n = (int) POLL.invokeExact(state, pollfd, 1L, timeoutMillis);
+        if (n >= 0) return n > 0;
+        int errno = errno(state);
+        if (errno != EINTR) throw new NativeException("poll", "fd " + fd, errno);
       }
     } catch (NativeException e) {
       throw e;

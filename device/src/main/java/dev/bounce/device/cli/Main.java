@@ -23,6 +23,17 @@ public final class Main {
               false,
               PoolDemo::run),
           new Command("demo-backend", "", true, PoolDemo::runBackend),
+          new Command(
+              "frontend",
+              "the built-in fake frontend (a VMM and a guest driver in one): drives any vhost-user"
+                  + " backend over its socket and reports operations, throughput and latency",
+              false,
+              FrontendCommand::run),
+          new Command(
+              "echo-backend",
+              "serves the engine's test device (echo) on a socket, for trying a frontend",
+              false,
+              EchoBackendCommand::run),
           new Command("help", "prints this help", false, args -> help(System.out)));
 
   private Main() {}
@@ -61,7 +72,7 @@ public final class Main {
     out.println();
     out.println("commands:");
     for (Command command : COMMANDS) {
-      if (!command.hidden()) out.printf("  %-10s %s%n", command.name(), command.summary());
+      if (!command.hidden()) out.printf("  %-13s %s%n", command.name(), command.summary());
     }
     return 0;
   }

@@ -1,0 +1,132 @@
+package dev.bounce.device.cli;
+
+import dev.bounce.vhost.frontend.EchoDriver;
+import dev.bounce.vhost.frontend.FrontendSession;
+import dev.bounce.vhost.frontend.GuestRam;
+import dev.bounce.vhost.frontend.Handshake;
+import dev.bounce.vhost.frontend.MemoryMode;
+import dev.bounce.vhost.frontend.Stats;
+import dev.bounce.vhost.spi.VirtioFeatures;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+
+/**
+ * {@code bounce frontend}: the built-in fake frontend (a VMM and a guest driver in one) drives any
+ * vhost-user backend over its socket and reports what happened.
+ */
+final class FrontendCommand {
+  static final long DEFAULT_RAM_START = 0x4000_0000L;
+
+  private static final Flags FLAGS =
+      new Flags(
+          "bounce frontend --socket PATH --device TYPE [flags]",
+          List.of(
+              new Flags.Flag("socket", "PATH", "the backend's vhost-user socket (required)"),
+              new Flags.Flag(
+                  "device",
+                  "TYPE",
+                  "the device the backend serves: echo (the engine's test device)"),
+              new Flags.Flag(
+                  "mode",
+                  "MODE",
+                  "shared (all guest memory sent, like QEMU share=on; default), pool (only the pool"
+                      + " memfd is sent, like Firecracker's swiotlb), device-pool (later)"),
+              new Flags.Flag("memory", "SIZE", "guest RAM, at guest 0x40000000 (default 256M)"),
+              new Flags.Flag(
+                  "pool",
+                  "GPA:SIZE",
+                  "a restricted pool: rings and every buffer bounce through it (required in pool"
+                      + " mode; inside RAM in shared mode)"),
+              new Flags.Flag("queue-size", "N", "entries per queue (default 256)"),
+              new Flags.Flag(
+                  "handshake",
+                  "STYLE",
+                  "negotiate like qemu (SET_MEM_TABLE; default), qemu-slots (ADD_MEM_REG), dpdk"),
+              new Flags.Flag("listen", null, "listen at --socket for a backend in client mode"),
+              new Flags.Flag("count", "N", "operations to run (default 100000)"),
+              new Flags.Flag("size", "BYTES", "bytes per operation (default 4096)"),
+              new Flags.Flag("duration", "SECONDS", "stop after this long at most (default 60)"),
+              new Flags.Flag("json", null, "print the result as one JSON object")));
+
+  private FrontendCommand() {}
+
+  static int run(List<String> args) throws Exception {
+    if (!FLAGS.parse(args)) return 0;
+    Path socket = Path.of(FLAGS.require("socket"));
+    String device = FLAGS.get("device", "echo");
+    if (!device.equals("echo")) {
+      throw new UsageException("--device " + device + " is not known yet; only echo is");
+    }
+    MemoryMode mode = parse(() -> MemoryMode.ofFlag(FLAGS.get("mode", "shared")));
+    Handshake handshake = parse(() -> Handshake.ofFlag(FLAGS.get("handshake", "qemu")));
+    long memory = FLAGS.size("memory", 256L << 20);
+    long[] pool = FLAGS.has("pool") ? pool(FLAGS.get("pool", "")) : new long[] {0, 0};
+    int queueSize = (int) FLAGS.size("queue-size", 256);
+    long count = FLAGS.size("count", 100_000);
+    int size = (int) FLAGS.size("size", 4096);
+    Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
+    boolean json = FLAGS.has("json");
+
+    FrontendSession.Options options =
+        new FrontendSession.Options(
+            handshake,
+            VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
+                | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC),
+            1,
+            queueSize,
+            0);
+    try (GuestRam ram = guestRam(mode, memory, pool);
+        FrontendSession session = open(socket, ram, options)) {
+      if (!json) {
+        System.err.printf(
+            "bounce frontend: %s; connected to %s; features 0x%x; running %d x %d bytes%n",
+            ram, socket, session.features(), count, size);
+      }
+      Stats stats = new EchoDriver(session).run(count, size, duration);
+      session.stop();
+      System.out.print(json ? stats.json() + "\n" : stats.text());
+      return stats.errors() == 0 ? 0 : 1;
+    }
+  }
+
+  private static FrontendSession open(Path socket, GuestRam ram, FrontendSession.Options options)
+      throws Exception {
+    return FLAGS.has("listen")
+        ? FrontendSession.accept(socket, Duration.ofSeconds(60), ram, options)
+        : FrontendSession.connect(socket, ram, options);
+  }
+
+  private static GuestRam guestRam(MemoryMode mode, long memory, long[] pool) throws Exception {
+    try {
+      return GuestRam.create(mode, DEFAULT_RAM_START, memory, pool[0], pool[1]);
+    } catch (IllegalArgumentException | UnsupportedOperationException e) {
+      throw new UsageException(e.getMessage());
+    }
+  }
+
+  /** GPA:SIZE, for example 0x5c000000:16M. */
+  static long[] pool(String text) throws UsageException {
+    int colon = text.indexOf(':');
+    if (colon < 0)
+      throw new UsageException("--pool takes GPA:SIZE (like 0x5c000000:16M), not " + text);
+    try {
+      long start = Flags.parseNumber(text.substring(0, colon));
+      return new long[] {start, Flags.parseSize("--pool", text.substring(colon + 1))};
+    } catch (NumberFormatException e) {
+      throw new UsageException("--pool: '" + text.substring(0, colon) + "' is not an address");
+    }
+  }
+
+  private interface Parse<T> {
+    T get();
+  }
+
+  private static <T> T parse(Parse<T> parse) throws UsageException {
+    try {
+      return parse.get();
+    } catch (IllegalArgumentException e) {
+      throw new UsageException(e.getMessage());
+    }
+  }
+}

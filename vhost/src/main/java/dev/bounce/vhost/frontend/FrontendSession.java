@@ -1,0 +1,379 @@
+package dev.bounce.vhost.frontend;
+
+import static dev.bounce.vhost.protocol.FrontendRequest.ADD_MEM_REG;
+import static dev.bounce.vhost.protocol.FrontendRequest.GET_FEATURES;
+import static dev.bounce.vhost.protocol.FrontendRequest.GET_MAX_MEM_SLOTS;
+import static dev.bounce.vhost.protocol.FrontendRequest.GET_PROTOCOL_FEATURES;
+import static dev.bounce.vhost.protocol.FrontendRequest.GET_QUEUE_NUM;
+import static dev.bounce.vhost.protocol.FrontendRequest.GET_STATUS;
+import static dev.bounce.vhost.protocol.FrontendRequest.GET_VRING_BASE;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_FEATURES;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_MEM_TABLE;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_OWNER;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_PROTOCOL_FEATURES;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_STATUS;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_ADDR;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_BASE;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_CALL;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_ENABLE;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_ERR;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_KICK;
+
+import dev.bounce.pool.EventFd;
+import dev.bounce.pool.Fd;
+import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.protocol.MemoryTable;
+import dev.bounce.vhost.protocol.Message;
+import dev.bounce.vhost.protocol.Payload;
+import dev.bounce.vhost.protocol.ProtocolFeature;
+import dev.bounce.vhost.protocol.SingleMemoryRegion;
+import dev.bounce.vhost.protocol.U64;
+import dev.bounce.vhost.protocol.VringFdIndex;
+import dev.bounce.vhost.protocol.VringState;
+import dev.bounce.vhost.spi.VirtioFeatures;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The fake frontend's VMM half: negotiates with any vhost-user backend the way QEMU 7.2 or DPDK
+ * 22.11 virtio-user does (../shared/reference/sequences), shares the guest's memory as {@link
+ * GuestRam} says, and sets up every queue with its rings (in the pool when there is one) and
+ * eventfds. The guest half, a driver model, then works the queues through {@link #queue}.
+ */
+public final class FrontendSession implements AutoCloseable {
+  /** Virtio device status bits (virtio 1.2 section 2.1). */
+  static final int ACKNOWLEDGE = 1;
+
+  static final int DRIVER = 2;
+  static final int DRIVER_OK = 4;
+  static final int FEATURES_OK = 8;
+
+  /** Protocol features the fake frontend understands. */
+  static final long FRONTEND_PROTOCOL_FEATURES =
+      ProtocolFeature.maskOf(
+          ProtocolFeature.MQ,
+          ProtocolFeature.REPLY_ACK,
+          ProtocolFeature.CONFIG,
+          ProtocolFeature.RESET_DEVICE,
+          ProtocolFeature.CONFIGURE_MEM_SLOTS,
+          ProtocolFeature.STATUS);
+
+  /** Room for rings before bounce slots or guest buffers start, from the start of their area. */
+  private static final long PAGE = 4096;
+
+  /**
+   * How to negotiate.
+   *
+   * @param handshake whose message sequence to follow
+   * @param driverFeatures the feature bits the driver supports (device-specific and ring ones); the
+   *     session accepts those the backend offers, plus VERSION_1 and PROTOCOL_FEATURES
+   * @param queues how many queues to set up; 0 to ask the backend (GET_QUEUE_NUM)
+   * @param queueSize entries per queue (a power of two)
+   * @param indirectEntries descriptors per indirect table when INDIRECT_DESC is negotiated; 0 for
+   *     none
+   */
+  public record Options(
+      Handshake handshake, long driverFeatures, int queues, int queueSize, int indirectEntries) {}
+
+  /** One queue as the guest driver uses it: the ring and its three eventfds. */
+  public record Queue(DriverQueue ring, EventFd kick, EventFd call, EventFd err) {
+    void close() {
+      kick.close();
+      call.close();
+      err.close();
+    }
+  }
+
+  private final FrontendChannel channel;
+  private final GuestRam ram;
+  private final Options options;
+  private final List<Queue> queues = new ArrayList<>();
+  private long offeredFeatures;
+  private long features;
+  private long protocolFeatures;
+  private long ringAreaEnd;
+
+  private FrontendSession(FrontendChannel channel, GuestRam ram, Options options) {
+    this.channel = channel;
+    this.ram = ram;
+    this.options = options;
+  }
+
+  /** Connects to a backend listening at {@code socket} and negotiates. */
+  public static FrontendSession connect(Path socket, GuestRam ram, Options options)
+      throws IOException {
+    return negotiated(FrontendChannel.connect(socket), ram, options);
+  }
+
+  /** Listens at {@code socket} for a backend in client mode, then negotiates. */
+  public static FrontendSession accept(Path socket, Duration timeout, GuestRam ram, Options options)
+      throws IOException {
+    return negotiated(FrontendChannel.accept(socket, timeout), ram, options);
+  }
+
+  private static FrontendSession negotiated(FrontendChannel channel, GuestRam ram, Options options)
+      throws IOException {
+    FrontendSession session = new FrontendSession(channel, ram, options);
+    try {
+      session.negotiate();
+      return session;
+    } catch (IOException | RuntimeException e) {
+      session.close();
+      throw e;
+    }
+  }
+
+  // ---- negotiation ----
+
+  private void negotiate() throws IOException {
+    switch (options.handshake()) {
+      case QEMU, QEMU_SLOTS -> negotiateLikeQemu();
+      case DPDK -> negotiateLikeDpdk();
+    }
+  }
+
+  /** qemu72-vsock-pci-x86.log and qemu72-net-pci-x86.log, in that order. */
+  private void negotiateLikeQemu() throws IOException {
+    offeredFeatures = channel.getU64(GET_FEATURES);
+    negotiateProtocolFeatures();
+    int count = negotiateQueueCount();
+    channel.send(SET_OWNER, false);
+    createQueues(count);
+    for (Queue q : queues) {
+      send(SET_VRING_CALL, new VringFdIndex(q.ring().index(), false), q.call().fd());
+      send(SET_VRING_ERR, new VringFdIndex(q.ring().index(), false), q.err().fd());
+    }
+    setFeatures();
+    if (negotiated(ProtocolFeature.STATUS)) {
+      channel.getU64(GET_STATUS);
+      sendMaybeAck(SET_STATUS, new U64(FEATURES_OK));
+    }
+    shareMemory();
+    for (Queue q : queues) setUpRing(q);
+    enableRings();
+    if (negotiated(ProtocolFeature.STATUS)) {
+      sendMaybeAck(SET_STATUS, new U64(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK));
+    }
+  }
+
+  /** dpdk2211-virtio-user-net.txt: SET_OWNER first, acknowledged SET_STATUS, one memory table. */
+  private void negotiateLikeDpdk() throws IOException {
+    channel.send(SET_OWNER, false);
+    offeredFeatures = channel.getU64(GET_FEATURES);
+    negotiateProtocolFeatures();
+    createQueues(negotiateQueueCount());
+    for (Queue q : queues) {
+      send(SET_VRING_CALL, new VringFdIndex(q.ring().index(), false), q.call().fd());
+    }
+    setFeatures();
+    if (negotiated(ProtocolFeature.STATUS)) {
+      sendMaybeAck(SET_STATUS, new U64(ACKNOWLEDGE | DRIVER | FEATURES_OK));
+      channel.getU64(GET_STATUS);
+    }
+    shareMemory();
+    for (Queue q : queues) setUpRing(q);
+    enableRings();
+    if (negotiated(ProtocolFeature.STATUS)) {
+      sendMaybeAck(SET_STATUS, new U64(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK));
+    }
+  }
+
+  private void negotiateProtocolFeatures() throws IOException {
+    if (!VirtioFeatures.has(offeredFeatures, VirtioFeatures.PROTOCOL_FEATURES)) return;
+    long offered = channel.getU64(GET_PROTOCOL_FEATURES);
+    protocolFeatures = offered & FRONTEND_PROTOCOL_FEATURES;
+    channel.send(SET_PROTOCOL_FEATURES, new U64(protocolFeatures), false);
+  }
+
+  private int negotiateQueueCount() throws IOException {
+    if (options.queues() > 0) return options.queues();
+    if (!negotiated(ProtocolFeature.MQ)) {
+      throw new IOException("the backend did not negotiate MQ, so give the queue count (--queues)");
+    }
+    return (int) Math.min(channel.getU64(GET_QUEUE_NUM), 64);
+  }
+
+  private void setFeatures() throws IOException {
+    long wanted =
+        options.driverFeatures()
+            | VirtioFeatures.bit(VirtioFeatures.VERSION_1)
+            | VirtioFeatures.bit(VirtioFeatures.PROTOCOL_FEATURES);
+    features = offeredFeatures & wanted;
+    if (!VirtioFeatures.has(features, VirtioFeatures.VERSION_1)) {
+      throw new IOException(
+          "the backend does not offer VIRTIO_F_VERSION_1 (features 0x"
+              + Long.toHexString(offeredFeatures)
+              + "): only modern devices are supported");
+    }
+    rebuildQueuesFor(features);
+    sendMaybeAck(SET_FEATURES, new U64(features));
+  }
+
+  private void shareMemory() throws IOException {
+    List<GuestRam.SharedRegion> regions = ram.sharedRegions();
+    try {
+      if (options.handshake() == Handshake.QEMU_SLOTS
+          && negotiated(ProtocolFeature.CONFIGURE_MEM_SLOTS)) {
+        long slots = channel.getU64(GET_MAX_MEM_SLOTS);
+        if (slots < regions.size()) {
+          throw new IOException(
+              "the backend has " + slots + " memory slots; the guest needs " + regions.size());
+        }
+        for (GuestRam.SharedRegion r : regions) {
+          sendMaybeAck(ADD_MEM_REG, new SingleMemoryRegion(r.description()), r.fd());
+        }
+      } else {
+        Fd[] fds = regions.stream().map(GuestRam.SharedRegion::fd).toArray(Fd[]::new);
+        MemoryTable table =
+            new MemoryTable(regions.stream().map(GuestRam.SharedRegion::description).toList());
+        sendMaybeAck(SET_MEM_TABLE, table, fds);
+      }
+    } finally {
+      regions.forEach(r -> r.fd().close());
+    }
+  }
+
+  private void setUpRing(Queue q) throws IOException {
+    int index = q.ring().index();
+    send(FrontendRequest.SET_VRING_NUM, new VringState(index, q.ring().size()));
+    send(SET_VRING_BASE, new VringState(index, 0));
+    send(SET_VRING_ADDR, q.ring().vringAddress());
+    send(SET_VRING_KICK, new VringFdIndex(index, false), q.kick().fd());
+  }
+
+  private void enableRings() throws IOException {
+    if (!VirtioFeatures.has(features, VirtioFeatures.PROTOCOL_FEATURES)) return;
+    for (Queue q : queues) send(SET_VRING_ENABLE, new VringState(q.ring().index(), 1));
+  }
+
+  // ---- queues ----
+
+  /** Where the rings go: the start of the pool when there is one, otherwise a page into RAM. */
+  private long ringAreaStart() {
+    return ram.hasPool() ? ram.poolStart() : ram.ramStart() + PAGE;
+  }
+
+  private void createQueues(int count) throws NativeException {
+    for (int i = 0; i < count; i++) {
+      EventFd kick = EventFd.create();
+      EventFd call = EventFd.create();
+      EventFd err = EventFd.create();
+      queues.add(new Queue(null, kick, call, err));
+    }
+    rebuildQueuesFor(0);
+  }
+
+  /**
+   * (Re)builds the driver rings for the negotiated {@code ringFeatures}: EVENT_IDX and
+   * INDIRECT_DESC change how the driver uses them. Each queue's rings and indirect tables take
+   * whole pages.
+   */
+  private void rebuildQueuesFor(long ringFeatures) {
+    long at = ringAreaStart();
+    boolean indirect =
+        options.indirectEntries() > 0
+            && VirtioFeatures.has(ringFeatures, VirtioFeatures.INDIRECT_DESC);
+    for (int i = 0; i < queues.size(); i++) {
+      Queue old = queues.get(i);
+      GuestRam.Area area = ram.areaOf(at);
+      DriverQueue.Builder builder =
+          DriverQueue.builder(area.bytes(), area.guestBase(), area.userBase())
+              .index(i)
+              .size(options.queueSize())
+              .features(ringFeatures)
+              .ringsAt(at);
+      at = RingLayout.align(at + DriverQueue.ringBytes(options.queueSize()), PAGE);
+      if (indirect) {
+        builder.indirectTables(at, options.indirectEntries());
+        at =
+            RingLayout.align(
+                at + DriverQueue.indirectBytes(options.queueSize(), options.indirectEntries()),
+                PAGE);
+      }
+      queues.set(i, new Queue(builder.build(), old.kick(), old.call(), old.err()));
+    }
+    ringAreaEnd = at;
+  }
+
+  /** The first guest address after the rings: where a driver model may put its buffers. */
+  public long ringAreaEnd() {
+    return ringAreaEnd;
+  }
+
+  public Queue queue(int index) {
+    return queues.get(index);
+  }
+
+  public int queueCount() {
+    return queues.size();
+  }
+
+  /** The features both sides accepted. */
+  public long features() {
+    return features;
+  }
+
+  public long offeredFeatures() {
+    return offeredFeatures;
+  }
+
+  public long protocolFeatures() {
+    return protocolFeatures;
+  }
+
+  public boolean negotiated(ProtocolFeature feature) {
+    return feature.in(protocolFeatures);
+  }
+
+  public GuestRam ram() {
+    return ram;
+  }
+
+  public FrontendChannel channel() {
+    return channel;
+  }
+
+  /**
+   * Stops every ring (GET_VRING_BASE, as a VMM does when the guest stops) and returns the index
+   * each backend ring stopped at.
+   */
+  public int[] stop() throws IOException {
+    int[] bases = new int[queues.size()];
+    for (Queue q : queues) {
+      try (Message<FrontendRequest> reply =
+          channel.call(GET_VRING_BASE, new VringState(q.ring().index(), 0))) {
+        bases[q.ring().index()] = (int) reply.payload(VringState.class).num();
+      }
+    }
+    return bases;
+  }
+
+  // ---- sending ----
+
+  private void send(FrontendRequest request, Payload payload, Fd... fds) throws IOException {
+    channel.send(request, payload, false, fds);
+  }
+
+  /**
+   * Sends with NEED_REPLY and requires success where the backend negotiated REPLY_ACK, as QEMU and
+   * DPDK do for the memory table and the status; otherwise sends plainly.
+   */
+  private void sendMaybeAck(FrontendRequest request, Payload payload, Fd... fds)
+      throws IOException {
+    if (negotiated(ProtocolFeature.REPLY_ACK)) {
+      channel.ack(request, payload, fds);
+    } else {
+      send(request, payload, fds);
+    }
+  }
+
+  @Override
+  public void close() {
+    channel.close();
+    queues.forEach(Queue::close);
+  }
+}
