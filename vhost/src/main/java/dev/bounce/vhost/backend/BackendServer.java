@@ -65,6 +65,10 @@ public final class BackendServer implements AutoCloseable {
     try {
       UnixSocket socket;
       while ((socket = listener.accept()) != null) {
+        // The previous frontend may have closed just before this one connected, with its end of
+        // stream not read yet (both arrive in one epoll round): read it first, so that only a
+        // frontend that is still there makes this one a second frontend.
+        if (session != null) session.drain();
         if (session != null) {
           LOG.log(
               Level.WARNING,

@@ -123,11 +123,25 @@ public final class BackendSession implements AutoCloseable {
     BackendSession session =
         new BackendSession(name, socket, device, controlLoop, dataLoop, emptyMemory, onClose);
     controlLoop.execute(
-        () -> session.watch = FdWatch.start(controlLoop, socket.fd(), session::onReadable));
+        () -> {
+          // drain() may have ended the session already (a frontend that connected and closed)
+          if (!session.closed) {
+            session.watch = FdWatch.start(controlLoop, socket.fd(), session::onReadable);
+          }
+        });
     return session;
   }
 
   // ---- reading ----
+
+  /**
+   * Reads what the frontend has sent so far, now; on the control loop. The server calls it when
+   * another frontend connects while this one is served: one that has closed its end already (a
+   * quick reconnect) ends here, instead of making the newcomer look like a second frontend.
+   */
+  void drain() {
+    if (!closed) onReadable();
+  }
 
   private void onReadable() {
     try {
@@ -150,7 +164,13 @@ public final class BackendSession implements AutoCloseable {
           Requests.decode(
               header, Unpooled.wrappedBuffer(frame.payload().asByteBuffer()), frame.fds());
     } catch (ProtocolException e) {
-      if (!e.framingIntact()) throw e;
+      // ARCHITECTURE.md, "Errors": a failure reply where the frontend asked for one. An unknown
+      // request without NEED_REPLY asks nothing of us: a log line, and the connection goes on
+      // (issue 3). Any other malformed request ends the connection: dropping it quietly would
+      // leave a frontend waiting forever for the reply it expects (GET_FEATURES with bad flags or
+      // a stray fd), or going on with state the backend does not share (a SET_VRING_KICK refused).
+      boolean unknown = e.kind() == ProtocolException.Kind.UNKNOWN_REQUEST;
+      if (!e.framingIntact() || !(e.replyExpected() || unknown)) throw e;
       LOG.log(Level.WARNING, "{0}: refused a malformed request: {1}", name, e.getMessage());
       if (e.replyExpected()) reply(() -> Replies.ack(out, header.request(), false));
       return;
@@ -192,6 +212,8 @@ public final class BackendSession implements AutoCloseable {
           GET_PROTOCOL_FEATURES,
           SET_PROTOCOL_FEATURES,
           GET_QUEUE_NUM,
+          // QEMU 7.2 with BACKEND_REQ sends it before SET_OWNER (qemu72-vsock-mmio-arm64 recording)
+          SET_BACKEND_REQ_FD,
           SET_OWNER -> {}
       default -> {
         warnedNoOwner = true;

@@ -7,11 +7,13 @@ import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.spi.DeviceContext;
 import dev.bounce.vhost.spi.VirtioDevice;
 import dev.bounce.vhost.virtq.RingAddresses;
+import dev.bounce.vhost.virtq.SplitQueue;
 import dev.bounce.vhost.virtq.VirtqueueException;
 import io.netty.channel.IoEventLoop;
 import java.lang.System.Logger.Level;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
 
 /**
  * The rings of one device on its data loop: kicks arrive here, the device processes its queues
@@ -26,11 +28,22 @@ final class DataPlane implements DeviceContext {
   /** Rounds of process-then-recheck before yielding the loop to other rings and devices. */
   private static final int MAX_ROUNDS = 16;
 
+  /**
+   * How long a ring that just ran dry is polled, kicks still suppressed, before they are re-armed
+   * and the loop may sleep (system property bounce.vhost.pollMicros; 0 turns polling off). A busy
+   * driver refills within microseconds: polling catches that without the kick's eventfd write and
+   * the epoll wakeup on each side (Linux vhost-net's busyloop_timeout does the same). Other rings
+   * and fds on the loop are served between polls.
+   */
+  static final long POLL_NANOS =
+      TimeUnit.MICROSECONDS.toNanos(Long.getLong("bounce.vhost.pollMicros", 50));
+
   private final IoEventLoop loop;
   private final VirtioDevice device;
   private final String name;
   private final Vring[] rings;
   private final Runnable[] processTasks;
+  private final Runnable[] pollTasks;
   private final Runnable onConfigChanged;
   private GuestAddressSpace memory;
   private long features;
@@ -49,10 +62,13 @@ final class DataPlane implements DeviceContext {
     this.memory = memory;
     this.rings = new Vring[device.queueCount()];
     this.processTasks = new Runnable[rings.length];
+    this.pollTasks = new Runnable[rings.length];
     for (int i = 0; i < rings.length; i++) {
-      rings[i] = new Vring(i, device.maxQueueSize());
+      Vring ring = new Vring(i, device.maxQueueSize());
+      rings[i] = ring;
       int index = i;
       processTasks[i] = () -> serve(index);
+      pollTasks[i] = () -> poll(ring);
     }
   }
 
@@ -119,17 +135,36 @@ final class DataPlane implements DeviceContext {
       activated = true;
       device.activate(this);
     }
+    // Rings the frontend started and enabled before SET_FEATURES could not be announced while
+    // the device was inactive: announce (and serve) them now, or they never run.
+    for (Vring ring : rings) update(ring);
   }
 
+  /**
+   * SET_VRING_NUM, the first message of a ring's setup: a ring a guest error broke starts afresh
+   * here (a guest driver that reloads sets its rings up again on the same connection).
+   */
   void setSize(int index, int size) {
     requireStopped(index, "SET_VRING_NUM");
-    rings[index].queue.setSize(size);
+    SplitQueue queue = rings[index].queue;
+    if (queue.isBroken()) {
+      queue.reset();
+      queue.setFeatures(features);
+    }
+    queue.setSize(size);
   }
 
-  void setAddresses(int index, RingAddresses addresses) throws VirtqueueException {
+  void setAddresses(int index, RingAddresses addresses) {
     Vring ring = rings[index];
     ring.queue.setAddresses(addresses);
-    if (ring.started) attach(ring); // a running ring may be re-addressed (logging on or off)
+    if (!ring.started) return;
+    // A running ring may be re-addressed (logging on or off). New addresses outside memory are a
+    // guest error, as at SET_VRING_KICK: the ring stops, the connection goes on.
+    try {
+      attach(ring);
+    } catch (VirtqueueException e) {
+      guestError(ring, e);
+    }
   }
 
   void setBase(int index, int base) {
@@ -227,6 +262,7 @@ final class DataPlane implements DeviceContext {
       ring.kickWatch = null;
       ring.started = false;
       ring.enabled = false;
+      ring.polling = false;
       update(ring);
       ring.closeFds();
       ring.queue.reset();
@@ -254,8 +290,22 @@ final class DataPlane implements DeviceContext {
    */
   private void serve(int index) {
     Vring ring = rings[index];
+    try {
+      serveRounds(ring);
+    } catch (InternalError fault) {
+      // The JVM turns SIGBUS on a mapping into InternalError: the frontend truncated the memfd it
+      // shared. Escaping, it would end this event loop's thread and every ring on it; it is the
+      // frontend's doing, so this ring stops like on any guest error (nothing more is touched).
+      guestError(ring, ring.queue.memoryFault(fault));
+    }
+  }
+
+  private void serveRounds(Vring ring) {
+    int index = ring.index;
     for (int round = 0; round < MAX_ROUNDS; round++) {
-      if (!ring.running()) return;
+      // Only a ring the device was told about (queueStarted): a ring can be started and enabled
+      // before SET_FEATURES, or without it, while the device is inactive.
+      if (!ring.announced || !ring.running()) return;
       int before = ring.queue.lastAvailIndex();
       try {
         device.process(index, ring.queue);
@@ -265,9 +315,80 @@ final class DataPlane implements DeviceContext {
         return;
       }
       publish(ring);
-      if (!ring.queue.enableNotifications() || ring.queue.lastAvailIndex() == before) return;
+      boolean progress = ring.queue.lastAvailIndex() != before;
+      if (progress && POLL_NANOS > 0) {
+        // Busy: look again for more without re-arming kicks; none now, poll for a while.
+        if (hasAvailable(ring)) continue;
+        if (ring.queue.isBroken()) return;
+        startPolling(ring);
+        return;
+      }
+      if (!ring.queue.enableNotifications() || !progress) return;
     }
     loop.execute(processTasks[index]);
+  }
+
+  /**
+   * {@link dev.bounce.vhost.virtq.SplitQueue#hasAvailable} with a guest error reported as such (the
+   * ring stops).
+   */
+  private boolean hasAvailable(Vring ring) {
+    try {
+      return ring.queue.hasAvailable();
+    } catch (VirtqueueException e) {
+      guestError(ring, e);
+      return false;
+    }
+  }
+
+  /**
+   * Keeps the driver's kicks suppressed (without EVENT_IDX VIRTQ_USED_F_NO_NOTIFY; with it
+   * avail_event simply stays behind) and polls the ring from the loop for {@link #POLL_NANOS} after
+   * this, its last work.
+   */
+  private void startPolling(Vring ring) {
+    ring.queue.disableNotifications();
+    ring.polling = true;
+    ring.pollSince = System.nanoTime();
+    schedulePoll(ring);
+  }
+
+  private void schedulePoll(Vring ring) {
+    if (ring.pollScheduled) return;
+    ring.pollScheduled = true;
+    loop.execute(pollTasks[ring.index]);
+  }
+
+  /**
+   * One look at a polled ring: serves it when the driver made more available; once the window is
+   * over, re-arms kicks and re-checks (REAL-PEERS.md: otherwise an entry published meanwhile waits
+   * for a kick the driver never sends), and the loop may sleep.
+   */
+  private void poll(Vring ring) {
+    ring.pollScheduled = false;
+    if (!ring.polling) return;
+    if (!ring.announced || !ring.running()) {
+      ring.polling = false;
+      return;
+    }
+    boolean work;
+    try {
+      if (System.nanoTime() - ring.pollSince < POLL_NANOS) {
+        work = hasAvailable(ring);
+        if (!work && !ring.queue.isBroken()) {
+          schedulePoll(ring);
+          return;
+        }
+      } else {
+        work = ring.queue.enableNotifications();
+      }
+    } catch (InternalError fault) {
+      ring.polling = false;
+      guestError(ring, ring.queue.memoryFault(fault));
+      return;
+    }
+    ring.polling = false;
+    if (work) serve(ring.index);
   }
 
   private void publish(Vring ring) {
@@ -322,9 +443,9 @@ final class DataPlane implements DeviceContext {
           "{0}: ring {1}: the frontend set base {2} but the used ring is at {3}; resuming from the"
               + " used ring (a reconnecting DPDK frontend does this)",
           name,
-          ring.index,
-          ring.queue.requestedBase(),
-          ring.queue.lastAvailIndex());
+          String.valueOf(ring.index),
+          String.valueOf(ring.queue.requestedBase()),
+          String.valueOf(ring.queue.lastAvailIndex()));
     }
   }
 

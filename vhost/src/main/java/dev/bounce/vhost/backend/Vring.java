@@ -24,6 +24,15 @@ final class Vring {
 
   long guestErrors;
 
+  /** Whether the ring is being polled (kicks suppressed) after it ran dry; see DataPlane. */
+  boolean polling;
+
+  /** Whether a poll task is queued on the loop (at most one). */
+  boolean pollScheduled;
+
+  /** When the poll window started: the ring's last work. */
+  long pollSince;
+
   Vring(int index, int maxSize) {
     this.index = index;
     this.queue = new SplitQueue(index, maxSize);

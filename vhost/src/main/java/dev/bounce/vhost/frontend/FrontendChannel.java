@@ -78,6 +78,7 @@ public final class FrontendChannel implements AutoCloseable {
   private static final int SCM_RIGHTS = 1;
   private static final int MSG_PEEK = 0x2;
   private static final int MSG_CTRUNC = 0x8;
+  private static final int MSG_DONTWAIT = 0x40;
   private static final int MSG_NOSIGNAL = 0x4000;
   private static final int MSG_CMSG_CLOEXEC = 0x40000000;
   private static final int FD_CLOEXEC = 1;
@@ -256,8 +257,9 @@ public final class FrontendChannel implements AutoCloseable {
   private void transmit(byte[] bytes, int[] fds, String what) throws IOException {
     synchronized (sendLock) {
       ensureOpen();
-      if (sendBuffer.capacity() < bytes.length)
+      if (sendBuffer.capacity() < bytes.length) {
         sendBuffer = ByteBuffer.allocateDirect(bytes.length);
+      }
       ByteBuffer data = sendBuffer.clear().put(bytes).flip();
       int sent = 0;
       boolean withFds = fds.length > 0;
@@ -300,7 +302,7 @@ public final class FrontendChannel implements AutoCloseable {
   /** One sendmsg(2); the bytes sent, or minus errno. */
   private int sendOnce(ByteBuffer data, int[] fds) {
     MsgHdr message = POSIX.allocateMsgHdr();
-    message.setIov(new ByteBuffer[] {data});
+    Object iov = setIov(message, data);
     CmsgHdr control = null;
     if (fds.length > 0) {
       control = message.allocateControl(Integer.BYTES * fds.length);
@@ -313,9 +315,10 @@ public final class FrontendChannel implements AutoCloseable {
     }
     int n = POSIX.sendmsg(fd, message, MSG_NOSIGNAL);
     int result = n >= 0 ? n : -POSIX.errno();
-    // msghdr holds only the addresses of the data and the control block: keep their owners alive
-    // until the call has returned.
+    // msghdr holds only the addresses of the data, the iovec and the control block: keep their
+    // owners alive until the call has returned.
     Reference.reachabilityFence(data);
+    Reference.reachabilityFence(iov);
     Reference.reachabilityFence(control);
     Reference.reachabilityFence(message);
     return result;
@@ -429,24 +432,19 @@ public final class FrontendChannel implements AutoCloseable {
       boolean startOfMessage)
       throws IOException {
     while (into.hasRemaining()) {
+      ensureOpen(); // closed from another thread while this one waited
       long left = deadline - System.nanoTime();
       boolean nothingYet = startOfMessage && into.position() == 0;
-      if (left <= 0) {
-        if (!nothingYet) unusable = what + " was cut off by a timeout";
-        throw new SocketTimeoutException(
-            (nothingYet ? "no " : "an incomplete ")
-                + what
-                + " from the "
-                + peer
-                + " within "
-                + timeout);
-      }
-      setReceiveTimeout(left);
-      int n = receiveOnce(into.slice(), fds);
+      // Past the deadline, one last look without waiting: bytes already there are not late just
+      // because this thread ran late.
+      int flags = left > 0 ? 0 : MSG_DONTWAIT;
+      if (left > 0) setReceiveTimeout(left);
+      int n = receiveOnce(into.slice(), fds, flags);
       if (n > 0) {
         into.position(into.position() + n);
       } else if (n == 0 || n == -ECONNRESET) {
-        if (!nothingYet) unusable = "the connection ended mid-message";
+        ensureOpen(); // our own close() ends the stream too
+        if (!nothingYet) unusable = "the connection ended in the middle of " + what;
         throw new ClosedByPeer(
             "the "
                 + peer
@@ -455,8 +453,17 @@ public final class FrontendChannel implements AutoCloseable {
                 + what);
       } else if (n != -EINTR && n != -EAGAIN) {
         throw new IOException("reading " + what + " from the " + peer + ": " + describe(-n));
+      } else if (n == -EAGAIN && left <= 0) {
+        if (!nothingYet) unusable = what + " was cut off by a timeout";
+        throw new SocketTimeoutException(
+            (nothingYet ? "nothing of " : "only part of ")
+                + what
+                + " came from the "
+                + peer
+                + " within "
+                + timeout);
       }
-      // EAGAIN: SO_RCVTIMEO ran out (it may round down): the loop checks the deadline.
+      // EAGAIN before the deadline: SO_RCVTIMEO ran out (it rounds); the loop checks the deadline.
     }
   }
 
@@ -466,14 +473,15 @@ public final class FrontendChannel implements AutoCloseable {
    *
    * @throws IOException when more fds came than fit (they are closed) or other ancillary data
    */
-  private int receiveOnce(ByteBuffer into, List<Fd> fds) throws IOException {
+  private int receiveOnce(ByteBuffer into, List<Fd> fds, int flags) throws IOException {
     MsgHdr message = POSIX.allocateMsgHdr();
-    message.setIov(new ByteBuffer[] {into});
+    Object iov = setIov(message, into);
     CmsgHdr control = message.allocateControl(Integer.BYTES * MAX_FDS);
-    int n = POSIX.recvmsg(fd, message, MSG_CMSG_CLOEXEC);
+    int n = POSIX.recvmsg(fd, message, flags | MSG_CMSG_CLOEXEC);
+    int errno = n < 0 ? POSIX.errno() : 0;
+    Reference.reachabilityFence(into);
+    Reference.reachabilityFence(iov);
     if (n < 0) {
-      int errno = POSIX.errno();
-      Reference.reachabilityFence(into);
       Reference.reachabilityFence(control);
       return -errno;
     }
@@ -489,7 +497,6 @@ public final class FrontendChannel implements AutoCloseable {
       numbers.order(ByteOrder.nativeOrder());
       while (numbers.remaining() >= Integer.BYTES) received.add(Fd.adopt(numbers.getInt()));
     }
-    Reference.reachabilityFence(into);
     Reference.reachabilityFence(control);
     if ((message.getFlags() & MSG_CTRUNC) != 0 || unexpected != null) {
       received.forEach(Fd::close);
@@ -535,21 +542,24 @@ public final class FrontendChannel implements AutoCloseable {
       long deadline = System.nanoTime() + timeout.toNanos();
       ByteBuffer one = receiveBuffer.slice(0, 1);
       while (true) {
+        ensureOpen();
         long left = deadline - System.nanoTime();
-        if (left <= 0) return Peek.NOTHING;
-        setReceiveTimeout(left);
+        if (left > 0) setReceiveTimeout(left);
         // No control buffer: fds queued with the peeked byte stay queued (the kernel installs
-        // none for a peek that has no room for them).
+        // none for a peek that has no room for them). Past the deadline, a last look without
+        // waiting.
         MsgHdr message = POSIX.allocateMsgHdr();
-        message.setIov(new ByteBuffer[] {one});
-        int n = POSIX.recvmsg(fd, message, MSG_PEEK);
+        Object iov = setIov(message, one);
+        int n = POSIX.recvmsg(fd, message, MSG_PEEK | (left > 0 ? 0 : MSG_DONTWAIT));
         int errno = n < 0 ? POSIX.errno() : 0;
         Reference.reachabilityFence(one);
+        Reference.reachabilityFence(iov);
         if (n > 0) return Peek.DATA;
         if (n == 0 || errno == ECONNRESET) return Peek.END;
         if (errno != EINTR && errno != EAGAIN) {
           throw new IOException("waiting for the " + peer + ": " + describe(errno));
         }
+        if (errno == EAGAIN && left <= 0) return Peek.NOTHING;
       }
     }
   }
@@ -703,6 +713,18 @@ public final class FrontendChannel implements AutoCloseable {
     if (ms == receiveTimeoutMillis) return;
     channel.setOption(UnixSocketOptions.SO_RCVTIMEO, ms);
     receiveTimeoutMillis = ms;
+  }
+
+  /**
+   * Points {@code message} at {@code buffer} (a direct buffer, from its position) and returns what
+   * keeps the iovec array alive: jnr-posix allocates that array from a per-thread block of native
+   * memory that is freed once no Java object holding an allocation in it is reachable, and keeps
+   * only its address (in the msghdr). A one-byte allocation made right after comes from the same
+   * block (or the array shares the msghdr's): hold it until the call has returned.
+   */
+  private static Object setIov(MsgHdr message, ByteBuffer buffer) {
+    message.setIov(new ByteBuffer[] {buffer});
+    return jnr.ffi.Runtime.getSystemRuntime().getMemoryManager().allocateDirect(1);
   }
 
   private static int millis(Duration duration) {

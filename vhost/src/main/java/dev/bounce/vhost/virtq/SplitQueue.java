@@ -460,6 +460,22 @@ public final class SplitQueue {
     return availIdx != nextAvail;
   }
 
+  /**
+   * Whether the driver has made chains available that were not popped yet, reading avail.idx
+   * (acquire) when everything seen so far was popped; for a device that polls the ring instead of
+   * waiting for a kick. A broken queue has none. Allocation-free.
+   *
+   * @throws VirtqueueException when the driver published an available index more than the queue
+   *     size ahead; the queue is then broken
+   * @throws IllegalStateException when the queue is not attached
+   */
+  public boolean hasAvailable() throws VirtqueueException {
+    if (broken) return false;
+    MemorySegment avail = availableRing;
+    if (avail == null) throw notAttached();
+    return nextAvail != shadowAvail || refreshAvailIndex(avail);
+  }
+
   // ---- state for the control side ----
 
   /** GET_VRING_BASE: the next available ring index the device will consume. */
@@ -521,6 +537,16 @@ public final class SplitQueue {
   /** The guest error that broke this queue, or null. */
   public VirtqueueException error() {
     return error;
+  }
+
+  /**
+   * Marks the queue broken because an access to its memory faulted ({@code fault}: the JVM's
+   * InternalError for SIGBUS on a mapping whose file the frontend truncated) and returns the error
+   * to report. The queue pops nothing more until {@link #reset}; nothing it holds is touched.
+   */
+  public VirtqueueException memoryFault(Throwable fault) {
+    return fail(
+        VirtqueueException.of(Reason.MEMORY_FAULT, index, String.valueOf(fault.getMessage())));
   }
 
   // ---- internals ----

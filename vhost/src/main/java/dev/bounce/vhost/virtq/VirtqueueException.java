@@ -54,7 +54,15 @@ public final class VirtqueueException extends Exception {
         "indirect table length is 0 or not a multiple of 16", "2.7.5.3 Indirect Descriptors"),
     INDIRECT_TABLE_OUTSIDE_MEMORY(
         "indirect table outside shared memory or the pool",
-        "2.7.5.3 Indirect Descriptors, and the restricted pool");
+        "2.7.5.3 Indirect Descriptors, and the restricted pool"),
+    /**
+     * An access to guest memory faulted although the address was inside a shared region: the
+     * frontend truncated the memory file under the mapping (SIGBUS, which the JVM turns into an
+     * InternalError). Not a rule of the spec; the frontend broke the memory it shared.
+     */
+    MEMORY_FAULT(
+        "guest memory access faulted (has the frontend truncated the memory file it shared?)",
+        "2.7 Split Virtqueues: the memory behind the rings and buffers must stay readable");
 
     private final String description;
     private final String section;
