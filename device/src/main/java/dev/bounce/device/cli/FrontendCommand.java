@@ -5,10 +5,13 @@ import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
 import dev.bounce.vhost.frontend.Handshake;
 import dev.bounce.vhost.frontend.MemoryMode;
+import dev.bounce.vhost.frontend.NetDriver;
 import dev.bounce.vhost.frontend.Stats;
+import dev.bounce.vhost.frontend.hostile.Hostile;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
 
 /**
@@ -26,7 +29,8 @@ final class FrontendCommand {
               new Flags.Flag(
                   "device",
                   "TYPE",
-                  "the device the backend serves: echo (the engine's test device)"),
+                  "the device the backend serves: echo (the engine's test device), net"
+                      + " (virtio-net, 2 queues: transmits test frames, ethertype 0x88b5)"),
               new Flags.Flag(
                   "mode",
                   "MODE",
@@ -45,37 +49,61 @@ final class FrontendCommand {
                   "negotiate like qemu (SET_MEM_TABLE; default), qemu-slots (ADD_MEM_REG), dpdk"),
               new Flags.Flag("listen", null, "listen at --socket for a backend in client mode"),
               new Flags.Flag("count", "N", "operations to run (default 100000)"),
-              new Flags.Flag("size", "BYTES", "bytes per operation (default 4096)"),
+              new Flags.Flag(
+                  "size",
+                  "BYTES",
+                  "bytes per operation (default 4096); for net the frame size, 60..1514"
+                      + " (default 64)"),
               new Flags.Flag("duration", "SECONDS", "stop after this long at most (default 60)"),
-              new Flags.Flag("json", null, "print the result as one JSON object")));
+              new Flags.Flag("json", null, "print the result as one JSON object"),
+              new Flags.Flag(
+                  "hostile",
+                  "SCENARIO",
+                  "instead of a workload, act as a broken or malicious VMM/guest: run one scenario,"
+                      + " or all, and check after each that the backend survived (a fresh session"
+                      + " echoes "
+                      + Hostile.SURVIVAL_CHAINS
+                      + " chains) and reported the error (err eventfd, failure reply or closed"
+                      + " connection); prints PASS/FAIL per scenario, exits 0 only if all pass;"
+                      + " --hostile list names them. Uses --mode, --memory, --pool, --handshake,"
+                      + " --queue-size")));
 
   private FrontendCommand() {}
 
   static int run(List<String> args) throws Exception {
     if (!FLAGS.parse(args)) return 0;
+    if (FLAGS.get("hostile", "").equals("list")) return listScenarios();
     Path socket = Path.of(FLAGS.require("socket"));
     String device = FLAGS.get("device", "echo");
-    if (!device.equals("echo")) {
-      throw new UsageException("--device " + device + " is not known yet; only echo is");
+    if (!device.equals("echo") && !device.equals("net")) {
+      throw new UsageException("--device " + device + " is not known; echo and net are");
     }
+    boolean net = device.equals("net");
     MemoryMode mode = parse(() -> MemoryMode.ofFlag(FLAGS.get("mode", "shared")));
     Handshake handshake = parse(() -> Handshake.ofFlag(FLAGS.get("handshake", "qemu")));
     long memory = FLAGS.size("memory", 256L << 20);
     long[] pool = FLAGS.has("pool") ? pool(FLAGS.get("pool", "")) : new long[] {0, 0};
     int queueSize = (int) FLAGS.size("queue-size", 256);
     long count = FLAGS.size("count", 100_000);
-    int size = (int) FLAGS.size("size", 4096);
+    int size = (int) FLAGS.size("size", net ? 64 : 4096);
+    if (net) parse(() -> checkFrameSize(size));
     Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
     boolean json = FLAGS.has("json");
+    if (FLAGS.has("hostile")) {
+      if (net) throw new UsageException("--hostile works with --device echo only");
+      return hostile(socket, mode, handshake, memory, pool, queueSize, json);
+    }
 
     FrontendSession.Options options =
         new FrontendSession.Options(
             handshake,
-            VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
-                | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC),
-            1,
+            net
+                ? NetDriver.DRIVER_FEATURES
+                : VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
+                    | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC),
+            net ? 2 : 1,
             queueSize,
-            0);
+            net ? NetDriver.INDIRECT_ENTRIES : 0);
     try (GuestRam ram = guestRam(mode, memory, pool);
         FrontendSession session = open(socket, ram, options)) {
       if (!json) {
@@ -83,11 +111,82 @@ final class FrontendCommand {
             "bounce frontend: %s; connected to %s; features 0x%x; running %d x %d bytes%n",
             ram, socket, session.features(), count, size);
       }
-      Stats stats = new EchoDriver(session).run(count, size, duration);
+      Stats stats;
+      if (net) {
+        NetDriver driver = new NetDriver(session);
+        if (!json) System.err.println("bounce frontend: " + driver.describe());
+        stats = driver.transmit(count, size, duration);
+        if (!json) System.err.println("bounce frontend: " + driver.receiveSummary());
+      } else {
+        stats = new EchoDriver(session).run(count, size, duration);
+      }
       session.stop();
       System.out.print(json ? stats.json() + "\n" : stats.text());
       return stats.errors() == 0 ? 0 : 1;
     }
+  }
+
+  /** --hostile: the scenarios against the backend, one line each (or one JSON object). */
+  private static int hostile(
+      Path socket,
+      MemoryMode mode,
+      Handshake handshake,
+      long memory,
+      long[] pool,
+      int queueSize,
+      boolean json)
+      throws Exception {
+    String which = FLAGS.get("hostile", "");
+    if (FLAGS.has("listen")) {
+      throw new UsageException(
+          "--hostile connects to the backend; it does not combine with --listen");
+    }
+    if (!which.equals("all") && !Hostile.names().contains(which)) {
+      throw new UsageException(
+          "--hostile " + which + " is not a scenario; use all, list, or one of " + Hostile.names());
+    }
+    // Checked here, so that a bad --mode/--pool is a usage error and not a failed scenario.
+    guestRam(mode, memory, pool).close();
+    Hostile.Config config =
+        Hostile.Config.of(socket)
+            .withHandshake(handshake)
+            .withGuest(new Hostile.Guest(mode, DEFAULT_RAM_START, memory, pool[0], pool[1]))
+            .withQueueSize(queueSize);
+    Hostile hostile = new Hostile(config);
+    List<String> names = which.equals("all") ? Hostile.names() : List.of(which);
+    List<Hostile.Result> results = new ArrayList<>();
+    for (String name : names) {
+      Hostile.Result result = hostile.run(name);
+      results.add(result);
+      if (!json) System.out.println(result.line());
+    }
+    long passed = results.stream().filter(Hostile.Result::passed).count();
+    long died = results.stream().filter(r -> !r.survived()).count();
+    if (json) {
+      System.out.println(
+          "{\"passed\":"
+              + passed
+              + ",\"failed\":"
+              + (results.size() - passed)
+              + ",\"not_survived\":"
+              + died
+              + ",\"scenarios\":["
+              + String.join(",", results.stream().map(Hostile.Result::json).toList())
+              + "]}");
+    } else {
+      System.out.printf(
+          "%d of %d scenarios passed%s%n",
+          passed, results.size(), died == 0 ? "" : "; the backend did not survive " + died);
+    }
+    return passed == results.size() ? 0 : 1;
+  }
+
+  /** --hostile list: every scenario and what it does. */
+  private static int listScenarios() {
+    for (Hostile.Scenario s : Hostile.scenarios()) {
+      System.out.printf("%-26s %s%n", s.name(), s.description());
+    }
+    return 0;
   }
 
   private static FrontendSession open(Path socket, GuestRam ram, FrontendSession.Options options)
@@ -116,6 +215,11 @@ final class FrontendCommand {
     } catch (NumberFormatException e) {
       throw new UsageException("--pool: '" + text.substring(0, colon) + "' is not an address");
     }
+  }
+
+  private static boolean checkFrameSize(int size) {
+    NetDriver.checkFrameSize(size);
+    return true;
   }
 
   private interface Parse<T> {

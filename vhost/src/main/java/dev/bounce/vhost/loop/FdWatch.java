@@ -17,6 +17,8 @@ import io.netty.channel.unix.FileDescriptor;
  * <p>The watch never closes the fd: its owner does, after {@link #close()}.
  */
 public final class FdWatch implements AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(FdWatch.class.getName());
+
   /**
    * What runs on the loop when the fd is readable (or has hung up or failed: the read will say).
    */
@@ -65,7 +67,17 @@ public final class FdWatch implements AutoCloseable {
       if (ops.contains(EpollIoOps.EPOLLIN)
           || ops.contains(EpollIoOps.EPOLLERR)
           || ops.contains(EpollIoOps.EPOLLRDHUP)) {
-        callback.onReadable();
+        try {
+          callback.onReadable();
+        } catch (RuntimeException e) {
+          // A bug in a callback must not end the loop and every ring and session on it: say so
+          // loudly, stop watching this fd (a level-triggered fd would fail again at once), go on.
+          LOG.log(
+              System.Logger.Level.ERROR,
+              "bug: a callback on " + fd + " threw; no longer watching it, the loop goes on",
+              e);
+          registration.cancel();
+        }
       }
     }
 

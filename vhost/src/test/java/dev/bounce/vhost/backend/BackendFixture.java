@@ -93,7 +93,9 @@ final class BackendFixture implements AutoCloseable {
    * event loop.
    */
   List<String> loopFailures() {
-    return warnings().stream().filter(l -> l.contains(" io.netty")).toList();
+    return warnings().stream()
+        .filter(l -> l.contains(" io.netty") || l.contains(" dev.bounce.vhost.loop.FdWatch"))
+        .toList();
   }
 
   /** Log lines at INFO or above since the last {@link #clearLog()}. */

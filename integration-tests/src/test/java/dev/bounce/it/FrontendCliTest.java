@@ -1,0 +1,199 @@
+package dev.bounce.it;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.bounce.vhost.frontend.hostile.Hostile;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code scripts/bounce frontend} as a user runs it: its help documents every flag it reads, and
+ * against {@code scripts/bounce echo-backend} in another process it prints valid JSON for a
+ * workload and passes every hostile scenario.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class FrontendCliTest {
+  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
+  private static final Path SOURCE =
+      ROOT.resolve("device/src/main/java/dev/bounce/device/cli/FrontendCommand.java");
+
+  @TempDir static Path dir;
+  static Path socket;
+  static Path backendLog;
+  static Process backend;
+
+  @BeforeAll
+  static void startBackend() throws Exception {
+    socket = dir.resolve("echo.sock");
+    backendLog = dir.resolve("echo-backend.log");
+    backend =
+        new ProcessBuilder(
+                ROOT.resolve("scripts/bounce").toString(),
+                "echo-backend",
+                "--socket",
+                socket.toString())
+            .directory(ROOT.toFile())
+            .redirectErrorStream(true)
+            .redirectOutput(backendLog.toFile())
+            .start();
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+    while (!Files.exists(socket)) {
+      if (!backend.isAlive()) throw new AssertionError("echo-backend exited: " + log());
+      if (System.nanoTime() > deadline) throw new AssertionError("no socket: " + log());
+      Thread.sleep(20);
+    }
+  }
+
+  @AfterAll
+  static void stopBackend() throws Exception {
+    if (backend == null) return;
+    backend.destroy(); // SIGTERM: the daemon's way out
+    if (!backend.waitFor(10, TimeUnit.SECONDS)) {
+      backend.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+      throw new AssertionError("echo-backend did not exit on SIGTERM: " + log());
+    }
+  }
+
+  private static String log() {
+    try {
+      String text = Files.readString(backendLog, StandardCharsets.UTF_8);
+      return text.length() > 4000 ? "..." + text.substring(text.length() - 4000) : text;
+    } catch (IOException e) {
+      return "(no log: " + e.getMessage() + ")";
+    }
+  }
+
+  @Test
+  void helpDocumentsEveryFlagTheCommandReads() throws Exception {
+    LauncherTest.Run run = LauncherTest.launch("frontend", "--help");
+    assertEquals(0, run.status(), run.err());
+    // Every flag the command reads (FLAGS.get/has/size/require("name")) must be in --help: a flag
+    // the code reads but did not declare could never be given (the parser refuses it).
+    Matcher m =
+        Pattern.compile("FLAGS\\.(?:get|has|size|require)\\(\\s*\"([a-z0-9-]+)\"")
+            .matcher(Files.readString(SOURCE));
+    TreeSet<String> read = new TreeSet<>();
+    while (m.find()) read.add(m.group(1));
+    assertTrue(
+        read.containsAll(List.of("socket", "device", "hostile", "json", "listen")), "" + read);
+    for (String flag : read) {
+      assertTrue(
+          Pattern.compile("(?m)^\\s+--" + Pattern.quote(flag) + "\\b").matcher(run.out()).find(),
+          "--" + flag + " is read by FrontendCommand but not in --help:\n" + run.out());
+    }
+    assertTrue(run.out().contains("--hostile SCENARIO"), run.out());
+  }
+
+  @Test
+  void hostileListNamesEveryScenario() throws Exception {
+    LauncherTest.Run run = LauncherTest.launch("frontend", "--hostile", "list");
+    assertEquals(0, run.status(), run.err());
+    for (Hostile.Scenario s : Hostile.scenarios()) {
+      assertTrue(run.out().contains(s.name() + " "), s.name() + " missing:\n" + run.out());
+    }
+  }
+
+  @Test
+  void anUnknownScenarioIsAUsageError() throws Exception {
+    LauncherTest.Run run =
+        LauncherTest.launch(
+            "frontend", "--socket", socket.toString(), "--device", "echo", "--hostile", "nope");
+    assertEquals(2, run.status(), run.out() + run.err());
+    assertTrue(run.err().contains("--hostile nope is not a scenario"), run.err());
+  }
+
+  @Test
+  void jsonRunsAgainstTheEchoBackendProcess() throws Exception {
+    List<List<String>> runs =
+        List.of(
+            List.of(),
+            List.of("--mode", "pool", "--pool", "0x80000000:16M", "--handshake", "dpdk"));
+    for (List<String> extra : runs) {
+      List<String> args =
+          new java.util.ArrayList<>(
+              List.of(
+                  "frontend",
+                  "--socket",
+                  socket.toString(),
+                  "--device",
+                  "echo",
+                  "--json",
+                  "--memory",
+                  "128M",
+                  "--count",
+                  "3000"));
+      args.addAll(extra);
+      LauncherTest.Run run = LauncherTest.launch(args.toArray(String[]::new));
+      String what = extra + ": " + run.out() + run.err() + "\nbackend: " + log();
+      assertEquals(0, run.status(), what);
+      Map<String, Object> json = Json.object(run.out().strip());
+      assertEquals(3000.0, json.get("operations"), what);
+      assertEquals(0.0, json.get("errors"), what);
+      assertEquals(null, json.get("first_error"), what);
+      assertTrue(json.get("latency_ns") instanceof Map<?, ?>, what);
+    }
+  }
+
+  @Test
+  void everyHostileScenarioPassesAgainstTheEchoBackendProcess() throws Exception {
+    LauncherTest.Run run =
+        LauncherTest.launch(
+            "frontend",
+            "--socket",
+            socket.toString(),
+            "--device",
+            "echo",
+            "--memory",
+            "64M",
+            "--hostile",
+            "all",
+            "--json");
+    String what = run.out() + run.err() + "\nbackend: " + log();
+    assertEquals(0, run.status(), what);
+    Map<String, Object> json = Json.object(run.out().strip());
+    assertEquals((double) Hostile.names().size(), json.get("passed"), what);
+    assertEquals(0.0, json.get("failed"), what);
+    List<?> scenarios = (List<?>) json.get("scenarios");
+    assertEquals(Hostile.names().size(), scenarios.size(), what);
+    for (Object s : scenarios) {
+      Map<?, ?> scenario = (Map<?, ?>) s;
+      assertEquals(Boolean.TRUE, scenario.get("survived"), what);
+      assertEquals(Boolean.TRUE, scenario.get("reported"), what);
+    }
+    // The text form: one PASS line per scenario, then the count.
+    LauncherTest.Run text =
+        LauncherTest.launch(
+            "frontend",
+            "--socket",
+            socket.toString(),
+            "--device",
+            "echo",
+            "--memory",
+            "64M",
+            "--hostile",
+            "vanish-mid-traffic",
+            "--mode",
+            "pool",
+            "--pool",
+            "0x80000000:8M");
+    assertEquals(0, text.status(), text.out() + text.err());
+    List<String> lines = text.out().strip().lines().toList();
+    assertEquals(2, lines.size(), text.out());
+    assertTrue(lines.get(0).startsWith("PASS vanish-mid-traffic: "), text.out());
+    assertEquals("1 of 1 scenarios passed", lines.get(1));
+  }
+}
