@@ -54,6 +54,7 @@ class HostileEngineTest {
   static int withoutServer;
   static int baseline;
   static final LoopFailures loopFailures = new LoopFailures();
+
   /** Where escaped exceptions land: Netty's loop, or FdWatch's guard around bounce's callbacks. */
   static final List<Logger> loopLoggers =
       List.of(Logger.getLogger("io.netty"), Logger.getLogger("dev.bounce.vhost.loop.FdWatch"));
