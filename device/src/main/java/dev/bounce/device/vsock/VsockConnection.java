@@ -1,0 +1,180 @@
+package dev.bounce.device.vsock;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * One vsock connection between a guest port and a host port, as the device keeps it: its state,
+ * both directions' bytes (each a {@link ByteRing} bounded by the device's buffer size) and the
+ * credit of both peers (virtio 1.2 section 5.10.6.3). The host side works it through the public
+ * methods, on the data loop only.
+ *
+ * <p>Credit: the guest may send us at most {@code bufAlloc - (rxCnt - fwdCnt)} more bytes, where
+ * {@code bufAlloc} is our ring's capacity, {@code rxCnt} what it sent and {@code fwdCnt} what the
+ * host took out of the ring. We send the guest at most {@code peerBufAlloc - (txCnt - peerFwdCnt)}.
+ * Counters wrap modulo 2^32 as the header fields do.
+ */
+public final class VsockConnection {
+  enum State {
+    /** The host asked; REQUEST sent or about to be, no RESPONSE yet. */
+    CONNECTING,
+    ESTABLISHED,
+    CLOSED
+  }
+
+  // What the connection has to tell the guest (bits of pending).
+  static final int SEND_REQUEST = 1;
+  static final int SEND_RESPONSE = 2;
+  static final int SEND_CREDIT = 4;
+  static final int SEND_SHUTDOWN = 8;
+  static final int SEND_RST = 16;
+
+  private final VsockDevice device;
+  private final int hostPort;
+  private final int guestPort;
+  private final int type;
+  final ByteRing fromGuest;
+  final ByteRing toGuest;
+  HostSide.HostEndpoint endpoint;
+  State state;
+  int pending;
+  boolean queued;
+  int peerBufAlloc;
+  int peerFwdCnt;
+  int announcedFwdCnt;
+  int hostShutdown;
+  int peerShutdown;
+  private boolean lastReadEndedMessage;
+
+  VsockConnection(VsockDevice device, int hostPort, int guestPort, int type, int bufferSize) {
+    this.device = device;
+    this.hostPort = hostPort;
+    this.guestPort = guestPort;
+    this.type = type;
+    this.fromGuest = new ByteRing(bufferSize);
+    this.toGuest = new ByteRing(bufferSize);
+  }
+
+  static long key(int hostPort, int guestPort) {
+    return ((long) hostPort << 32) | Integer.toUnsignedLong(guestPort);
+  }
+
+  long key() {
+    return key(hostPort, guestPort);
+  }
+
+  public int hostPort() {
+    return hostPort;
+  }
+
+  public int guestPort() {
+    return guestPort;
+  }
+
+  public long guestCid() {
+    return device.guestCid();
+  }
+
+  /** {@link VsockHeader#TYPE_STREAM} or {@link VsockHeader#TYPE_SEQPACKET}. */
+  public int type() {
+    return type;
+  }
+
+  public boolean isSeqpacket() {
+    return type == VsockHeader.TYPE_SEQPACKET;
+  }
+
+  public boolean isOpen() {
+    return state == State.ESTABLISHED;
+  }
+
+  public boolean isClosed() {
+    return state == State.CLOSED;
+  }
+
+  /** Shutdown flags the guest sent so far. */
+  public int peerShutdownFlags() {
+    return peerShutdown;
+  }
+
+  // ---- bytes from the guest ----
+
+  /** Bytes from the guest waiting to be read. */
+  public int available() {
+    return fromGuest.size();
+  }
+
+  /**
+   * Takes up to {@code max} bytes from the guest into {@code dst}; for SEQPACKET never past the end
+   * of the current message ({@link #endOfMessage} then says whether it ended). Frees guest credit.
+   */
+  public int read(MemorySegment dst, long dstOffset, int max) {
+    int n = fromGuest.read(dst, dstOffset, max);
+    lastReadEndedMessage = fromGuest.takeEnd();
+    if (n > 0 || lastReadEndedMessage) device.consumedFromGuest(this);
+    return n;
+  }
+
+  /** Whether the last {@link #read} reached the end of a SEQPACKET message. */
+  public boolean endOfMessage() {
+    return lastReadEndedMessage;
+  }
+
+  // ---- bytes to the guest ----
+
+  /** How many bytes {@link #write} takes now (0 when closed or the guest stopped receiving). */
+  public int writable() {
+    if (state == State.CLOSED
+        || (peerShutdown & VsockHeader.SHUTDOWN_RCV) != 0
+        || (hostShutdown & VsockHeader.SHUTDOWN_SEND) != 0) {
+      return 0;
+    }
+    return toGuest.free();
+  }
+
+  /**
+   * Queues up to {@code length} bytes of {@code src} for the guest, as many as {@link #writable}
+   * allows. For SEQPACKET, {@code endOfMessage} ends the message after them, but only when all were
+   * taken (the rest of a message comes with the next write).
+   *
+   * @return the bytes taken
+   */
+  public int write(MemorySegment src, long srcOffset, int length, boolean endOfMessage) {
+    int n = Math.min(length, writable());
+    if (n > 0) toGuest.write(src, srcOffset, n);
+    if (isSeqpacket() && endOfMessage && n == length && state != State.CLOSED) toGuest.markEnd();
+    if (n > 0 || endOfMessage) device.wantsToSend(this);
+    return n;
+  }
+
+  // ---- closing ----
+
+  /** The host shuts down its side (RCV and/or SEND): the guest is told once queued bytes went. */
+  public void shutdown(int flags) {
+    if (state == State.CLOSED) return;
+    int added = flags & VsockHeader.SHUTDOWN_BOTH & ~hostShutdown;
+    if (added == 0) return;
+    hostShutdown |= added;
+    pending |= SEND_SHUTDOWN;
+    device.wantsToSend(this);
+  }
+
+  /** The host resets the connection: RST to the guest, and the connection is dropped. */
+  public void reset() {
+    if (state == State.CLOSED) return;
+    device.resetConnection(this, true);
+  }
+
+  @Override
+  public String toString() {
+    return "vsock "
+        + (isSeqpacket() ? "seqpacket " : "stream ")
+        + "host:"
+        + Integer.toUnsignedString(hostPort)
+        + " <-> "
+        + device.guestCid()
+        + ":"
+        + Integer.toUnsignedString(guestPort)
+        + " "
+        + state;
+  }
+}

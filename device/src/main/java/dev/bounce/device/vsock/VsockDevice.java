@@ -1,0 +1,669 @@
+package dev.bounce.device.vsock;
+
+import dev.bounce.vhost.spi.DeviceContext;
+import dev.bounce.vhost.spi.VirtioDevice;
+import dev.bounce.vhost.spi.VirtioFeatures;
+import dev.bounce.vhost.virtq.DescriptorChain;
+import dev.bounce.vhost.virtq.SplitQueue;
+import dev.bounce.vhost.virtq.VirtqueueException;
+import io.netty.channel.IoEventLoop;
+import java.lang.System.Logger.Level;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The virtio-vsock device (virtio 1.2 section 5.10, device id 19) as QEMU's vhost-user-vsock uses
+ * it: two queues, rx (0) and tx (1); QEMU keeps the event queue. The config space is the guest's
+ * CID (u64, little endian). SEQPACKET (feature bit 1) is offered.
+ *
+ * <p>tx: each chain is a 44-byte header and its payload (Linux: two descriptors); the op is acted
+ * on at once and the chain completed. rx: a connection with something to say (a RESPONSE, data the
+ * guest has credit for, a SHUTDOWN, a CREDIT_UPDATE, an RST) fills one receive buffer per packet,
+ * the header included, data split to fit (Linux posts 3776-byte buffers).
+ *
+ * <p>A guest error (short header, unknown op, bad length, more data than its credit) is answered
+ * with RST for that connection and a log line; the device goes on serving. Memory per connection is
+ * bounded by {@code bufferSize} each way, and the number of connections by {@code maxConnections}.
+ */
+public final class VsockDevice implements VirtioDevice {
+  private static final System.Logger LOG = System.getLogger(VsockDevice.class.getName());
+
+  public static final int DEVICE_ID = 19;
+  public static final int RX_QUEUE = 0;
+  public static final int TX_QUEUE = 1;
+
+  /** VIRTIO_VSOCK_F_SEQPACKET. */
+  public static final int F_SEQPACKET = 1;
+
+  /** vhost-device-vsock's default --tx-buffer-size. */
+  public static final int DEFAULT_BUFFER_SIZE = 64 * 1024;
+
+  public static final int DEFAULT_MAX_CONNECTIONS = 4096;
+
+  /** The largest payload one packet may carry (Linux VIRTIO_VSOCK_MAX_PKT_BUF_SIZE). */
+  public static final int MAX_PACKET_PAYLOAD = 64 * 1024;
+
+  /** RSTs for packets with no connection waiting for an rx buffer; more are dropped. */
+  private static final int MAX_STRAY_RESETS = 1024;
+
+  private static final int LOG_FIRST = 20;
+
+  private final long guestCid;
+  private final int bufferSize;
+  private final int maxConnections;
+  private final int maxQueueSize;
+  private final HostSide host;
+
+  private final Map<Long, VsockConnection> connections = new HashMap<>();
+  private final ArrayDeque<VsockConnection> sending = new ArrayDeque<>();
+  private final ArrayDeque<long[]> strayResets = new ArrayDeque<>();
+  private final MemorySegment header = Arena.ofAuto().allocate(VsockHeader.SIZE);
+  private DeviceContext context;
+  private boolean seqpacket;
+  private boolean rxRunning;
+  private boolean rxRequested;
+  private DescriptorChain rxChain;
+  private DescriptorChain txChain;
+  private VsockConnection last;
+
+  private long guestErrors;
+  private long droppedResets;
+  private long logged;
+
+  public VsockDevice(
+      long guestCid, int bufferSize, int maxConnections, int maxQueueSize, HostSide host) {
+    if (guestCid < 3 || guestCid > 0xffff_fffeL) {
+      throw new IllegalArgumentException("guest CID " + guestCid + " is not in 3..2^32-2");
+    }
+    if (bufferSize < 1) throw new IllegalArgumentException("buffer size " + bufferSize);
+    if (maxConnections < 1) throw new IllegalArgumentException("max connections " + maxConnections);
+    this.guestCid = guestCid;
+    this.bufferSize = bufferSize;
+    this.maxConnections = maxConnections;
+    this.maxQueueSize = maxQueueSize;
+    this.host = host;
+  }
+
+  public VsockDevice(long guestCid, HostSide host) {
+    this(guestCid, DEFAULT_BUFFER_SIZE, DEFAULT_MAX_CONNECTIONS, 1024, host);
+  }
+
+  // ---- VirtioDevice ----
+
+  @Override
+  public int deviceId() {
+    return DEVICE_ID;
+  }
+
+  @Override
+  public String name() {
+    return "vsock";
+  }
+
+  @Override
+  public long deviceFeatures() {
+    return VirtioFeatures.bit(F_SEQPACKET);
+  }
+
+  @Override
+  public int queueCount() {
+    return 2;
+  }
+
+  @Override
+  public int maxQueueSize() {
+    return maxQueueSize;
+  }
+
+  @Override
+  public byte[] config() {
+    return ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(guestCid).array();
+  }
+
+  @Override
+  public void activate(DeviceContext context) {
+    this.context = context;
+    this.seqpacket = VirtioFeatures.has(context.features(), F_SEQPACKET);
+    host.attach(this);
+  }
+
+  @Override
+  public void queueStarted(int index, SplitQueue queue) {
+    if (index == RX_QUEUE) {
+      rxChain = queue.newChain();
+      rxRunning = true;
+      rxRequested = false;
+    } else if (index == TX_QUEUE) {
+      txChain = queue.newChain();
+    }
+  }
+
+  @Override
+  public void queueStopped(int index) {
+    if (index == RX_QUEUE) rxRunning = false;
+  }
+
+  @Override
+  public void process(int index, SplitQueue queue) throws VirtqueueException {
+    if (index == TX_QUEUE) {
+      while (queue.pop(txChain)) {
+        transmitted(txChain);
+        queue.addUsed(txChain.headIndex(), 0);
+      }
+    } else if (index == RX_QUEUE) {
+      rxRequested = false;
+      fillReceiveBuffers(queue);
+    }
+  }
+
+  @Override
+  public void reset() {
+    List<VsockConnection> all = new ArrayList<>(connections.values());
+    connections.clear();
+    sending.clear();
+    strayResets.clear();
+    last = null;
+    for (VsockConnection c : all) close(c);
+    if (context != null) host.detach();
+    context = null;
+    rxRunning = false;
+    rxRequested = false;
+  }
+
+  // ---- what the host side uses ----
+
+  public long guestCid() {
+    return guestCid;
+  }
+
+  /** The loop every device and host-side call runs on; null while no driver is served. */
+  public IoEventLoop dataLoop() {
+    return context == null ? null : context.dataLoop();
+  }
+
+  public int bufferSize() {
+    return bufferSize;
+  }
+
+  /** Connections open or opening now. */
+  public int connectionCount() {
+    return connections.size();
+  }
+
+  /** Packets from the guest that broke a rule (answered with RST or dropped). */
+  public long guestErrors() {
+    return guestErrors;
+  }
+
+  /**
+   * A host application connects to guest port {@code guestPort} from host port {@code hostPort}:
+   * the guest gets a REQUEST; {@code endpoint} hears {@link HostSide.HostEndpoint#connected} or
+   * {@link HostSide.HostEndpoint#closed}.
+   *
+   * @return the connection, or null when no driver is served, the pair is taken, the table is full
+   *     or SEQPACKET was not negotiated
+   */
+  public VsockConnection connectToGuest(
+      int hostPort, int guestPort, int type, HostSide.HostEndpoint endpoint) {
+    if (context == null
+        || !VsockHeader.knownType(type)
+        || (type == VsockHeader.TYPE_SEQPACKET && !seqpacket)
+        || connections.size() >= maxConnections
+        || connections.containsKey(VsockConnection.key(hostPort, guestPort))) {
+      return null;
+    }
+    VsockConnection c = new VsockConnection(this, hostPort, guestPort, type, bufferSize);
+    c.endpoint = endpoint;
+    c.state = VsockConnection.State.CONNECTING;
+    c.pending = VsockConnection.SEND_REQUEST;
+    connections.put(c.key(), c);
+    wantsToSend(c);
+    return c;
+  }
+
+  // ---- tx: packets from the guest ----
+
+  private void transmitted(DescriptorChain chain) throws VirtqueueException {
+    long got = chain.read(header, 0, VsockHeader.SIZE);
+    if (got < VsockHeader.SIZE) {
+      guestError("a tx chain of " + got + " bytes is shorter than the 44-byte header", null);
+      return;
+    }
+    long srcCid = VsockHeader.srcCid(header, 0);
+    long dstCid = VsockHeader.dstCid(header, 0);
+    int srcPort = VsockHeader.srcPort(header, 0);
+    int dstPort = VsockHeader.dstPort(header, 0);
+    long len = VsockHeader.len(header, 0);
+    int type = VsockHeader.type(header, 0);
+    int op = VsockHeader.op(header, 0);
+    int flags = VsockHeader.flags(header, 0);
+    if (srcCid != guestCid) {
+      guestError(
+          "a packet from CID " + srcCid + ", not the guest's " + guestCid + ": dropped", null);
+      return;
+    }
+    if (op == Op.RST) {
+      VsockConnection c = find(dstPort, srcPort);
+      if (c != null) {
+        forget(c);
+        close(c);
+      }
+      return;
+    }
+    VsockConnection c = find(dstPort, srcPort);
+    String wrong = null;
+    if (dstCid != VsockHeader.HOST_CID) {
+      wrong = "it is addressed to CID " + dstCid + ", not the host (2)";
+    } else if (!Op.isKnown(op)) {
+      wrong = "unknown op " + op;
+    } else if (!VsockHeader.knownType(type) || (type == VsockHeader.TYPE_SEQPACKET && !seqpacket)) {
+      wrong = "socket type " + type + " was not negotiated";
+    } else if (op != Op.RW && len != 0) {
+      wrong = "a " + Op.name(op) + " carries len " + len;
+    } else if (len > MAX_PACKET_PAYLOAD) {
+      wrong = "len " + len + " is over the " + MAX_PACKET_PAYLOAD + "-byte packet limit";
+    } else if (c != null && c.type() != type) {
+      wrong = "type " + type + " on a connection of type " + c.type();
+    }
+    if (wrong != null) {
+      guestError(describeHeader() + ": " + wrong + "; answered with RST", null);
+      refuse(c, srcPort, dstPort, type);
+      return;
+    }
+    if (c != null) {
+      c.peerBufAlloc = VsockHeader.bufAlloc(header, 0);
+      c.peerFwdCnt = VsockHeader.fwdCnt(header, 0);
+    }
+    switch (op) {
+      case Op.REQUEST -> request(c, srcPort, dstPort, type);
+      case Op.RESPONSE -> response(c, srcPort, dstPort, type);
+      case Op.RW -> data(chain, c, srcPort, dstPort, type, (int) len, flags);
+      case Op.SHUTDOWN -> peerShutdown(c, srcPort, dstPort, type, flags);
+      case Op.CREDIT_UPDATE -> {
+        if (c == null) refuse(null, srcPort, dstPort, type);
+        else if (hasWork(c)) wantsToSend(c);
+      }
+      case Op.CREDIT_REQUEST -> {
+        if (c == null) {
+          refuse(null, srcPort, dstPort, type);
+        } else {
+          c.pending |= VsockConnection.SEND_CREDIT;
+          wantsToSend(c);
+        }
+      }
+      default -> throw new AssertionError(op);
+    }
+  }
+
+  private void request(VsockConnection existing, int guestPort, int hostPort, int type) {
+    if (existing != null) {
+      guestError(describeHeader() + ": REQUEST on a connection that exists; reset", null);
+      refuse(existing, guestPort, hostPort, type);
+      return;
+    }
+    if (connections.size() >= maxConnections) {
+      log(
+          Level.WARNING,
+          "vsock: " + maxConnections + " connections open; refusing " + describeHeader());
+      refuse(null, guestPort, hostPort, type);
+      return;
+    }
+    VsockConnection c = new VsockConnection(this, hostPort, guestPort, type, bufferSize);
+    c.peerBufAlloc = VsockHeader.bufAlloc(header, 0);
+    c.peerFwdCnt = VsockHeader.fwdCnt(header, 0);
+    HostSide.HostEndpoint endpoint = host.guestConnect(c);
+    if (endpoint == null) {
+      log(Level.DEBUG, "vsock: nothing listens on host port " + Integer.toUnsignedString(hostPort));
+      refuse(null, guestPort, hostPort, type);
+      return;
+    }
+    c.endpoint = endpoint;
+    c.state = VsockConnection.State.ESTABLISHED;
+    c.pending = VsockConnection.SEND_RESPONSE;
+    connections.put(c.key(), c);
+    wantsToSend(c);
+  }
+
+  private void response(VsockConnection c, int guestPort, int hostPort, int type) {
+    if (c == null || c.state != VsockConnection.State.CONNECTING) {
+      guestError(describeHeader() + ": RESPONSE to no request; reset", null);
+      refuse(c, guestPort, hostPort, type);
+      return;
+    }
+    c.state = VsockConnection.State.ESTABLISHED;
+    c.endpoint.connected(c);
+    if (hasWork(c)) wantsToSend(c);
+  }
+
+  private void data(
+      DescriptorChain chain,
+      VsockConnection c,
+      int guestPort,
+      int hostPort,
+      int type,
+      int len,
+      int flags)
+      throws VirtqueueException {
+    if (c == null || c.state != VsockConnection.State.ESTABLISHED) {
+      refuse(c, guestPort, hostPort, type);
+      return;
+    }
+    if ((c.peerShutdown & VsockHeader.SHUTDOWN_SEND) != 0) {
+      guestError(describeHeader() + ": data after the guest shut down sending; reset", c);
+      refuse(c, guestPort, hostPort, type);
+      return;
+    }
+    if (len > c.fromGuest.free()) {
+      guestError(
+          describeHeader()
+              + ": "
+              + len
+              + " bytes, but the guest had credit for "
+              + c.fromGuest.free()
+              + "; reset",
+          c);
+      refuse(c, guestPort, hostPort, type);
+      return;
+    }
+    if (!c.fromGuest.writeFrom(chain, len)) {
+      guestError(describeHeader() + ": the chain holds fewer payload bytes than len; reset", c);
+      refuse(c, guestPort, hostPort, type);
+      return;
+    }
+    if (c.isSeqpacket() && (flags & VsockHeader.SEQ_EOM) != 0 && !c.fromGuest.markEnd()) {
+      guestError(describeHeader() + ": too many messages held; reset", c);
+      refuse(c, guestPort, hostPort, type);
+      return;
+    }
+    if ((c.hostShutdown & VsockHeader.SHUTDOWN_RCV) != 0) {
+      c.fromGuest.clear(); // the host reads no more: the bytes are dropped, the credit returned
+      consumedFromGuest(c);
+      return;
+    }
+    c.endpoint.readable(c);
+  }
+
+  private void peerShutdown(VsockConnection c, int guestPort, int hostPort, int type, int flags) {
+    if (c == null) {
+      refuse(null, guestPort, hostPort, type);
+      return;
+    }
+    int added = flags & VsockHeader.SHUTDOWN_BOTH & ~c.peerShutdown;
+    c.peerShutdown |= added;
+    if ((added & VsockHeader.SHUTDOWN_RCV) != 0) c.toGuest.clear();
+    if (added != 0) c.endpoint.peerShutdown(c, added);
+    closeIfDone(c);
+  }
+
+  /** The guest shut down both ways and the host took every byte: RST, as Linux does. */
+  private void closeIfDone(VsockConnection c) {
+    if (c.peerShutdown == VsockHeader.SHUTDOWN_BOTH
+        && c.fromGuest.isEmpty()
+        && c.state != VsockConnection.State.CLOSED) {
+      resetConnection(c, true);
+    }
+  }
+
+  // ---- what connections tell the device ----
+
+  /** The host took bytes out of {@code c.fromGuest}: maybe the guest should hear of its credit. */
+  void consumedFromGuest(VsockConnection c) {
+    int fwdCnt = (int) c.fromGuest.consumed();
+    int unannounced = fwdCnt - c.announcedFwdCnt;
+    // Tell the guest once a quarter of the buffer is free again, or when the buffer is empty (a
+    // guest waiting for credit then learns it has all of it).
+    if (unannounced != 0 && (unannounced >= c.fromGuest.capacity() / 4 || c.fromGuest.isEmpty())) {
+      c.pending |= VsockConnection.SEND_CREDIT;
+      wantsToSend(c);
+    }
+    closeIfDone(c);
+  }
+
+  /** {@code c} may have a packet for the guest: queue it for the rx queue. */
+  void wantsToSend(VsockConnection c) {
+    if (c.queued || c.state == VsockConnection.State.CLOSED) return;
+    c.queued = true;
+    sending.addLast(c);
+    requestRx();
+  }
+
+  /** Asks the engine for a pass over the rx queue, once until it comes. */
+  private void requestRx() {
+    if (context != null && !rxRequested) {
+      rxRequested = true;
+      context.process(RX_QUEUE);
+    }
+  }
+
+  /** Ends {@code c}: RST to the guest when {@code tell}, and the host end hears it. */
+  void resetConnection(VsockConnection c, boolean tell) {
+    if (tell) {
+      strayReset(c.guestPort(), c.hostPort(), c.type());
+    }
+    forget(c);
+    close(c);
+  }
+
+  private void forget(VsockConnection c) {
+    connections.remove(c.key());
+    if (last == c) last = null;
+  }
+
+  private static void close(VsockConnection c) {
+    if (c.state == VsockConnection.State.CLOSED) return;
+    c.state = VsockConnection.State.CLOSED;
+    c.fromGuest.clear();
+    c.toGuest.clear();
+    if (c.endpoint != null) c.endpoint.closed(c);
+  }
+
+  private void refuse(VsockConnection c, int guestPort, int hostPort, int type) {
+    if (c != null) {
+      resetConnection(c, true);
+    } else {
+      strayReset(guestPort, hostPort, type);
+    }
+  }
+
+  private void strayReset(int guestPort, int hostPort, int type) {
+    if (strayResets.size() >= MAX_STRAY_RESETS) {
+      droppedResets++;
+      return;
+    }
+    strayResets.addLast(new long[] {guestPort, hostPort, VsockHeader.knownType(type) ? type : 1});
+    requestRx();
+  }
+
+  private VsockConnection find(int hostPort, int guestPort) {
+    VsockConnection c = last;
+    if (c != null && c.hostPort() == hostPort && c.guestPort() == guestPort) return c;
+    c = connections.get(VsockConnection.key(hostPort, guestPort));
+    if (c != null) last = c;
+    return c;
+  }
+
+  // ---- rx: packets to the guest ----
+
+  private static int peerCredit(VsockConnection c) {
+    int inFlight = (int) c.toGuest.consumed() - c.peerFwdCnt;
+    long free = Integer.toUnsignedLong(c.peerBufAlloc) - Integer.toUnsignedLong(inFlight);
+    return (int) Math.max(0, Math.min(free, Integer.MAX_VALUE));
+  }
+
+  private static boolean hasData(VsockConnection c) {
+    return c.state == VsockConnection.State.ESTABLISHED
+        && (!c.toGuest.isEmpty() || (c.isSeqpacket() && c.toGuest.messages() > 0))
+        && (peerCredit(c) > 0 || c.toGuest.readable(1) == 0);
+  }
+
+  private static boolean hasWork(VsockConnection c) {
+    if (c.state == VsockConnection.State.CLOSED) return false;
+    int p = c.pending;
+    if (c.state == VsockConnection.State.CONNECTING) {
+      return (p & VsockConnection.SEND_REQUEST) != 0;
+    }
+    return (p & ~VsockConnection.SEND_SHUTDOWN) != 0
+        || hasData(c)
+        || ((p & VsockConnection.SEND_SHUTDOWN) != 0 && c.toGuest.isEmpty());
+  }
+
+  private void fillReceiveBuffers(SplitQueue queue) throws VirtqueueException {
+    if (!rxRunning) return;
+    while (!strayResets.isEmpty()) {
+      if (!queue.pop(rxChain)) return;
+      long[] r = strayResets.pollFirst();
+      VsockHeader.write(
+          header,
+          0,
+          VsockHeader.HOST_CID,
+          guestCid,
+          (int) r[1],
+          (int) r[0],
+          0,
+          (int) r[2],
+          Op.RST,
+          0,
+          0,
+          0);
+      complete(queue, rxChain, 0);
+    }
+    VsockConnection c;
+    while ((c = nextWithWork()) != null) {
+      if (!queue.pop(rxChain)) {
+        c.queued = true;
+        sending.addFirst(c);
+        return;
+      }
+      fill(queue, rxChain, c);
+      if (hasWork(c) && !c.queued) {
+        c.queued = true;
+        sending.addLast(c);
+      }
+    }
+  }
+
+  private VsockConnection nextWithWork() {
+    VsockConnection c;
+    while ((c = sending.pollFirst()) != null) {
+      c.queued = false;
+      if (hasWork(c)) return c;
+    }
+    return null;
+  }
+
+  /** Writes one packet of {@code c} into {@code chain} and completes it. */
+  private void fill(SplitQueue queue, DescriptorChain chain, VsockConnection c)
+      throws VirtqueueException {
+    int op;
+    int flags = 0;
+    int payload = 0;
+    int p = c.pending;
+    if ((p & VsockConnection.SEND_RST) != 0) {
+      op = Op.RST;
+    } else if ((p & VsockConnection.SEND_REQUEST) != 0) {
+      op = Op.REQUEST;
+      c.pending &= ~VsockConnection.SEND_REQUEST;
+    } else if ((p & VsockConnection.SEND_RESPONSE) != 0) {
+      op = Op.RESPONSE;
+      c.pending &= ~VsockConnection.SEND_RESPONSE;
+    } else if (hasData(c)) {
+      op = Op.RW;
+      long room = writableBytes(chain) - VsockHeader.SIZE;
+      int limit = (int) Math.max(0, Math.min(Math.min(room, MAX_PACKET_PAYLOAD), peerCredit(c)));
+      payload = c.toGuest.readable(limit);
+      if (c.isSeqpacket() && payload == c.toGuest.firstMessageRemaining()) {
+        flags = VsockHeader.SEQ_EOM;
+      }
+      if (room < 0 || (payload == 0 && flags == 0)) {
+        // A receive buffer too small for a header (or for any data): the guest broke 5.10.6.3.
+        guestError("a receive buffer of " + (room + VsockHeader.SIZE) + " bytes is unusable", c);
+        complete(queue, chain, -1);
+        return;
+      }
+    } else if ((p & VsockConnection.SEND_SHUTDOWN) != 0 && c.toGuest.isEmpty()) {
+      op = Op.SHUTDOWN;
+      flags = c.hostShutdown;
+      c.pending &= ~VsockConnection.SEND_SHUTDOWN;
+    } else {
+      op = Op.CREDIT_UPDATE;
+    }
+    int fwdCnt = (int) c.fromGuest.consumed();
+    VsockHeader.write(
+        header,
+        0,
+        VsockHeader.HOST_CID,
+        guestCid,
+        c.hostPort(),
+        c.guestPort(),
+        payload,
+        c.type(),
+        op,
+        flags,
+        c.fromGuest.capacity(),
+        fwdCnt);
+    c.announcedFwdCnt = fwdCnt;
+    c.pending &= ~VsockConnection.SEND_CREDIT;
+    if (chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
+      guestError("a receive buffer is shorter than the 44-byte header", c);
+      complete(queue, chain, -1);
+      return;
+    }
+    if (op == Op.RW) {
+      c.toGuest.readInto(chain, payload);
+      if (flags != 0) c.toGuest.takeEnd();
+      if (c.endpoint != null && c.toGuest.free() > 0) c.endpoint.writable(c);
+    }
+    queue.addUsed(chain.headIndex(), (int) chain.bytesWritten());
+    if (op == Op.RST) {
+      forget(c);
+      close(c);
+    }
+  }
+
+  private static long writableBytes(DescriptorChain chain) throws VirtqueueException {
+    long n = 0;
+    while (chain.next()) {
+      if (chain.isWritable()) n += chain.length();
+    }
+    chain.rewind();
+    return n;
+  }
+
+  /**
+   * Completes {@code chain} with what was written ({@code -1}: nothing, the buffer is unusable).
+   */
+  private void complete(SplitQueue queue, DescriptorChain chain, int unused)
+      throws VirtqueueException {
+    if (unused == 0 && chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
+      guestError("a receive buffer is shorter than the 44-byte header", null);
+      queue.addUsed(chain.headIndex(), 0);
+      return;
+    }
+    queue.addUsed(chain.headIndex(), unused == 0 ? (int) chain.bytesWritten() : 0);
+  }
+
+  // ---- logs ----
+
+  private String describeHeader() {
+    return "vsock: guest packet " + VsockHeader.describe(header, 0);
+  }
+
+  private void guestError(String what, VsockConnection c) {
+    guestErrors++;
+    log(Level.WARNING, c == null ? what : what + " (" + c + ")");
+  }
+
+  private void log(Level level, String what) {
+    logged++;
+    if (logged <= LOG_FIRST || logged % 1000 == 0) {
+      LOG.log(level, logged > LOG_FIRST ? what + " (" + logged + " such lines so far)" : what);
+    }
+  }
+}

@@ -1,0 +1,743 @@
+package dev.bounce.device.vsock;
+
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
+
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.frontend.Dma;
+import dev.bounce.vhost.frontend.DriverQueue;
+import dev.bounce.vhost.frontend.FrontendSession;
+import dev.bounce.vhost.frontend.GuestBuffers;
+import dev.bounce.vhost.spi.VirtioFeatures;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandle;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * The guest driver of a virtio-vsock device (virtio 1.2 section 5.10) for the fake frontend, as
+ * Linux's virtio_transport does it: queue 0 rx, kept stocked with {@value #RX_BUFFER_SIZE}-byte
+ * writable buffers (header included); queue 1 tx, each packet a 44-byte header descriptor and a
+ * payload descriptor. Sockets connect to host ports or are accepted on guest listeners; STREAM and
+ * SEQPACKET (when negotiated); credit flow control both ways: a socket never sends past the
+ * device's credit, and announces its own ({@code bufferSize} per socket, consumed as the test
+ * reads).
+ *
+ * <p>One thread drives the driver; every blocking call {@link #pump}s both queues while it waits.
+ * {@link #postRxBuffers(boolean)} stops restocking the rx queue (a guest that stops receiving).
+ * {@link #sendRaw} sends any header, for tests of malformed packets.
+ */
+public final class VsockDriver {
+  public static final int RX_QUEUE = 0;
+  public static final int TX_QUEUE = 1;
+
+  /** Linux 6.1's rx buffer: one writable descriptor, header included. */
+  public static final int RX_BUFFER_SIZE = 3776;
+
+  /** Payload bytes per tx packet (Linux sends up to 64 KiB; smaller keeps the heap slots small). */
+  public static final int TX_CHUNK = 16 * 1024;
+
+  /** The features this driver asks for; the session adds VERSION_1. */
+  public static final long DRIVER_FEATURES =
+      VirtioFeatures.bit(VsockDevice.F_SEQPACKET)
+          | VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
+          | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC);
+
+  private static final int FIRST_EPHEMERAL = 49152;
+  private static final long STALL_NANOS = Duration.ofSeconds(10).toNanos();
+
+  private final FrontendSession.Queue rx;
+  private final FrontendSession.Queue tx;
+  private final DriverQueue rxRing;
+  private final DriverQueue txRing;
+  private final GuestBuffers buffers;
+  private final Dma dma;
+  private final MemorySegment heap;
+  private final long guestCid;
+  private final int bufferSize;
+  private final boolean seqpacket;
+  private final DriverQueue.Chain chain = new DriverQueue.Chain(2);
+
+  private final long[] rxBuffer;
+  private final long[] rxMapped;
+  private final long[] txHeader;
+  private final long[] txHeaderMapped;
+  private final long[] txPayload;
+  private final long[] txPayloadMapped;
+  private final int[] txPayloadLength;
+  private final DriverQueue.UsedConsumer onRxUsed = this::received;
+  private final DriverQueue.UsedConsumer onTxUsed = this::transmitted;
+  private boolean postRx = true;
+
+  private final Map<Long, Socket> sockets = new HashMap<>();
+  private final Map<Integer, ArrayDeque<Socket>> listeners = new HashMap<>();
+  private int nextPort = FIRST_EPHEMERAL;
+
+  private long resetsForNoSocket;
+  private int lastStrayResetPort = -1;
+  private long badPackets;
+  private long creditViolations;
+  private String firstProblem;
+
+  public VsockDriver(FrontendSession session, long guestCid, int bufferSize) {
+    if (session.queueCount() < 2) throw new IllegalArgumentException("vsock needs 2 queues");
+    this.rx = session.queue(RX_QUEUE);
+    this.tx = session.queue(TX_QUEUE);
+    this.rxRing = rx.ring();
+    this.txRing = tx.ring();
+    this.buffers = GuestBuffers.of(session);
+    this.dma = buffers.dma();
+    this.heap = buffers.bytes();
+    this.guestCid = guestCid;
+    this.bufferSize = bufferSize;
+    this.seqpacket = VirtioFeatures.has(session.features(), VsockDevice.F_SEQPACKET);
+    int rxSize = rxRing.size();
+    int txSize = txRing.size();
+    this.rxBuffer = new long[rxSize];
+    this.rxMapped = new long[rxSize];
+    this.txHeader = new long[txSize];
+    this.txHeaderMapped = new long[txSize];
+    this.txPayload = new long[txSize];
+    this.txPayloadMapped = new long[txSize];
+    this.txPayloadLength = new int[txSize];
+  }
+
+  /** FrontendSession options for this driver: 2 queues of {@code queueSize}. */
+  public static FrontendSession.Options options(
+      dev.bounce.vhost.frontend.Handshake handshake, int queueSize) {
+    return new FrontendSession.Options(handshake, DRIVER_FEATURES, 2, queueSize, 0);
+  }
+
+  public boolean seqpacketNegotiated() {
+    return seqpacket;
+  }
+
+  /** Whether the rx queue is restocked; false models a guest that stopped receiving. */
+  public void postRxBuffers(boolean post) {
+    this.postRx = post;
+  }
+
+  /** RSTs that arrived for no socket of this driver (answers to raw packets, refused ones). */
+  public long resetsForNoSocket() {
+    return resetsForNoSocket;
+  }
+
+  /** The local port the last RST for no socket was addressed to, or -1. */
+  public int lastStrayResetPort() {
+    return lastStrayResetPort;
+  }
+
+  /** Packets from the device that broke a rule; {@link #firstProblem} says the first. */
+  public long badPackets() {
+    return badPackets;
+  }
+
+  /** RW packets from the device beyond the credit this driver gave. */
+  public long creditViolations() {
+    return creditViolations;
+  }
+
+  public String firstProblem() {
+    return firstProblem;
+  }
+
+  // ---- sockets ----
+
+  /** A STREAM or SEQPACKET socket of this guest. */
+  public final class Socket {
+    final int localPort;
+    final int peerPort;
+    final int type;
+    final ByteRing in;
+    boolean open;
+    boolean reset;
+    int peerBufAlloc;
+    int peerFwdCnt;
+    long txCnt;
+    int announcedFwdCnt;
+    int peerShutdown;
+    private final byte[] scratch = new byte[TX_CHUNK];
+
+    Socket(int localPort, int peerPort, int type) {
+      this.localPort = localPort;
+      this.peerPort = peerPort;
+      this.type = type;
+      this.in = new ByteRing(bufferSize);
+    }
+
+    public int localPort() {
+      return localPort;
+    }
+
+    public int peerPort() {
+      return peerPort;
+    }
+
+    public boolean isOpen() {
+      return open && !reset;
+    }
+
+    public boolean wasReset() {
+      return reset;
+    }
+
+    public int peerShutdownFlags() {
+      return peerShutdown;
+    }
+
+    /** Bytes the device may still send before it must wait for our credit. */
+    public int creditGivenFree() {
+      return in.free();
+    }
+
+    /** Bytes this socket may send now (the device's credit). */
+    public long credit() {
+      long inFlight = (txCnt - Integer.toUnsignedLong(peerFwdCnt)) & 0xffff_ffffL;
+      return Math.max(0, Integer.toUnsignedLong(peerBufAlloc) - inFlight);
+    }
+
+    /** Bytes received and not read yet. */
+    public int available() {
+      return in.size();
+    }
+
+    /**
+     * Sends as much of {@code bytes[off, off + len)} as the device's credit and the tx ring allow
+     * now, without waiting. For SEQPACKET the last packet carries EOM when {@code endOfMessage} and
+     * all bytes went.
+     *
+     * @return the bytes sent
+     */
+    public int trySend(byte[] bytes, int off, int len, boolean endOfMessage) throws IOException {
+      int done = 0;
+      do {
+        int n = (int) Math.min(Math.min(len - done, TX_CHUNK), credit());
+        boolean last = done + n == len;
+        if (n == 0 && !(last && endOfMessage && type == VsockHeader.TYPE_SEQPACKET)) break;
+        int flags =
+            last && endOfMessage && type == VsockHeader.TYPE_SEQPACKET ? VsockHeader.SEQ_EOM : 0;
+        if (!post(this, Op.RW, flags, bytes, off + done, n)) break;
+        txCnt += n;
+        done += n;
+        if (last) break;
+      } while (done < len);
+      kick();
+      return done;
+    }
+
+    /** Sends all of {@code bytes}, waiting for credit. */
+    public void send(byte[] bytes, Duration timeout) throws IOException {
+      sendAll(bytes, false, timeout);
+    }
+
+    /** Sends {@code message} as one SEQPACKET message. */
+    public void sendMessage(byte[] message, Duration timeout) throws IOException {
+      sendAll(message, true, timeout);
+    }
+
+    private void sendAll(byte[] bytes, boolean message, Duration timeout) throws IOException {
+      long deadline = System.nanoTime() + timeout.toNanos();
+      int done = 0;
+      boolean first = true;
+      while (first || done < bytes.length) {
+        checkUsable();
+        int remaining = bytes.length - done;
+        int n = trySendPart(bytes, done, remaining, message);
+        done += n;
+        if (n == remaining && (n > 0 || first)) break;
+        first = false;
+        if (System.nanoTime() > deadline) {
+          throw new IOException(
+              "sent "
+                  + done
+                  + " of "
+                  + bytes.length
+                  + " bytes before the deadline (credit "
+                  + credit()
+                  + ")");
+        }
+        pump(10);
+      }
+    }
+
+    private int trySendPart(byte[] bytes, int off, int len, boolean message) throws IOException {
+      if (len == 0) {
+        // An empty SEQPACKET message: one RW with EOM and no payload.
+        if (message) post(this, Op.RW, VsockHeader.SEQ_EOM, bytes, 0, 0);
+        kick();
+        return 0;
+      }
+      return trySend(bytes, off, len, message);
+    }
+
+    private void checkUsable() throws IOException {
+      if (reset) throw new IOException("connection reset (port " + localPort + ")");
+    }
+
+    /** Takes up to {@code len} received bytes; for SEQPACKET never past a message end. */
+    public int read(byte[] dst, int off, int len) throws IOException {
+      int n = in.read(MemorySegment.ofArray(dst), off, len);
+      in.takeEnd();
+      consumed(this);
+      return n;
+    }
+
+    /** Reads exactly {@code n} bytes, waiting for them. */
+    public byte[] readFully(int n, Duration timeout) throws IOException {
+      byte[] out = new byte[n];
+      long deadline = System.nanoTime() + timeout.toNanos();
+      int done = 0;
+      while (done < n) {
+        int got = in.read(MemorySegment.ofArray(out), done, n - done);
+        in.takeEnd();
+        done += got;
+        if (got > 0) consumed(this);
+        if (done == n) break;
+        checkUsable();
+        if (System.nanoTime() > deadline) {
+          throw new IOException("received " + done + " of " + n + " bytes before the deadline");
+        }
+        pump(10);
+      }
+      return out;
+    }
+
+    /** Receives one whole SEQPACKET message (at most {@code bufferSize} bytes). */
+    public byte[] readMessage(Duration timeout) throws IOException {
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while (in.messages() == 0) {
+        checkUsable();
+        if (System.nanoTime() > deadline) throw new IOException("no message before the deadline");
+        pump(10);
+      }
+      int length = (int) in.firstMessageRemaining();
+      byte[] out = new byte[length];
+      in.read(MemorySegment.ofArray(out), 0, length);
+      in.takeEnd();
+      consumed(this);
+      return out;
+    }
+
+    /** Sends SHUTDOWN with {@code flags} (RCV 1, SEND 2). */
+    public void shutdown(int flags) throws IOException {
+      postOrWait(this, Op.SHUTDOWN, flags);
+    }
+
+    /** Asks the device for its credit. */
+    public void requestCredit() throws IOException {
+      postOrWait(this, Op.CREDIT_REQUEST, 0);
+    }
+
+    /** Sends RST and forgets the socket. */
+    public void reset() throws IOException {
+      postOrWait(this, Op.RST, 0);
+      reset = true;
+      sockets.remove(key(localPort, peerPort));
+    }
+
+    /** Waits until the peer resets the socket. */
+    public void awaitReset(Duration timeout) throws IOException {
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while (!reset) {
+        if (System.nanoTime() > deadline) throw new IOException("no RST before the deadline");
+        pump(10);
+      }
+    }
+
+    /** Waits until the peer's shutdown flags include {@code flags}. */
+    public void awaitPeerShutdown(int flags, Duration timeout) throws IOException {
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while ((peerShutdown & flags) != flags) {
+        checkUsable();
+        if (System.nanoTime() > deadline) throw new IOException("no SHUTDOWN before the deadline");
+        pump(10);
+      }
+    }
+  }
+
+  private static long key(int localPort, int peerPort) {
+    return ((long) localPort << 32) | Integer.toUnsignedLong(peerPort);
+  }
+
+  /**
+   * Connects to host port {@code hostPort}.
+   *
+   * @throws IOException when the device answers RST (nothing listens) or nothing comes in time
+   */
+  public Socket connect(int hostPort, int type, Duration timeout) throws IOException {
+    Socket s = new Socket(nextPort++, hostPort, type);
+    sockets.put(key(s.localPort, s.peerPort), s);
+    postOrWait(s, Op.REQUEST, 0);
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (!s.open && !s.reset) {
+      if (System.nanoTime() > deadline) {
+        throw new IOException("no answer to REQUEST to host port " + hostPort);
+      }
+      pump(10);
+    }
+    if (s.reset) throw new IOException("connection to host port " + hostPort + " refused (RST)");
+    return s;
+  }
+
+  /** Accepts connections to guest port {@code port} from now on. */
+  public void listen(int port) {
+    listeners.putIfAbsent(port, new ArrayDeque<>());
+  }
+
+  /** The next connection accepted on {@code port}. */
+  public Socket accept(int port, Duration timeout) throws IOException {
+    ArrayDeque<Socket> queue = listeners.get(port);
+    if (queue == null) throw new IllegalStateException("not listening on " + port);
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (queue.isEmpty()) {
+      if (System.nanoTime() > deadline) throw new IOException("nothing connected to " + port);
+      pump(10);
+    }
+    return queue.pollFirst();
+  }
+
+  /**
+   * Sends one packet with any header fields (src_cid is this guest's, dst_cid the host's unless
+   * given) and {@code payload}; the header's len is {@code len}, whatever the payload's size.
+   */
+  public void sendRaw(
+      long dstCid, int srcPort, int dstPort, int len, int type, int op, int flags, byte[] payload)
+      throws IOException {
+    long deadline = System.nanoTime() + STALL_NANOS;
+    while (!postPacket(
+        dstCid,
+        srcPort,
+        dstPort,
+        len,
+        type,
+        op,
+        flags,
+        0,
+        0,
+        payload,
+        0,
+        payload == null ? 0 : payload.length)) {
+      if (System.nanoTime() > deadline) throw new IOException("the tx queue stays full");
+      pump(10);
+    }
+    kick();
+  }
+
+  /** Sends a tx chain of only {@code bytes} bytes (less than a header), zero-filled. */
+  public void sendShortHeader(int bytes) throws IOException {
+    long buffer = buffers.allocate(bytes);
+    if (buffer == GuestBuffers.NO_ROOM) throw new IOException("no room for " + bytes + " bytes");
+    heap.asSlice(buffer - buffers.start(), bytes).fill((byte) 0);
+    long mapped = dma.mapToDevice(buffer, bytes);
+    int head = txRing.add(mapped, bytes, false);
+    if (head == DriverQueue.NO_SPACE) throw new IOException("the tx queue is full");
+    txHeader[head] = buffer;
+    txHeaderMapped[head] = mapped;
+    txPayload[head] = 0;
+    txPayloadLength[head] = bytes;
+    kick();
+  }
+
+  // ---- packets out ----
+
+  private void postOrWait(Socket s, int op, int flags) throws IOException {
+    long deadline = System.nanoTime() + STALL_NANOS;
+    while (!post(s, op, flags, null, 0, 0)) {
+      if (System.nanoTime() > deadline) throw new IOException("the tx queue stays full");
+      pump(10);
+    }
+    kick();
+  }
+
+  private boolean post(Socket s, int op, int flags, byte[] bytes, int off, int len) {
+    int fwdCnt = (int) s.in.consumed();
+    boolean posted =
+        postPacket(
+            VsockHeader.HOST_CID,
+            s.localPort,
+            s.peerPort,
+            len,
+            s.type,
+            op,
+            flags,
+            s.in.capacity(),
+            fwdCnt,
+            bytes,
+            off,
+            len);
+    if (posted) s.announcedFwdCnt = fwdCnt;
+    return posted;
+  }
+
+  private boolean postPacket(
+      long dstCid,
+      int srcPort,
+      int dstPort,
+      int len,
+      int type,
+      int op,
+      int flags,
+      int bufAlloc,
+      int fwdCnt,
+      byte[] payload,
+      int off,
+      int payloadLength) {
+    txRing.harvest(onTxUsed);
+    long hdr = buffers.allocate(VsockHeader.SIZE);
+    if (hdr == GuestBuffers.NO_ROOM) return false;
+    VsockHeader.write(
+        heap,
+        hdr - buffers.start(),
+        guestCid,
+        dstCid,
+        srcPort,
+        dstPort,
+        len,
+        type,
+        op,
+        flags,
+        bufAlloc,
+        fwdCnt);
+    long pay = 0;
+    if (payloadLength > 0) {
+      pay = buffers.allocate(payloadLength);
+      if (pay == GuestBuffers.NO_ROOM) {
+        buffers.free(hdr, VsockHeader.SIZE);
+        return false;
+      }
+      MemorySegment.copy(
+          MemorySegment.ofArray(payload), off, heap, pay - buffers.start(), payloadLength);
+    }
+    long hdrMapped = dma.mapToDevice(hdr, VsockHeader.SIZE);
+    long payMapped =
+        payloadLength > 0 && hdrMapped != Dma.NO_ROOM ? dma.mapToDevice(pay, payloadLength) : 0;
+    int head = DriverQueue.NO_SPACE;
+    if (hdrMapped != Dma.NO_ROOM && payMapped != Dma.NO_ROOM) {
+      chain.clear().readable(hdrMapped, VsockHeader.SIZE);
+      if (payloadLength > 0) chain.readable(payMapped, payloadLength);
+      head = txRing.add(chain, false);
+    }
+    if (head == DriverQueue.NO_SPACE) {
+      if (payloadLength > 0 && payMapped != Dma.NO_ROOM && hdrMapped != Dma.NO_ROOM) {
+        dma.unmapToDevice(payMapped, payloadLength);
+      }
+      if (hdrMapped != Dma.NO_ROOM) dma.unmapToDevice(hdrMapped, VsockHeader.SIZE);
+      if (payloadLength > 0) buffers.free(pay, payloadLength);
+      buffers.free(hdr, VsockHeader.SIZE);
+      return false;
+    }
+    txHeader[head] = hdr;
+    txHeaderMapped[head] = hdrMapped;
+    txPayload[head] = pay;
+    txPayloadMapped[head] = payMapped;
+    txPayloadLength[head] = payloadLength;
+    if (payloadLength == 0) txPayloadLength[head] = -1;
+    return true;
+  }
+
+  private void transmitted(int head, int length) {
+    int payloadLength = txPayloadLength[head];
+    if (txPayload[head] == 0 && payloadLength > 0) {
+      // a short header from sendShortHeader: one buffer of payloadLength bytes
+      dma.unmapToDevice(txHeaderMapped[head], payloadLength);
+      buffers.free(txHeader[head], payloadLength);
+      return;
+    }
+    dma.unmapToDevice(txHeaderMapped[head], VsockHeader.SIZE);
+    buffers.free(txHeader[head], VsockHeader.SIZE);
+    if (payloadLength > 0) {
+      dma.unmapToDevice(txPayloadMapped[head], payloadLength);
+      buffers.free(txPayload[head], payloadLength);
+    }
+  }
+
+  /** After the test read from {@code s}: announce credit when a quarter freed or all is read. */
+  private void consumed(Socket s) throws IOException {
+    int unannounced = (int) s.in.consumed() - s.announcedFwdCnt;
+    if (unannounced != 0 && (unannounced >= bufferSize / 4 || s.in.isEmpty()) && !s.reset) {
+      postOrWait(s, Op.CREDIT_UPDATE, 0);
+    }
+  }
+
+  // ---- packets in ----
+
+  private void refill() {
+    if (!postRx) return;
+    while (rxRing.freeDescriptors() > 0) {
+      long buffer = buffers.allocate(RX_BUFFER_SIZE);
+      if (buffer == GuestBuffers.NO_ROOM) return;
+      long mapped = dma.mapFromDevice(buffer, RX_BUFFER_SIZE);
+      if (mapped == Dma.NO_ROOM) {
+        buffers.free(buffer, RX_BUFFER_SIZE);
+        return;
+      }
+      int head = rxRing.add(mapped, RX_BUFFER_SIZE, true);
+      if (head == DriverQueue.NO_SPACE) {
+        dma.unmapFromDevice(mapped, buffer, RX_BUFFER_SIZE, 0);
+        buffers.free(buffer, RX_BUFFER_SIZE);
+        return;
+      }
+      rxBuffer[head] = buffer;
+      rxMapped[head] = mapped;
+    }
+  }
+
+  private void received(int head, int length) {
+    long buffer = rxBuffer[head];
+    dma.unmapFromDevice(rxMapped[head], buffer, RX_BUFFER_SIZE, length);
+    try {
+      packet(buffer - buffers.start(), length);
+    } finally {
+      buffers.free(buffer, RX_BUFFER_SIZE);
+    }
+  }
+
+  private void problem(String what) {
+    badPackets++;
+    if (firstProblem == null) firstProblem = what;
+  }
+
+  private final ArrayDeque<Object[]> replies = new ArrayDeque<>();
+
+  private void packet(long at, int length) {
+    if (length < VsockHeader.SIZE) {
+      problem("an rx buffer came back with " + length + " bytes");
+      return;
+    }
+    long len = VsockHeader.len(heap, at);
+    int op = VsockHeader.op(heap, at);
+    int localPort = VsockHeader.dstPort(heap, at);
+    int peerPort = VsockHeader.srcPort(heap, at);
+    int type = VsockHeader.type(heap, at);
+    if (VsockHeader.dstCid(heap, at) != guestCid
+        || VsockHeader.srcCid(heap, at) != VsockHeader.HOST_CID) {
+      problem("a packet not from the host to this guest: " + VsockHeader.describe(heap, at));
+      return;
+    }
+    if (len != length - VsockHeader.SIZE) {
+      problem("len " + len + " but the buffer holds " + (length - VsockHeader.SIZE) + " bytes");
+      return;
+    }
+    Socket s = sockets.get(key(localPort, peerPort));
+    if (op == Op.RST) {
+      if (s == null) {
+        resetsForNoSocket++;
+        lastStrayResetPort = localPort;
+      } else {
+        s.reset = true;
+        sockets.remove(key(localPort, peerPort));
+      }
+      return;
+    }
+    if (s == null) {
+      if (op == Op.REQUEST && listeners.containsKey(localPort)) {
+        s = new Socket(localPort, peerPort, type);
+        s.open = true;
+        s.peerBufAlloc = VsockHeader.bufAlloc(heap, at);
+        s.peerFwdCnt = VsockHeader.fwdCnt(heap, at);
+        sockets.put(key(localPort, peerPort), s);
+        listeners.get(localPort).addLast(s);
+        replies.addLast(new Object[] {s, Op.RESPONSE});
+      } else {
+        replies.addLast(new Object[] {new Socket(localPort, peerPort, type), Op.RST});
+      }
+      return;
+    }
+    s.peerBufAlloc = VsockHeader.bufAlloc(heap, at);
+    s.peerFwdCnt = VsockHeader.fwdCnt(heap, at);
+    switch (op) {
+      case Op.RESPONSE -> s.open = true;
+      case Op.RW -> {
+        if (len > s.in.free()) {
+          creditViolations++;
+          problem("the device sent " + len + " bytes with credit for " + s.in.free());
+          return;
+        }
+        s.in.write(heap, at + VsockHeader.SIZE, (int) len);
+        if (s.type == VsockHeader.TYPE_SEQPACKET
+            && (VsockHeader.flags(heap, at) & VsockHeader.SEQ_EOM) != 0) {
+          s.in.markEnd();
+        }
+      }
+      case Op.SHUTDOWN -> s.peerShutdown |= VsockHeader.flags(heap, at) & VsockHeader.SHUTDOWN_BOTH;
+      case Op.CREDIT_UPDATE -> {}
+      case Op.CREDIT_REQUEST -> replies.addLast(new Object[] {s, Op.CREDIT_UPDATE});
+      default -> problem("unexpected " + VsockHeader.describe(heap, at));
+    }
+  }
+
+  // ---- the queues ----
+
+  /**
+   * Hands over used buffers of both queues, answers what needs answering, restocks the rx queue and
+   * kicks; when nothing happened, waits up to {@code waitMillis} for a used-buffer notification.
+   *
+   * @return whether anything happened
+   */
+  public boolean pump(int waitMillis) throws IOException {
+    int work = rxRing.harvest(onRxUsed) + txRing.harvest(onTxUsed);
+    while (!replies.isEmpty()) {
+      Object[] r = replies.peekFirst();
+      if (!post((Socket) r[0], (Integer) r[1], 0, null, 0, 0)) break;
+      replies.pollFirst();
+      work++;
+    }
+    refill();
+    kick();
+    if (work > 0 || waitMillis <= 0) return work > 0;
+    boolean ready = rxRing.enableUsedNotifications() || txRing.enableUsedNotifications();
+    if (!ready) {
+      try {
+        awaitEither(waitMillis);
+      } catch (NativeException e) {
+        throw new IOException("waiting on the call eventfds: " + e.getMessage(), e);
+      }
+    }
+    rxRing.disableUsedNotifications();
+    txRing.disableUsedNotifications();
+    return false;
+  }
+
+  private void kick() throws IOException {
+    try {
+      rxRing.kick(rx.kick());
+      txRing.kick(tx.kick());
+    } catch (NativeException e) {
+      throw new IOException("kicking the device: " + e.getMessage(), e);
+    }
+  }
+
+  private static final MethodHandle POLL =
+      Libc.downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+  private static final short POLLIN = 0x1;
+  private final MemorySegment pollFds = Arena.ofAuto().allocate(16, 4);
+
+  private void awaitEither(int timeoutMillis) throws NativeException {
+    pollFds.set(JAVA_INT, 0, rx.call().fd().value());
+    pollFds.set(JAVA_SHORT, 4, POLLIN);
+    pollFds.set(JAVA_SHORT, 6, (short) 0);
+    pollFds.set(JAVA_INT, 8, tx.call().fd().value());
+    pollFds.set(JAVA_SHORT, 12, POLLIN);
+    pollFds.set(JAVA_SHORT, 14, (short) 0);
+    MemorySegment state = Libc.callState();
+    int n;
+    try {
+      do {
+        n = (int) POLL.invokeExact(state, pollFds, 2L, timeoutMillis);
+      } while (n < 0 && Libc.errno(state) == Libc.EINTR);
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
+    }
+    if (n < 0) throw Libc.fail("poll", "the call eventfds", state);
+    rx.call().drain();
+    tx.call().drain();
+  }
+}

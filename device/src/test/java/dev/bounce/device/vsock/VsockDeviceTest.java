@@ -1,0 +1,276 @@
+package dev.bounce.device.vsock;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.bounce.pool.GuestMemory;
+import dev.bounce.vhost.backend.BackendServer;
+import dev.bounce.vhost.frontend.FrontendSession;
+import dev.bounce.vhost.frontend.GuestRam;
+import dev.bounce.vhost.frontend.Handshake;
+import dev.bounce.vhost.frontend.MemoryMode;
+import dev.bounce.vhost.loop.EventLoops;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Random;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The vsock device on the real engine ({@link BackendServer}) with the {@link LoopbackHost}, driven
+ * by the fake frontend and {@link VsockDriver} over a real socket, memfds and eventfds.
+ */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class VsockDeviceTest {
+  static final long GUEST_CID = 3;
+  static final int ECHO_PORT = 1234;
+  static final int BUFFER = 64 * 1024;
+  static final long RAM_START = 0x4000_0000L;
+  static final long RAM_SIZE = 64L << 20;
+  static final Duration TIMEOUT = Duration.ofSeconds(20);
+
+  @TempDir Path dir;
+
+  private EventLoops loops;
+  private BackendServer server;
+  private GuestRam ram;
+  private FrontendSession session;
+  private LoopbackHost host;
+  private VsockDevice device;
+  private VsockDriver driver;
+
+  @AfterEach
+  void tearDown() {
+    if (session != null) session.close();
+    if (ram != null) ram.close();
+    if (server != null) server.close();
+    if (loops != null) loops.close();
+  }
+
+  private void start(int queueSize) throws Exception {
+    loops = new EventLoops(2, "vsock-test");
+    host = new LoopbackHost().echo(ECHO_PORT);
+    device = new VsockDevice(GUEST_CID, BUFFER, 64, 1024, host);
+    Path socket = dir.resolve("vsock.sock");
+    server =
+        BackendServer.listen(
+            socket,
+            new BackendServer.Config(
+                "vsock", device, loops.next(), loops.next(), GuestMemory::empty));
+    ram = GuestRam.create(MemoryMode.SHARED, RAM_START, RAM_SIZE, 0, 0);
+    session = FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, queueSize));
+    driver = new VsockDriver(session, GUEST_CID, BUFFER);
+    driver.pump(0);
+  }
+
+  private static byte[] random(int n, long seed) {
+    byte[] b = new byte[n];
+    new Random(seed).nextBytes(b);
+    return b;
+  }
+
+  /** Sends {@code data} and reads the echo at the same time, as far as credit allows. */
+  private byte[] echo(VsockDriver.Socket s, byte[] data) throws IOException {
+    ByteArrayOutputStream back = new ByteArrayOutputStream();
+    byte[] chunk = new byte[8192];
+    int sent = 0;
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (back.size() < data.length) {
+      boolean progress = false;
+      if (sent < data.length) {
+        int n = s.trySend(data, sent, Math.min(data.length - sent, 32 * 1024), false);
+        sent += n;
+        progress |= n > 0;
+      }
+      int got = s.read(chunk, 0, chunk.length);
+      back.write(chunk, 0, got);
+      progress |= got > 0;
+      if (!progress) {
+        assertTrue(System.nanoTime() < deadline, "stalled: sent " + sent + ", back " + back.size());
+        driver.pump(10);
+      }
+    }
+    return back.toByteArray();
+  }
+
+  @Test
+  void configIsTheGuestCidAndSeqpacketIsNegotiated() throws Exception {
+    start(256);
+    assertArrayEquals(new byte[] {3, 0, 0, 0, 0, 0, 0, 0}, device.config());
+    assertEquals(19, device.deviceId());
+    assertEquals(2, device.queueCount());
+    assertTrue(driver.seqpacketNegotiated());
+  }
+
+  @Test
+  void streamBytesFlowBothWaysIntact() throws Exception {
+    start(256);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    byte[] data = random(4 << 20, 1);
+    byte[] back = echo(s, data);
+    assertArrayEquals(data, back);
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, device.guestErrors());
+  }
+
+  @Test
+  void aPortNobodyListensOnIsRefusedWithRst() throws Exception {
+    start(256);
+    IOException e =
+        assertThrows(
+            IOException.class, () -> driver.connect(4321, VsockHeader.TYPE_STREAM, TIMEOUT));
+    assertTrue(e.getMessage().contains("refused"), e.getMessage());
+    // The device keeps serving.
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    assertArrayEquals(random(1000, 2), echo(s, random(1000, 2)));
+  }
+
+  @Test
+  void shutdownIsPassedOnAndAFullShutdownEndsInRst() throws Exception {
+    start(256);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    assertArrayEquals(random(5000, 3), echo(s, random(5000, 3)));
+    s.shutdown(VsockHeader.SHUTDOWN_SEND);
+    // The echo host shuts its sending side when the guest's ends.
+    s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+    s.shutdown(VsockHeader.SHUTDOWN_BOTH);
+    s.awaitReset(TIMEOUT);
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  @Test
+  void aGuestThatStopsReceivingStallsItsConnectionWithinTheCredit() throws Exception {
+    start(16); // 16 rx buffers hold less than one buffer's worth of credit
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    driver.postRxBuffers(false);
+    byte[] data = random(1 << 20, 4);
+    int sent = 0;
+    int idle = 0;
+    while (sent < data.length && idle < 50) {
+      int n = s.trySend(data, sent, Math.min(16 * 1024, data.length - sent), false);
+      sent += n;
+      idle = n == 0 ? idle + 1 : 0;
+      driver.pump(10);
+    }
+    // Stalled: at most our own buffer, the device's two and the rx buffers in flight.
+    assertTrue(sent < data.length, "nothing stalled");
+    assertTrue(sent <= 3 * BUFFER + 16 * VsockDriver.RX_BUFFER_SIZE, "sent " + sent);
+    assertEquals(0, s.credit(), "the device gives no more credit");
+    assertTrue(s.available() <= BUFFER);
+    // Once the guest receives again, everything arrives intact.
+    driver.postRxBuffers(true);
+    ByteArrayOutputStream back = new ByteArrayOutputStream();
+    byte[] chunk = new byte[8192];
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (back.size() < data.length) {
+      boolean progress = false;
+      if (sent < data.length) {
+        int n = s.trySend(data, sent, Math.min(16 * 1024, data.length - sent), false);
+        sent += n;
+        progress = n > 0;
+      }
+      int got = s.read(chunk, 0, chunk.length);
+      back.write(chunk, 0, got);
+      if (!progress && got == 0) {
+        assertTrue(System.nanoTime() < deadline, "stalled after resuming: " + back.size());
+        driver.pump(10);
+      }
+    }
+    assertArrayEquals(data, back.toByteArray());
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, device.guestErrors());
+  }
+
+  @Test
+  void seqpacketKeepsMessageBoundaries() throws Exception {
+    start(256);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_SEQPACKET, TIMEOUT);
+    int[] sizes = {1, 100, 3732, 3733, 10_000, 17, 40_000, 2};
+    for (int k = 0; k < sizes.length; k++) {
+      s.sendMessage(random(sizes[k], 10 + k), TIMEOUT);
+    }
+    for (int k = 0; k < sizes.length; k++) {
+      assertArrayEquals(random(sizes[k], 10 + k), s.readMessage(TIMEOUT), "message " + k);
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  @Test
+  void malformedPacketsAreAnsweredWithRstAndTheDeviceGoesOn() throws Exception {
+    start(256);
+    // An unknown op: RST back to the sender's port.
+    driver.sendRaw(VsockHeader.HOST_CID, 7000, ECHO_PORT, 0, VsockHeader.TYPE_STREAM, 42, 0, null);
+    awaitStrayReset(7000, 1);
+    // A control op with a payload length.
+    driver.sendRaw(
+        VsockHeader.HOST_CID, 7001, ECHO_PORT, 5, VsockHeader.TYPE_STREAM, Op.REQUEST, 0, null);
+    awaitStrayReset(7001, 2);
+    // RW whose len is more than the chain holds, on an open connection: that connection resets.
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    driver.sendRaw(
+        VsockHeader.HOST_CID,
+        s.localPort(),
+        ECHO_PORT,
+        1000,
+        VsockHeader.TYPE_STREAM,
+        Op.RW,
+        0,
+        new byte[10]);
+    s.awaitReset(TIMEOUT);
+    // A chain shorter than a header: counted and dropped.
+    driver.sendShortHeader(20);
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (device.guestErrors() < 3 && System.nanoTime() < deadline) driver.pump(10);
+    assertTrue(device.guestErrors() >= 3, "guest errors " + device.guestErrors());
+    // Still serving.
+    VsockDriver.Socket t = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    assertArrayEquals(random(20_000, 5), echo(t, random(20_000, 5)));
+  }
+
+  private void awaitStrayReset(int port, long count) throws IOException {
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (driver.resetsForNoSocket() < count) {
+      assertTrue(System.nanoTime() < deadline, "no RST for port " + port);
+      driver.pump(10);
+    }
+    assertEquals(port, driver.lastStrayResetPort());
+  }
+
+  @Test
+  void theHostConnectsToAGuestListener() throws Exception {
+    start(256);
+    driver.listen(5000);
+    LoopbackHost.Peer[] peer = new LoopbackHost.Peer[1];
+    peer[0] = host.connect(40_000, 5000, VsockHeader.TYPE_STREAM);
+    VsockDriver.Socket s = driver.accept(5000, TIMEOUT);
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (!peer[0].isConnected()) {
+      assertTrue(System.nanoTime() < deadline, "the host never heard RESPONSE");
+      driver.pump(10);
+    }
+    byte[] toGuest = random(200_000, 6);
+    peer[0].send(toGuest);
+    assertArrayEquals(toGuest, s.readFully(toGuest.length, TIMEOUT));
+    byte[] toHost = random(150_000, 7);
+    s.send(toHost, TIMEOUT);
+    while (peer[0].received().length < toHost.length) {
+      assertTrue(System.nanoTime() < deadline + TIMEOUT.toNanos(), "host got too little");
+      driver.pump(10);
+    }
+    assertArrayEquals(toHost, peer[0].received());
+    // A guest port nobody listens on: the host's connection is reset.
+    LoopbackHost.Peer nobody = host.connect(40_001, 5001, VsockHeader.TYPE_STREAM);
+    while (!nobody.isClosed()) {
+      assertTrue(System.nanoTime() < deadline + TIMEOUT.toNanos(), "no RST from the guest");
+      driver.pump(10);
+    }
+  }
+}
