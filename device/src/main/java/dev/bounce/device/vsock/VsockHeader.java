@@ -1,8 +1,10 @@
 package dev.bounce.device.vsock;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE32;
+import static dev.bounce.pool.LittleEndian.LE64;
+
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 
 /**
  * The 44-byte {@code struct virtio_vsock_hdr} (virtio 1.2 section 5.10.6), little endian, read and
@@ -45,13 +47,6 @@ public final class VsockHeader {
   static final int FLAGS = 32;
   static final int BUF_ALLOC = 36;
   static final int FWD_CNT = 40;
-
-  private static final ValueLayout.OfLong LE64 =
-      ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  private static final ValueLayout.OfInt LE32 =
-      ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  private static final ValueLayout.OfShort LE16 =
-      ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
   private VsockHeader() {}
 

@@ -1,13 +1,13 @@
 package dev.bounce.vhost.virtq;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE32;
+import static dev.bounce.pool.LittleEndian.LE64;
 import static dev.bounce.vhost.virtq.Virtq.DESCRIPTOR_SIZE;
 import static dev.bounce.vhost.virtq.Virtq.DESC_ADDR;
 import static dev.bounce.vhost.virtq.Virtq.DESC_FLAGS;
 import static dev.bounce.vhost.virtq.Virtq.DESC_LEN;
 import static dev.bounce.vhost.virtq.Virtq.DESC_NEXT;
-import static dev.bounce.vhost.virtq.Virtq.LE16;
-import static dev.bounce.vhost.virtq.Virtq.LE32;
-import static dev.bounce.vhost.virtq.Virtq.LE64;
 import static dev.bounce.vhost.virtq.Virtq.VIRTQ_DESC_F_INDIRECT;
 import static dev.bounce.vhost.virtq.Virtq.VIRTQ_DESC_F_NEXT;
 import static dev.bounce.vhost.virtq.Virtq.VIRTQ_DESC_F_WRITE;

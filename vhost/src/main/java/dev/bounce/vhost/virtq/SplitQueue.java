@@ -1,10 +1,10 @@
 package dev.bounce.vhost.virtq;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE32;
 import static dev.bounce.vhost.virtq.Virtq.AVAIL_FLAGS;
 import static dev.bounce.vhost.virtq.Virtq.AVAIL_IDX;
 import static dev.bounce.vhost.virtq.Virtq.AVAIL_RING;
-import static dev.bounce.vhost.virtq.Virtq.LE16;
-import static dev.bounce.vhost.virtq.Virtq.LE32;
 import static dev.bounce.vhost.virtq.Virtq.USED_ELEM_SIZE;
 import static dev.bounce.vhost.virtq.Virtq.USED_FLAGS;
 import static dev.bounce.vhost.virtq.Virtq.USED_IDX;

@@ -1,8 +1,5 @@
 package dev.bounce.vhost.virtq;
 
-import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
-
 /**
  * The split virtqueue's names and numbers from the virtio specification (1.2, section 2.7 "Split
  * Virtqueues"; include/uapi/linux/virtio_ring.h). Every field is little-endian (section 2.7 and
@@ -102,13 +99,4 @@ public final class Virtq {
   public static boolean needEvent(int eventIdx, int newIdx, int oldIdx) {
     return ((newIdx - eventIdx - 1) & 0xffff) < ((newIdx - oldIdx) & 0xffff);
   }
-
-  // Fields are little-endian; rings may sit at any host address (regions are mapped from a page
-  // boundary plus the frontend's mmap offset), so accesses do not assume host alignment.
-  static final ValueLayout.OfShort LE16 =
-      ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  static final ValueLayout.OfInt LE32 =
-      ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  static final ValueLayout.OfLong LE64 =
-      ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 }

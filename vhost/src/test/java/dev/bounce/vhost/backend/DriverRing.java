@@ -1,5 +1,8 @@
 package dev.bounce.vhost.backend;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE32;
+import static dev.bounce.pool.LittleEndian.LE64;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.fail;
@@ -10,7 +13,6 @@ import dev.bounce.vhost.protocol.VringAddress;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.VarHandle;
-import java.nio.ByteOrder;
 import java.time.Duration;
 
 /**
@@ -19,12 +21,6 @@ import java.time.Duration;
  * the echo), kicks, and checks the used ring the backend fills and the call it signals.
  */
 final class DriverRing {
-  static final ValueLayout.OfShort LE16 =
-      ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  static final ValueLayout.OfInt LE32 =
-      ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  static final ValueLayout.OfLong LE64 =
-      ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
   private static final int F_NEXT = 1;
   private static final int F_WRITE = 2;

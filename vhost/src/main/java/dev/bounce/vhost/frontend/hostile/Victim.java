@@ -1,5 +1,9 @@
 package dev.bounce.vhost.frontend.hostile;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE32;
+import static dev.bounce.pool.LittleEndian.LE64;
+
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.EchoDriver;
@@ -13,9 +17,7 @@ import dev.bounce.vhost.protocol.VringFdIndex;
 import dev.bounce.vhost.virtq.RingAddresses;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.lang.invoke.VarHandle;
-import java.nio.ByteOrder;
 import java.time.Duration;
 
 /**
@@ -26,12 +28,6 @@ import java.time.Duration;
  * be treated.
  */
 final class Victim implements AutoCloseable {
-  private static final ValueLayout.OfShort LE16 =
-      ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  private static final ValueLayout.OfInt LE32 =
-      ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  private static final ValueLayout.OfLong LE64 =
-      ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
   /** Chains echoed before the attack: the ring worked, so what follows is the attack's doing. */
   static final int PRIMING_CHAINS = 4;
