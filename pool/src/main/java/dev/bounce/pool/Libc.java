@@ -292,25 +292,32 @@ public final class Libc {
   /** POLLIN for {@link #pollIn}. */
   public static final short POLLIN = 0x1;
 
-  private static final ThreadLocal<MemorySegment> POLLFD =
-      ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(8, 4));
+  private static final ThreadLocal<MemorySegment> POLLFDS =
+      ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(16, 4));
 
   /**
    * poll(2) on one fd for input; true when it is readable (or hung up) within {@code timeoutMillis}
    * (-1: no limit). Retried on EINTR; allocation-free.
    */
   public static boolean pollIn(int fd, int timeoutMillis) throws NativeException {
+    return pollIn(fd, -1, timeoutMillis);
+  }
+
+  /** {@link #pollIn(int, int)} on two fds at once (a negative fd is ignored, as poll(2) does). */
+  public static boolean pollIn(int fd, int otherFd, int timeoutMillis) throws NativeException {
     MemorySegment state = callState();
-    MemorySegment pollfd = POLLFD.get();
-    pollfd.set(JAVA_INT, 0, fd);
-    pollfd.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 4, POLLIN);
-    pollfd.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 6, (short) 0);
+    MemorySegment pollfds = POLLFDS.get();
+    pollfds.fill((byte) 0);
+    pollfds.set(JAVA_INT, 0, fd);
+    pollfds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 4, POLLIN);
+    pollfds.set(JAVA_INT, 8, otherFd);
+    pollfds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 12, POLLIN);
     try {
       while (true) {
-        int n = (int) POLL.invokeExact(state, pollfd, 1L, timeoutMillis);
+        int n = (int) POLL.invokeExact(state, pollfds, 2L, timeoutMillis);
         if (n >= 0) return n > 0;
         int errno = errno(state);
-        if (errno != EINTR) throw new NativeException("poll", "fd " + fd, errno);
+        if (errno != EINTR) throw new NativeException("poll", "fds " + fd + ", " + otherFd, errno);
       }
     } catch (NativeException e) {
       throw e;

@@ -1,10 +1,5 @@
 package dev.bounce.device.vsock;
 
-import static java.lang.foreign.ValueLayout.ADDRESS;
-import static java.lang.foreign.ValueLayout.JAVA_INT;
-import static java.lang.foreign.ValueLayout.JAVA_LONG;
-import static java.lang.foreign.ValueLayout.JAVA_SHORT;
-
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.frontend.Dma;
@@ -13,10 +8,7 @@ import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestBuffers;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import java.io.IOException;
-import java.lang.foreign.Arena;
-import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.MemorySegment;
-import java.lang.invoke.MethodHandle;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.HashMap;
@@ -715,28 +707,8 @@ public final class VsockDriver {
     }
   }
 
-  private static final MethodHandle POLL =
-      Libc.downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
-  private static final short POLLIN = 0x1;
-  private final MemorySegment pollFds = Arena.ofAuto().allocate(16, 4);
-
   private void awaitEither(int timeoutMillis) throws NativeException {
-    pollFds.set(JAVA_INT, 0, rx.call().fd().value());
-    pollFds.set(JAVA_SHORT, 4, POLLIN);
-    pollFds.set(JAVA_SHORT, 6, (short) 0);
-    pollFds.set(JAVA_INT, 8, tx.call().fd().value());
-    pollFds.set(JAVA_SHORT, 12, POLLIN);
-    pollFds.set(JAVA_SHORT, 14, (short) 0);
-    MemorySegment state = Libc.callState();
-    int n;
-    try {
-      do {
-        n = (int) POLL.invokeExact(state, pollFds, 2L, timeoutMillis);
-      } while (n < 0 && Libc.errno(state) == Libc.EINTR);
-    } catch (Throwable t) {
-      throw Libc.unexpected(t);
-    }
-    if (n < 0) throw Libc.fail("poll", "the call eventfds", state);
+    Libc.pollIn(rx.call().fd().value(), tx.call().fd().value(), timeoutMillis);
     rx.call().drain();
     tx.call().drain();
   }

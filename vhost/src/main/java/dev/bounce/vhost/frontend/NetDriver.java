@@ -1,6 +1,5 @@
 package dev.bounce.vhost.frontend;
 
-import static java.lang.foreign.ValueLayout.ADDRESS;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
@@ -15,10 +14,8 @@ import dev.bounce.vhost.protocol.ProtocolFeature;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import java.io.IOException;
 import java.lang.foreign.Arena;
-import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.lang.invoke.MethodHandle;
 import java.nio.ByteOrder;
 import java.time.Duration;
 import java.util.HexFormat;
@@ -782,33 +779,17 @@ public final class NetDriver {
     }
   }
 
-  private static final MethodHandle POLL =
-      Libc.downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
-  private static final short POLLIN = 0x1;
-  private final MemorySegment pollFds = Arena.ofAuto().allocate(16, 4);
-
   /** poll(2) on the call eventfds of {@code a} and {@code b} (null: not that one), then drains. */
   private boolean awaitEither(FrontendSession.Queue a, FrontendSession.Queue b, int timeoutMillis)
       throws NativeException {
-    pollFds.set(JAVA_INT, 0, a == null ? -1 : a.call().fd().value());
-    pollFds.set(JAVA_SHORT, 4, POLLIN);
-    pollFds.set(JAVA_SHORT, 6, (short) 0);
-    pollFds.set(JAVA_INT, 8, b == null ? -1 : b.call().fd().value());
-    pollFds.set(JAVA_SHORT, 12, POLLIN);
-    pollFds.set(JAVA_SHORT, 14, (short) 0);
-    MemorySegment state = Libc.callState();
-    int n;
-    try {
-      do {
-        n = (int) POLL.invokeExact(state, pollFds, 2L, timeoutMillis);
-      } while (n < 0 && Libc.errno(state) == Libc.EINTR);
-    } catch (Throwable t) {
-      throw Libc.unexpected(t);
-    }
-    if (n < 0) throw Libc.fail("poll", "the call eventfds", state);
+    boolean ready =
+        Libc.pollIn(
+            a == null ? -1 : a.call().fd().value(),
+            b == null ? -1 : b.call().fd().value(),
+            timeoutMillis);
     if (a != null) a.call().drain();
     if (b != null) b.call().drain();
-    return n > 0;
+    return ready;
   }
 
   // ---- what happened ----

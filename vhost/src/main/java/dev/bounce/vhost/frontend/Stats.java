@@ -135,7 +135,8 @@ public final class Stats {
     return String.format(Locale.ROOT, "%.1f us", nanos / 1e3);
   }
 
-  static String quote(String text) {
+  /** {@code text} as a JSON string literal. */
+  public static String quote(String text) {
     StringBuilder s = new StringBuilder("\"");
     for (char c : text.toCharArray()) {
       switch (c) {

@@ -190,12 +190,12 @@ public final class Hostile {
           Locale.ROOT,
           "{\"scenario\":%s,\"passed\":%b,\"survived\":%b,\"reported\":%b,\"happened\":%s,"
               + "\"survival\":%s}",
-          quote(scenario),
+          Stats.quote(scenario),
           passed(),
           survived,
           reported,
-          quote(happened),
-          quote(survival));
+          Stats.quote(happened),
+          Stats.quote(survival));
     }
   }
 
@@ -1155,21 +1155,5 @@ public final class Hostile {
   private static String describe(Exception e) {
     String message = e.getMessage();
     return message == null ? e.toString() : message;
-  }
-
-  private static String quote(String text) {
-    StringBuilder s = new StringBuilder("\"");
-    for (char c : text.toCharArray()) {
-      switch (c) {
-        case '"' -> s.append("\\\"");
-        case '\\' -> s.append("\\\\");
-        case '\n' -> s.append("\\n");
-        default -> {
-          if (c < 0x20) s.append(String.format("\\u%04x", (int) c));
-          else s.append(c);
-        }
-      }
-    }
-    return s.append('"').toString();
   }
 }
