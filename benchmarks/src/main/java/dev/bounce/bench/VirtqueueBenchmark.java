@@ -3,6 +3,7 @@ package dev.bounce.bench;
 import static dev.bounce.pool.LittleEndian.LE16;
 import static dev.bounce.pool.LittleEndian.LE32;
 import static dev.bounce.pool.LittleEndian.LE64;
+
 import dev.bounce.pool.AddressKind;
 import dev.bounce.pool.Fd;
 import dev.bounce.pool.GuestAddressSpace;
@@ -22,7 +23,6 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.VarHandle;
-import java.nio.ByteOrder;
 import java.util.concurrent.TimeUnit;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;

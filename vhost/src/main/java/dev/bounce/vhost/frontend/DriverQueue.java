@@ -1,5 +1,9 @@
 package dev.bounce.vhost.frontend;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE32;
+import static dev.bounce.pool.LittleEndian.LE64;
+
 import dev.bounce.pool.AddressKind;
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.NativeException;
@@ -8,9 +12,7 @@ import dev.bounce.vhost.protocol.VringAddress;
 import dev.bounce.vhost.virtq.RingAddresses;
 import dev.bounce.vhost.virtq.Virtq;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.lang.invoke.VarHandle;
-import java.nio.ByteOrder;
 import java.util.Objects;
 
 /**
@@ -61,13 +63,6 @@ public final class DriverQueue {
   /** What {@link #pollUsed} returns when the device has used nothing more. */
   public static final long NO_USED = -1;
 
-  private static final ValueLayout.OfShort LE16 =
-      ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  private static final ValueLayout.OfInt LE32 =
-      ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  private static final ValueLayout.OfLong LE64 =
-      ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-
   // struct virtq_desc: le64 addr, le32 len, le16 flags, le16 next
   private static final long DESC_ADDR = 0;
   private static final long DESC_LEN = 8;
@@ -86,6 +81,9 @@ public final class DriverQueue {
   private static final int USED_ELEM_SIZE = 8;
 
   private static final long MAX_LENGTH = 0xffff_ffffL;
+
+  /** Where {@link Builder#ringsAt} puts the used ring: the next cache line (SMP_CACHE_BYTES). */
+  private static final long CACHE_LINE = 64;
 
   /** vring_need_event's window: kick at the latest after this many adds (Linux: num_added). */
   private static final int MAX_ADDED = 0xffff;
@@ -183,8 +181,10 @@ public final class DriverQueue {
 
   /**
    * Bytes of the three parts of a queue of {@code size} laid out back to back by {@link
-   * Builder#ringsAt}: the descriptor table, the available ring, and the used ring at the next
-   * 4-byte boundary (section 2.7, table: alignments 16, 2 and 4).
+   * Builder#ringsAt}: the descriptor table, the available ring, and the used ring at the next cache
+   * line (section 2.7 asks 16, 2 and 4; Linux's modern virtio-pci aligns the used ring to
+   * SMP_CACHE_BYTES, so that the device's used ring stores do not share a line with the driver's
+   * available ring).
    */
   public static long ringBytes(int size) {
     return usedOffset(size) + Virtq.usedRingSize(size);
@@ -197,7 +197,7 @@ public final class DriverQueue {
 
   private static long usedOffset(int size) {
     long availEnd = Virtq.descriptorTableSize(size) + Virtq.availableRingSize(size);
-    return (availEnd + Virtq.USED_RING_ALIGNMENT - 1) & -Virtq.USED_RING_ALIGNMENT;
+    return (availEnd + CACHE_LINE - 1) & -CACHE_LINE;
   }
 
   // ---- adding buffers ----

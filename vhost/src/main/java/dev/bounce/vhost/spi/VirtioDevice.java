@@ -55,7 +55,9 @@ public interface VirtioDevice {
   /**
    * Work on queue {@code index}: the driver kicked it, it just started, or the device asked for it
    * ({@link DeviceContext#process}). Pop what can be served and add it to the used ring; the engine
-   * publishes the used ring and notifies the driver after this returns.
+   * publishes the used ring and notifies the driver after this returns. The engine bounds each call
+   * ({@link SplitQueue#limitPops}): pop may answer false while chains remain, and the engine then
+   * calls again at once, so stop at the first false pop as if the ring were empty.
    *
    * @throws VirtqueueException when the driver gave a bad chain: the engine stops that queue and
    *     reports

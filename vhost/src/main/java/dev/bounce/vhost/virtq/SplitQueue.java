@@ -90,6 +90,9 @@ public final class SplitQueue {
   private boolean signalledValid;
   private boolean resumedFromUsedRing;
 
+  // Pops left before pop() says there is nothing (limitPops); practically unlimited by default.
+  private long popBudget = Long.MAX_VALUE;
+
   private boolean broken;
   private VirtqueueException error;
 
@@ -274,6 +277,7 @@ public final class SplitQueue {
     notifyOnEmpty = false;
     broken = false;
     error = null;
+    popBudget = Long.MAX_VALUE;
   }
 
   // ---- the data loop ----
@@ -292,7 +296,7 @@ public final class SplitQueue {
     if (chain.queue != this) {
       throw new IllegalArgumentException("chain of another queue given to virtqueue " + index);
     }
-    if (broken) return false;
+    if (broken || popBudget == 0) return false;
     MemorySegment avail = availableRing;
     if (avail == null) throw notAttached();
     int next = nextAvail;
@@ -313,6 +317,7 @@ public final class SplitQueue {
                   + size));
     }
     nextAvail = (next + 1) & 0xffff;
+    popBudget--;
     chain.start(head, size);
     return true;
   }
@@ -458,6 +463,18 @@ public final class SplitQueue {
     int availIdx = Short.toUnsignedInt(availableRing.get(LE16, AVAIL_IDX));
     VarHandle.acquireFence();
     return availIdx != nextAvail;
+  }
+
+  /**
+   * Lets at most {@code max} more {@link #pop}s succeed, until the next call: then pop answers
+   * false although chains may be available ({@link #hasAvailable} still tells). The data loop
+   * bounds each batch this way (Linux vhost-net's VHOST_NET_BATCH, NAPI's budget), so that used
+   * elements are published, and the driver can reuse their descriptors, while the device goes on
+   * with the rest instead of after the whole ring.
+   */
+  public void limitPops(int max) {
+    if (max < 0) throw new IllegalArgumentException("pop limit " + max + " is negative");
+    popBudget = max;
   }
 
   /**

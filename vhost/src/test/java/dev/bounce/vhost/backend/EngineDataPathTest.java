@@ -1,5 +1,8 @@
 package dev.bounce.vhost.backend;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE32;
+import static dev.bounce.pool.LittleEndian.LE64;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -75,9 +78,11 @@ class EngineDataPathTest {
   /** A second and third region for memory-table changes, well apart from RAM. */
   static final long EXTRA_BASE = 0x8000_0000L;
 
-  static final int QUEUE_SIZE = 64;
+  /** Larger than the engine's batch (DataPlane.BATCH): a ring's worth takes several rounds. */
+  static final int QUEUE_SIZE = 256;
+
   static final int INDIRECT_ENTRIES = 4;
-  static final long SLOT = 8192; // per head: the request at +0, the echo at +SLOT / 2
+  static final long SLOT = 1024; // per chain: the request at +0, the echo at +SLOT / 2
   static final Duration TIMEOUT = Duration.ofSeconds(10);
   static final Duration QUIET = Duration.ofMillis(300);
 
@@ -93,13 +98,6 @@ class EngineDataPathTest {
           ProtocolFeature.CONFIG,
           ProtocolFeature.RESET_DEVICE,
           ProtocolFeature.CONFIGURE_MEM_SLOTS);
-
-  static final ValueLayout.OfLong LE64 =
-      ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  static final ValueLayout.OfInt LE32 =
-      ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
-  static final ValueLayout.OfShort LE16 =
-      ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
   /** How the frontend hands memory over (REAL-PEERS.md). */
   enum MemoryStyle {
@@ -162,7 +160,7 @@ class EngineDataPathTest {
 
     // One at a time: every chain needs a kick, and the device must call for every one.
     for (int k = 0; k < 20; k++) f.ring(k % 2).echoOne(k * 37 % 300, indirect);
-    // Then a stream with back-pressure through the 64-entry rings: suppression on both sides.
+    // Then a stream with back-pressure through the rings: suppression on both sides.
     Ring ring = f.ring(0);
     long kicksBefore = ring.kicks;
     ring.stream(5000, f.ram, ring.bufferBase, indirect);

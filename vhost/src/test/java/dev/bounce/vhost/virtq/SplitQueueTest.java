@@ -180,6 +180,62 @@ class SplitQueueTest {
   }
 
   @Test
+  void hasAvailableLooksWithoutPopping() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      DescriptorChain chain = queue.newChain();
+      assertFalse(queue.hasAvailable());
+      driver.postChain(driver.writable(4));
+      driver.postChain(driver.writable(4));
+      assertTrue(queue.hasAvailable());
+      assertTrue(queue.hasAvailable(), "looking takes nothing");
+      assertEquals(0, queue.lastAvailIndex());
+      assertTrue(queue.pop(chain));
+      assertTrue(queue.hasAvailable());
+      assertTrue(queue.pop(chain));
+      assertFalse(queue.hasAvailable());
+      driver.setAvailIndex(2 + 9); // more than the size ahead: a guest error, as for pop
+      VirtqueueException e = assertThrows(VirtqueueException.class, queue::hasAvailable);
+      assertEquals(Reason.AVAIL_INDEX_TOO_FAR, e.reason());
+      assertTrue(queue.isBroken());
+      assertFalse(queue.hasAvailable(), "a broken queue has nothing");
+      assertThrows(IllegalStateException.class, new SplitQueue(1, 8)::hasAvailable);
+    }
+  }
+
+  @Test
+  void limitPopsEndsABatchEarlyAndTheRestStaysAvailable() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      DescriptorChain chain = queue.newChain();
+      int[] heads = new int[5];
+      for (int k = 0; k < 5; k++) heads[k] = driver.postChain(driver.writable(4));
+      queue.limitPops(2);
+      assertTrue(queue.pop(chain));
+      assertEquals(heads[0], chain.headIndex());
+      assertTrue(queue.pop(chain));
+      assertFalse(queue.pop(chain), "the limit");
+      assertTrue(queue.hasAvailable(), "the rest is still there");
+      queue.limitPops(0);
+      assertFalse(queue.pop(chain));
+      queue.limitPops(10);
+      for (int k = 2; k < 5; k++) {
+        assertTrue(queue.pop(chain));
+        assertEquals(heads[k], chain.headIndex());
+      }
+      assertFalse(queue.pop(chain), "the ring is empty");
+      assertEquals(5, queue.lastAvailIndex());
+      assertThrows(IllegalArgumentException.class, () -> queue.limitPops(-1));
+      queue.limitPops(0);
+      queue.reset(); // back to no limit
+      queue.setSize(8);
+      queue.setAddresses(driver.frontendAddresses());
+      queue.attach(driver.memory());
+      assertTrue(queue.pop(chain));
+    }
+  }
+
+  @Test
   void aHeadIndexOutsideTheTableIsAGuestError() throws Exception {
     try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
       SplitQueue queue = driver.queue(1, 0);
