@@ -18,18 +18,13 @@ import dev.bounce.vhost.protocol.U64;
 import dev.bounce.vhost.socket.UnixListener;
 import dev.bounce.vhost.socket.UnixSocket;
 import dev.bounce.vhost.spi.DeviceContext;
-import dev.bounce.vhost.spi.VirtioDevice;
 import dev.bounce.vhost.spi.VirtioFeatures;
-import dev.bounce.vhost.testdevice.EchoDevice;
-import dev.bounce.vhost.virtq.SplitQueue;
-import dev.bounce.vhost.virtq.VirtqueueException;
 import io.netty.buffer.Unpooled;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -40,68 +35,6 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class ConfigChangeTest {
   @TempDir Path dir;
-
-  /** The echo device, telling the test its context once the engine activates it. */
-  static final class Announcing implements VirtioDevice {
-    final EchoDevice echo = new EchoDevice(2, 256);
-    final CompletableFuture<DeviceContext> context = new CompletableFuture<>();
-
-    @Override
-    public int deviceId() {
-      return echo.deviceId();
-    }
-
-    @Override
-    public String name() {
-      return echo.name();
-    }
-
-    @Override
-    public long deviceFeatures() {
-      return echo.deviceFeatures();
-    }
-
-    @Override
-    public int queueCount() {
-      return echo.queueCount();
-    }
-
-    @Override
-    public int maxQueueSize() {
-      return echo.maxQueueSize();
-    }
-
-    @Override
-    public byte[] config() {
-      return echo.config();
-    }
-
-    @Override
-    public void activate(DeviceContext c) {
-      echo.activate(c);
-      context.complete(c);
-    }
-
-    @Override
-    public void queueStarted(int index, SplitQueue queue) {
-      echo.queueStarted(index, queue);
-    }
-
-    @Override
-    public void process(int index, SplitQueue queue) throws VirtqueueException {
-      echo.process(index, queue);
-    }
-
-    @Override
-    public void queueStopped(int index) {
-      echo.queueStopped(index);
-    }
-
-    @Override
-    public void reset() {
-      echo.reset();
-    }
-  }
 
   @Test
   void configChangeIsSentOnTheBackendChannelWhenNegotiated() throws Exception {
@@ -123,7 +56,7 @@ class ConfigChangeTest {
    * call configChanged(), and returns what arrived on the other end within a second, or null.
    */
   private Message<BackendRequest> announce(boolean backendReq) throws Exception {
-    Announcing device = new Announcing();
+    ConfiguredEcho device = new ConfiguredEcho(2, 256, 0);
     long protocol =
         backendReq
             ? ProtocolFeature.maskOf(

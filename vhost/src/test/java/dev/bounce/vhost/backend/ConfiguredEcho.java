@@ -5,14 +5,17 @@ import dev.bounce.vhost.spi.VirtioDevice;
 import dev.bounce.vhost.testdevice.EchoDevice;
 import dev.bounce.vhost.virtq.SplitQueue;
 import dev.bounce.vhost.virtq.VirtqueueException;
+import java.util.concurrent.CompletableFuture;
 
 /**
  * The {@link EchoDevice} offering the device feature bits of the device a recording was made with
  * (net's MRG_RXBUF, CSUM, ...), so that the recorded frontend's SET_FEATURES is one it could have
- * sent to bounce. Everything else is the echo device's.
+ * sent to bounce, and telling a test the {@link DeviceContext} the engine activates it with.
+ * Everything else is the echo device's.
  */
 final class ConfiguredEcho implements VirtioDevice {
   final EchoDevice echo;
+  final CompletableFuture<DeviceContext> context = new CompletableFuture<>();
   private final long features;
 
   ConfiguredEcho(int queues, int maxQueueSize, long features) {
@@ -51,8 +54,9 @@ final class ConfiguredEcho implements VirtioDevice {
   }
 
   @Override
-  public void activate(DeviceContext context) {
-    echo.activate(context);
+  public void activate(DeviceContext activated) {
+    echo.activate(activated);
+    context.complete(activated);
   }
 
   @Override
