@@ -16,7 +16,6 @@ import dev.bounce.pool.AddressKind;
 import dev.bounce.pool.GuestRegion;
 import dev.bounce.vhost.virtq.VirtqueueException.Reason;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 
 /**
  * One descriptor chain popped from a {@link SplitQueue}: a bounded iterator over its buffers,
@@ -312,15 +311,7 @@ public final class DescriptorChain {
   /** {@link #read(MemorySegment, long, long)} into {@code dst[dstIndex, dstIndex + count)}. */
   public int read(byte[] dst, int dstIndex, int count) throws VirtqueueException {
     java.util.Objects.checkFromIndexSize(dstIndex, count, dst.length);
-    int done = 0;
-    while (done < count && readable()) {
-      int n = (int) Math.min(length - consumed, count - done);
-      MemorySegment.copy(
-          segment, ValueLayout.JAVA_BYTE, offset + consumed, dst, dstIndex + done, n);
-      consumed += n;
-      done += n;
-    }
-    return done;
+    return (int) read(MemorySegment.ofArray(dst), dstIndex, count);
   }
 
   /**
@@ -347,16 +338,7 @@ public final class DescriptorChain {
   /** {@link #write(MemorySegment, long, long)} from {@code src[srcIndex, srcIndex + count)}. */
   public int write(byte[] src, int srcIndex, int count) throws VirtqueueException {
     java.util.Objects.checkFromIndexSize(srcIndex, count, src.length);
-    int done = 0;
-    while (done < count && writableRoom()) {
-      int n = (int) Math.min(length - consumed, count - done);
-      MemorySegment.copy(
-          src, srcIndex + done, segment, ValueLayout.JAVA_BYTE, offset + consumed, n);
-      consumed += n;
-      done += n;
-    }
-    bytesWritten += done;
-    return done;
+    return (int) write(MemorySegment.ofArray(src), srcIndex, count);
   }
 
   /** Positions the cursor on unread bytes of a readable descriptor; false if there are none. */
