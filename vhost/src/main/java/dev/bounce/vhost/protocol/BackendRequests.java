@@ -19,16 +19,8 @@ public final class BackendRequests {
   /** As {@link Requests#decode}, for the back-end channel: every fd given is closed on failure. */
   public static Message<BackendRequest> decode(Header header, ByteBuf payload, List<Fd> fds)
       throws ProtocolException {
-    try {
-      BackendRequest request = BackendRequest.fromCode(header.request());
-      Codec.checkRequestHeader(header, request);
-      if (request == null) throw Codec.unknown(header, "back-end");
-      return Codec.decode(
-          header, request, request.payload(), request.fds(), payload, fds, header.needsReply());
-    } catch (Throwable t) {
-      Codec.closeAll(fds);
-      throw t;
-    }
+    return Codec.decodeRequest(
+        header, BackendRequest.fromCode(header.request()), "back-end", payload, fds);
   }
 
   /**
@@ -38,15 +30,7 @@ public final class BackendRequests {
    */
   public static void encode(
       ByteBuf out, BackendRequest request, Payload payload, boolean needReply) {
-    if (!request.payload().accepts(payload)) {
-      throw new IllegalArgumentException(
-          request.label()
-              + " takes a "
-              + request.payload()
-              + " payload, not "
-              + payload.getClass().getSimpleName());
-    }
-    Codec.write(out, Header.request(request.code(), payload.size(), needReply), payload);
+    Codec.encodeRequest(out, request, payload, needReply);
   }
 
   /** BACKEND_VRING_CALL for {@code index} (in-band notification; num is reserved, 0). */

@@ -63,6 +63,37 @@ final class Codec {
   }
 
   /** Decodes a message whose header has been checked. Throws without closing the fds. */
+  /**
+   * Decodes a request on {@code channel} ("front-end", "back-end") whose code means {@code request}
+   * there (null: unknown); every fd given is closed on any failure.
+   */
+  static <R extends Request> Message<R> decodeRequest(
+      Header header, R request, String channel, ByteBuf payload, List<Fd> fds)
+      throws ProtocolException {
+    try {
+      checkRequestHeader(header, request);
+      if (request == null) throw unknown(header, channel);
+      return decode(
+          header, request, request.payload(), request.fds(), payload, fds, header.needsReply());
+    } catch (Throwable t) {
+      closeAll(fds);
+      throw t;
+    }
+  }
+
+  /** Writes a request after checking that {@code payload} is its layout. */
+  static void encodeRequest(ByteBuf out, Request request, Payload payload, boolean needReply) {
+    if (!request.payload().accepts(payload)) {
+      throw new IllegalArgumentException(
+          request.label()
+              + " takes a "
+              + request.payload()
+              + " payload, not "
+              + payload.getClass().getSimpleName());
+    }
+    write(out, Header.request(request.code(), payload.size(), needReply), payload);
+  }
+
   static <R extends Request> Message<R> decode(
       Header h,
       R request,

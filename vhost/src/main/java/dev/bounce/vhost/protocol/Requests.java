@@ -32,16 +32,8 @@ public final class Requests {
    */
   public static Message<FrontendRequest> decode(Header header, ByteBuf payload, List<Fd> fds)
       throws ProtocolException {
-    try {
-      FrontendRequest request = FrontendRequest.fromCode(header.request());
-      Codec.checkRequestHeader(header, request);
-      if (request == null) throw Codec.unknown(header, "front-end");
-      return Codec.decode(
-          header, request, request.payload(), request.fds(), payload, fds, header.needsReply());
-    } catch (Throwable t) {
-      Codec.closeAll(fds);
-      throw t;
-    }
+    return Codec.decodeRequest(
+        header, FrontendRequest.fromCode(header.request()), "front-end", payload, fds);
   }
 
   /**
@@ -52,15 +44,7 @@ public final class Requests {
    */
   public static void encode(
       ByteBuf out, FrontendRequest request, Payload payload, boolean needReply) {
-    if (!request.payload().accepts(payload)) {
-      throw new IllegalArgumentException(
-          request.label()
-              + " takes a "
-              + request.payload()
-              + " payload, not "
-              + payload.getClass().getSimpleName());
-    }
-    Codec.write(out, Header.request(request.code(), payload.size(), needReply), payload);
+    Codec.encodeRequest(out, request, payload, needReply);
   }
 
   /** Writes a request without payload (GET_FEATURES, SET_OWNER, GET_STATUS, ...). */
