@@ -35,45 +35,31 @@ public enum BackendRequest implements Request {
   SHMEM_MAP(9, SHMEM_MAPPING, ONE),
   SHMEM_UNMAP(10, SHMEM_MAPPING, NONE);
 
-  private static final BackendRequest[] BY_CODE = new BackendRequest[16];
+  private static final BackendRequest[] BY_CODE =
+      RequestLayout.byCode(values(), BackendRequest[]::new, 16);
 
-  static {
-    for (BackendRequest r : values()) {
-      if (BY_CODE[r.code] != null) throw new AssertionError("duplicate code " + r.code);
-      BY_CODE[r.code] = r;
-    }
-  }
-
-  private final int code;
-  private final PayloadKind payload;
-  private final FdRule fds;
-  private final PayloadKind replyPayload;
-  private final FdRule replyFds;
+  private final RequestLayout layout;
 
   BackendRequest(int code, PayloadKind payload, FdRule fds) {
-    this(code, payload, fds, null, NONE);
+    this.layout = RequestLayout.of(code, payload, fds);
   }
 
   BackendRequest(
       int code, PayloadKind payload, FdRule fds, PayloadKind replyPayload, FdRule replyFds) {
-    this.code = code;
-    this.payload = payload;
-    this.fds = fds;
-    this.replyPayload = replyPayload;
-    this.replyFds = replyFds;
+    this.layout = new RequestLayout(code, payload, fds, replyPayload, replyFds);
   }
 
   /** The request with this code, or null when there is none. */
   public static BackendRequest fromCode(int code) {
-    return code > 0 && code < BY_CODE.length ? BY_CODE[code] : null;
-  }
-
-  @Override
-  public int code() {
-    return code;
+    return RequestLayout.lookup(BY_CODE, code);
   }
 
   /** BACKEND_ + the name, so that VRING_ERR on this channel is not read as the front-end's. */
+  @Override
+  public RequestLayout layout() {
+    return layout;
+  }
+
   @Override
   public String label() {
     return "BACKEND_" + name();
@@ -82,25 +68,5 @@ public enum BackendRequest implements Request {
   /** The full spec name, e.g. VHOST_USER_BACKEND_VRING_ERR. */
   public String specName() {
     return "VHOST_USER_BACKEND_" + name();
-  }
-
-  @Override
-  public PayloadKind payload() {
-    return payload;
-  }
-
-  @Override
-  public FdRule fds() {
-    return fds;
-  }
-
-  @Override
-  public PayloadKind replyPayload() {
-    return replyPayload;
-  }
-
-  @Override
-  public FdRule replyFds() {
-    return replyFds;
   }
 }

@@ -92,32 +92,18 @@ public enum FrontendRequest implements Request {
   CHECK_DEVICE_STATE(43, EMPTY, NONE, U64, NONE),
   GET_SHMEM_CONFIG(44, EMPTY, NONE, SHMEM_CONFIG, NONE);
 
-  private static final FrontendRequest[] BY_CODE = new FrontendRequest[64];
+  private static final FrontendRequest[] BY_CODE =
+      RequestLayout.byCode(values(), FrontendRequest[]::new, 64);
 
-  static {
-    for (FrontendRequest r : values()) {
-      if (BY_CODE[r.code] != null) throw new AssertionError("duplicate code " + r.code);
-      BY_CODE[r.code] = r;
-    }
-  }
-
-  private final int code;
-  private final PayloadKind payload;
-  private final FdRule fds;
-  private final PayloadKind replyPayload;
-  private final FdRule replyFds;
+  private final RequestLayout layout;
 
   FrontendRequest(int code, PayloadKind payload, FdRule fds) {
-    this(code, payload, fds, null, NONE);
+    this.layout = RequestLayout.of(code, payload, fds);
   }
 
   FrontendRequest(
       int code, PayloadKind payload, FdRule fds, PayloadKind replyPayload, FdRule replyFds) {
-    this.code = code;
-    this.payload = payload;
-    this.fds = fds;
-    this.replyPayload = replyPayload;
-    this.replyFds = replyFds;
+    this.layout = new RequestLayout(code, payload, fds, replyPayload, replyFds);
   }
 
   /**
@@ -125,12 +111,12 @@ public enum FrontendRequest implements Request {
    * never an exception here (the session answers it with a failure).
    */
   public static FrontendRequest fromCode(int code) {
-    return code > 0 && code < BY_CODE.length ? BY_CODE[code] : null;
+    return RequestLayout.lookup(BY_CODE, code);
   }
 
   @Override
-  public int code() {
-    return code;
+  public RequestLayout layout() {
+    return layout;
   }
 
   @Override
@@ -141,25 +127,5 @@ public enum FrontendRequest implements Request {
   /** The full spec name, e.g. VHOST_USER_SET_VRING_ADDR. */
   public String specName() {
     return "VHOST_USER_" + name();
-  }
-
-  @Override
-  public PayloadKind payload() {
-    return payload;
-  }
-
-  @Override
-  public FdRule fds() {
-    return fds;
-  }
-
-  @Override
-  public PayloadKind replyPayload() {
-    return replyPayload;
-  }
-
-  @Override
-  public FdRule replyFds() {
-    return replyFds;
   }
 }

@@ -7,24 +7,37 @@ package dev.bounce.vhost.protocol;
  * the fds that belong with it, for the request and for its reply.
  */
 public sealed interface Request permits FrontendRequest, BackendRequest {
-  /** The number in the header's request field. */
-  int code();
+  /** The code and the payload and fd rules of the request and its reply. */
+  RequestLayout layout();
 
   /** The spec name without the VHOST_USER_ prefix, as logs print it. */
   String label();
 
+  /** The number in the header's request field. */
+  default int code() {
+    return layout().code();
+  }
+
   /** The layout of the request's payload. */
-  PayloadKind payload();
+  default PayloadKind payload() {
+    return layout().payload();
+  }
 
   /** The fds the request carries. */
-  FdRule fds();
+  default FdRule fds() {
+    return layout().fds();
+  }
 
   /**
    * The layout of the reply the receiver always sends, or null when it replies only if asked
    * (NEED_REPLY with REPLY_ACK), and then with a u64 status.
    */
-  PayloadKind replyPayload();
+  default PayloadKind replyPayload() {
+    return layout().replyPayload();
+  }
 
   /** The fds a reply may carry. */
-  FdRule replyFds();
+  default FdRule replyFds() {
+    return layout().replyFds();
+  }
 }
