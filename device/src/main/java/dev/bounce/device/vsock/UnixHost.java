@@ -45,6 +45,16 @@ public final class UnixHost implements HostSide, AutoCloseable {
   /** Outbound bytes a host channel may hold before the guest's side of it stops being read. */
   static final WriteBufferWaterMark WATER_MARK = new WriteBufferWaterMark(32 * 1024, 128 * 1024);
 
+  /**
+   * How every host stream channel runs: it reads only when asked (the guest has room), a host
+   * half-close is a vsock SHUTDOWN rather than the end, and its outbound bytes are bounded.
+   */
+  static void configure(Channel channel) {
+    channel.config().setAutoRead(false);
+    channel.config().setOption(ChannelOption.ALLOW_HALF_CLOSURE, true);
+    channel.config().setWriteBufferWaterMark(WATER_MARK);
+  }
+
   private final Path udsPath;
   private final IoEventLoop loop;
   private final Channel listener;
@@ -72,9 +82,6 @@ public final class UnixHost implements HostSide, AutoCloseable {
         new ServerBootstrap()
             .group(loop)
             .channel(EpollServerDomainSocketChannel.class)
-            .childOption(ChannelOption.AUTO_READ, false)
-            .childOption(ChannelOption.ALLOW_HALF_CLOSURE, true)
-            .childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, WATER_MARK)
             .childHandler(
                 new ChannelInitializer<Channel>() {
                   @Override
@@ -126,9 +133,6 @@ public final class UnixHost implements HostSide, AutoCloseable {
         new Bootstrap()
             .group(loop)
             .channel(EpollDomainSocketChannel.class)
-            .option(ChannelOption.AUTO_READ, false)
-            .option(ChannelOption.ALLOW_HALF_CLOSURE, true)
-            .option(ChannelOption.WRITE_BUFFER_WATER_MARK, WATER_MARK)
             .handler(bridge)
             .connect(new DomainSocketAddress(target.toString()));
     // A Unix-socket connect completes at once on the loop; a refusal becomes the guest's RST.

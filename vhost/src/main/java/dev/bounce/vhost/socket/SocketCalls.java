@@ -196,56 +196,17 @@ final class SocketCalls {
 
   /** sendmsg(2); returns bytes sent or {@link Libc#WOULD_BLOCK}. */
   static long sendmsg(int fd, MemorySegment msghdr, int flags) throws NativeException {
-    MemorySegment state = Libc.callState();
-    try {
-      while (true) {
-        long n = (long) SENDMSG.invokeExact(state, fd, msghdr, flags);
-        if (n >= 0) return n;
-        int errno = Libc.errno(state);
-        if (errno == Libc.EAGAIN) return Libc.WOULD_BLOCK;
-        if (errno != Libc.EINTR) throw new NativeException("sendmsg", "fd " + fd, errno);
-      }
-    } catch (NativeException e) {
-      throw e;
-    } catch (Throwable t) {
-      throw Libc.unexpected(t);
-    }
+    return retried("sendmsg", fd, state -> (long) SENDMSG.invokeExact(state, fd, msghdr, flags));
   }
 
   /** recvmsg(2); returns bytes received (0 at end of stream) or {@link Libc#WOULD_BLOCK}. */
   static long recvmsg(int fd, MemorySegment msghdr, int flags) throws NativeException {
-    MemorySegment state = Libc.callState();
-    try {
-      while (true) {
-        long n = (long) RECVMSG.invokeExact(state, fd, msghdr, flags);
-        if (n >= 0) return n;
-        int errno = Libc.errno(state);
-        if (errno == Libc.EAGAIN) return Libc.WOULD_BLOCK;
-        if (errno != Libc.EINTR) throw new NativeException("recvmsg", "fd " + fd, errno);
-      }
-    } catch (NativeException e) {
-      throw e;
-    } catch (Throwable t) {
-      throw Libc.unexpected(t);
-    }
+    return retried("recvmsg", fd, state -> (long) RECVMSG.invokeExact(state, fd, msghdr, flags));
   }
 
   /** send(2); returns bytes sent or {@link Libc#WOULD_BLOCK}. */
   static long send(int fd, MemorySegment data, long length, int flags) throws NativeException {
-    MemorySegment state = Libc.callState();
-    try {
-      while (true) {
-        long n = (long) SEND.invokeExact(state, fd, data, length, flags);
-        if (n >= 0) return n;
-        int errno = Libc.errno(state);
-        if (errno == Libc.EAGAIN) return Libc.WOULD_BLOCK;
-        if (errno != Libc.EINTR) throw new NativeException("send", "fd " + fd, errno);
-      }
-    } catch (NativeException e) {
-      throw e;
-    } catch (Throwable t) {
-      throw Libc.unexpected(t);
-    }
+    return retried("send", fd, state -> (long) SEND.invokeExact(state, fd, data, length, flags));
   }
 
   /**
@@ -253,14 +214,29 @@ final class SocketCalls {
    * Libc#WOULD_BLOCK}.
    */
   static long recv(int fd, MemorySegment into, long length, int flags) throws NativeException {
+    return retried("recv", fd, state -> (long) RECV.invokeExact(state, fd, into, length, flags));
+  }
+
+  /** One socket call, as a lambda over the errno capture state. */
+  @FunctionalInterface
+  private interface Call {
+    long invoke(MemorySegment state) throws Throwable;
+  }
+
+  /**
+   * Runs {@code call} again while it is interrupted (EINTR); EAGAIN becomes {@link
+   * Libc#WOULD_BLOCK}, any other failure a {@link NativeException} naming {@code name} and {@code
+   * fd}.
+   */
+  private static long retried(String name, int fd, Call call) throws NativeException {
     MemorySegment state = Libc.callState();
     try {
       while (true) {
-        long n = (long) RECV.invokeExact(state, fd, into, length, flags);
+        long n = call.invoke(state);
         if (n >= 0) return n;
         int errno = Libc.errno(state);
         if (errno == Libc.EAGAIN) return Libc.WOULD_BLOCK;
-        if (errno != Libc.EINTR) throw new NativeException("recv", "fd " + fd, errno);
+        if (errno != Libc.EINTR) throw new NativeException(name, "fd " + fd, errno);
       }
     } catch (NativeException e) {
       throw e;
