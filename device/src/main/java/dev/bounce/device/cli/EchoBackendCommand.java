@@ -1,6 +1,5 @@
 package dev.bounce.device.cli;
 
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.testdevice.EchoDevice;
@@ -33,7 +32,7 @@ final class EchoBackendCommand {
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(1, "bounce-data")) {
       BackendServer.Config config =
-          new BackendServer.Config("echo", device, control.next(), data.next(), GuestMemory::empty);
+          new BackendServer.Config("echo", device, control.next(), data.next());
       BackendServer server =
           FLAGS.has("client")
               ? BackendServer.connect(socket, config)

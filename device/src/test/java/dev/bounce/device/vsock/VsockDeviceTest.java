@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
@@ -61,9 +60,7 @@ class VsockDeviceTest {
     Path socket = dir.resolve("vsock.sock");
     server =
         BackendServer.listen(
-            socket,
-            new BackendServer.Config(
-                "vsock", device, loops.next(), loops.next(), GuestMemory::empty));
+            socket, new BackendServer.Config("vsock", device, loops.next(), loops.next()));
     ram = GuestRam.create(MemoryMode.SHARED, RAM_START, RAM_SIZE, 0, 0);
     session = FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, queueSize));
     driver = new VsockDriver(session, GUEST_CID, BUFFER);
