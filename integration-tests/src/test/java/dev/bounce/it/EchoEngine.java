@@ -60,6 +60,19 @@ final class EchoEngine implements AutoCloseable {
     return listen(loops, false, socket, memory);
   }
 
+  /** Listening with {@code queues} echo queues, on loops of its own. */
+  static EchoEngine listen(Path socket, RestrictedDma dma, int queues) throws IOException {
+    EventLoops loops = new EventLoops(2, "it-engine");
+    try {
+      EchoDevice device = new EchoDevice(queues, MAX_QUEUE_SIZE);
+      return new EchoEngine(
+          loops, true, device, BackendServer.listen(socket, config(loops, device, dma)));
+    } catch (IOException | RuntimeException e) {
+      loops.close();
+      throw e;
+    }
+  }
+
   private static EchoEngine listen(EventLoops loops, boolean own, Path socket, RestrictedDma memory)
       throws IOException {
     EchoDevice device = new EchoDevice(QUEUES, MAX_QUEUE_SIZE);
