@@ -93,16 +93,26 @@ final class FrontendCommand {
     boolean json = FLAGS.has("json");
     if (FLAGS.has("hostile")) {
       if (net) throw new UsageException("--hostile works with --device echo only");
+      if (mode == MemoryMode.DEVICE_POOL) {
+        throw new UsageException("--hostile works with --mode shared or pool, not device-pool");
+      }
       return hostile(socket, mode, handshake, memory, pool, queueSize, json);
     }
 
+    // A guest with a pool bounces every buffer through it, so it keeps the restricted-DMA
+    // contract and accepts VIRTIO_F_RESTRICTED_DMA when offered (RESTRICTED-DMA.md).
+    long restrictedDma =
+        mode != MemoryMode.SHARED || pool[1] != 0
+            ? VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA)
+            : 0;
     FrontendSession.Options options =
         new FrontendSession.Options(
             handshake,
-            net
-                ? NetDriver.DRIVER_FEATURES
-                : VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
-                    | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC),
+            restrictedDma
+                | (net
+                    ? NetDriver.DRIVER_FEATURES
+                    : VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
+                        | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC)),
             net ? 2 : 1,
             queueSize,
             net ? NetDriver.INDIRECT_ENTRIES : 0);
