@@ -219,6 +219,22 @@ class RestrictedDmaTest {
     }
   }
 
+  /** A frontend that cannot take a device-owned pool (no SHMEM) is refused at SET_FEATURES. */
+  @Test
+  void aFrontendWithoutShmemIsRefusedByADevicePoolBackend() throws Exception {
+    Path socket = dir.resolve("engine.sock");
+    try (EchoEngine engine = EchoEngine.listen(socket, Mode.DEVICE_POOL.engine(), 1);
+        GuestRam ram = Mode.SHARED.guest()) {
+      FrontendChannel.Refused refused =
+          assertThrows(
+              FrontendChannel.Refused.class,
+              () ->
+                  FrontendSession.connect(
+                      socket, ram, options(Handshake.QEMU, ECHO_FEATURES | RESTRICTED_DMA, 1)));
+      assertEquals(FrontendRequest.SET_FEATURES, refused.request());
+    }
+  }
+
   // ---- the policy matrix ----
 
   static Stream<Arguments> policyMatrix() {
@@ -246,12 +262,39 @@ class RestrictedDmaTest {
         GuestRam ram =
             GuestRam.create(MemoryMode.SHARED, RAM_START, RAM_SIZE, POOL_IN_RAM, POOL_SIZE)) {
       if (policy == Policy.REQUIRED && !accepts) {
-        FrontendChannel.Refused refused =
-            assertThrows(
-                FrontendChannel.Refused.class,
-                () -> FrontendSession.connect(socket, ram, options(Handshake.QEMU, driver, 1)));
-        assertEquals(FrontendRequest.SET_FEATURES, refused.request());
+        List<String> warnings = new java.util.concurrent.CopyOnWriteArrayList<>();
+        java.util.logging.Logger log = java.util.logging.Logger.getLogger("dev.bounce.vhost");
+        java.util.logging.Handler capture =
+            new java.util.logging.Handler() {
+              @Override
+              public void publish(java.util.logging.LogRecord r) {
+                if (r.getLevel().intValue() >= java.util.logging.Level.WARNING.intValue()) {
+                  warnings.add(new java.util.logging.SimpleFormatter().formatMessage(r));
+                }
+              }
+
+              @Override
+              public void flush() {}
+
+              @Override
+              public void close() {}
+            };
+        log.addHandler(capture);
+        try {
+          FrontendChannel.Refused refused =
+              assertThrows(
+                  FrontendChannel.Refused.class,
+                  () -> FrontendSession.connect(socket, ram, options(Handshake.QEMU, driver, 1)));
+          assertEquals(FrontendRequest.SET_FEATURES, refused.request());
+        } finally {
+          log.removeHandler(capture);
+        }
         assertEquals(0, engine.device.served());
+        assertEquals(1, warnings.size(), "one log line: " + warnings);
+        assertTrue(
+            warnings.getFirst().contains("bit 27")
+                && warnings.getFirst().contains("--restricted-dma preferred"),
+            warnings.getFirst());
         return;
       }
       try (FrontendSession session =

@@ -338,6 +338,14 @@ public final class BackendSession implements AutoCloseable {
     // RESTRICTED-DMA.md, "Policy": refused features are never applied, so the device is never
     // activated and no ring starts; SET_STATUS keeps FEATURES_OK clear from now on.
     String refusal = dma.refusal(features);
+    if (refusal == null && devicePool != null && !negotiated(SHMEM)) {
+      // Its memory table is never mapped and its ring addresses would be read as offsets into a
+      // pool it never received: nothing it does could work.
+      refusal =
+          "refusing the frontend: bounce owns the pool (--device-pool) but the frontend did not"
+              + " negotiate VHOST_USER_PROTOCOL_F_SHMEM, so it cannot receive it; run bounce with"
+              + " --pool GPA:SIZE for this VMM";
+    }
     refused = refusal != null;
     if (refused) throw new RequestFailed(refusal);
     ackedFeatures = features;
