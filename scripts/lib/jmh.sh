@@ -4,7 +4,8 @@
 # Builds benchmarks/target/benchmarks.jar, then runs JMH with quick settings (one fork, 1 s per
 # iteration). Arguments go on to JMH: an option given replaces the quick setting of the same name (JMH
 # rejects an option given twice), any other is added, and a first argument that is not an option
-# replaces the benchmark regex.
+# replaces the benchmark regex. With BOUNCE_JMH_MAIN set, that class of the jar runs instead of JMH's
+# own main, with the same arguments (a runner that post-processes the results).
 
 # Whether the JMH arguments "$@" (after $1) set option $1.
 bounce_jmh_given() {
@@ -39,6 +40,8 @@ bounce_jmh() {
   echo "$name: built; running JMH '$benchmarks' ${settings[*]}${*:+ $*}" >&2
   echo "$name: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); one forked JVM per benchmark and parameter, each iteration printed as it goes" >&2
   # JMH 1.37 still uses sun.misc.Unsafe (a warning per JVM since JDK 24); forks inherit these flags.
+  local main=(-jar benchmarks/target/benchmarks.jar)
+  [[ -n ${BOUNCE_JMH_MAIN:-} ]] && main=(-cp benchmarks/target/benchmarks.jar "$BOUNCE_JMH_MAIN")
   exec "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow \
-    -jar benchmarks/target/benchmarks.jar "$benchmarks" "${settings[@]}" "$@"
+    "${main[@]}" "$benchmarks" "${settings[@]}" "$@"
 }

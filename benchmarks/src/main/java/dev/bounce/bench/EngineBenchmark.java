@@ -3,7 +3,6 @@ package dev.bounce.bench;
 import static dev.bounce.pool.LittleEndian.LE64;
 
 import dev.bounce.pool.EventFd;
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.Mapping;
 import dev.bounce.pool.Memfd;
@@ -184,7 +183,7 @@ public class EngineBenchmark {
     server =
         BackendServer.listen(
             directory.resolve("echo.sock"),
-            new BackendServer.Config("echo", echo, controlLoop, dataLoop, GuestMemory::empty));
+            new BackendServer.Config("echo", echo, controlLoop, dataLoop));
     channel = FrontendChannel.connect(server.path());
     ram = Memfd.create("bench-engine-ram", RAM_SIZE);
     view = ram.map(0, RAM_SIZE);

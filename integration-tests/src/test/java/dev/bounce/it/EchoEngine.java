@@ -2,16 +2,13 @@ package dev.bounce.it;
 
 import static org.junit.jupiter.api.Assertions.fail;
 
-import dev.bounce.pool.GuestAddressSpace;
-import dev.bounce.pool.GuestMemory;
-import dev.bounce.pool.RestrictedPool;
 import dev.bounce.vhost.backend.BackendServer;
+import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.testdevice.EchoDevice;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.function.Supplier;
 
 /**
  * The engine serving its test device in this process, as {@code bounce echo-backend} does: control
@@ -36,16 +33,19 @@ final class EchoEngine implements AutoCloseable {
   }
 
   /** No pool: the engine maps whatever the frontend shares. */
-  static Supplier<GuestAddressSpace> anyMemory() {
-    return GuestMemory::empty;
+  static RestrictedDma anyMemory() {
+    return RestrictedDma.OFF;
   }
 
-  /** A restricted pool at guest {@code [start, start + size)}: only its window is ever mapped. */
-  static Supplier<GuestAddressSpace> pool(long start, long size) {
-    return () -> RestrictedPool.at(start, size);
+  /**
+   * A restricted pool at guest {@code [start, start + size)} (policy preferred): only its window is
+   * ever mapped.
+   */
+  static RestrictedDma pool(long start, long size) {
+    return new RestrictedDma(RestrictedDma.Policy.PREFERRED, new RestrictedDma.Window(start, size));
   }
 
-  static EchoEngine listen(Path socket, Supplier<GuestAddressSpace> memory) throws IOException {
+  static EchoEngine listen(Path socket, RestrictedDma memory) throws IOException {
     EventLoops loops = new EventLoops(2, "it-engine");
     try {
       return listen(loops, true, socket, memory);
@@ -56,13 +56,24 @@ final class EchoEngine implements AutoCloseable {
   }
 
   /** On loops the caller owns (and closes after this). */
-  static EchoEngine listen(EventLoops loops, Path socket, Supplier<GuestAddressSpace> memory)
-      throws IOException {
+  static EchoEngine listen(EventLoops loops, Path socket, RestrictedDma memory) throws IOException {
     return listen(loops, false, socket, memory);
   }
 
-  private static EchoEngine listen(
-      EventLoops loops, boolean own, Path socket, Supplier<GuestAddressSpace> memory)
+  /** Listening with {@code queues} echo queues, on loops of its own. */
+  static EchoEngine listen(Path socket, RestrictedDma dma, int queues) throws IOException {
+    EventLoops loops = new EventLoops(2, "it-engine");
+    try {
+      EchoDevice device = new EchoDevice(queues, MAX_QUEUE_SIZE);
+      return new EchoEngine(
+          loops, true, device, BackendServer.listen(socket, config(loops, device, dma)));
+    } catch (IOException | RuntimeException e) {
+      loops.close();
+      throw e;
+    }
+  }
+
+  private static EchoEngine listen(EventLoops loops, boolean own, Path socket, RestrictedDma memory)
       throws IOException {
     EchoDevice device = new EchoDevice(QUEUES, MAX_QUEUE_SIZE);
     BackendServer server = BackendServer.listen(socket, config(loops, device, memory));
@@ -80,7 +91,7 @@ final class EchoEngine implements AutoCloseable {
   }
 
   private static BackendServer.Config config(
-      EventLoops loops, EchoDevice device, Supplier<GuestAddressSpace> memory) {
+      EventLoops loops, EchoDevice device, RestrictedDma memory) {
     return new BackendServer.Config("it-echo", device, loops.next(), loops.next(), memory);
   }
 

@@ -3,8 +3,8 @@ package dev.bounce.it;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.testing.ProcessMaps;
+import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.frontend.EchoDriver;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
@@ -17,7 +17,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import java.util.function.Supplier;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -66,7 +65,7 @@ class FrontendEngineTest {
       };
     }
 
-    Supplier<GuestAddressSpace> engineMemory() {
+    RestrictedDma engineMemory() {
       return this == SHARED_WITH_POOL
           ? EchoEngine.pool(POOL_IN_RAM, POOL_SIZE)
           : EchoEngine.anyMemory();

@@ -26,6 +26,7 @@ public final class Libc {
   public static final int MFD_ALLOW_SEALING = 0x2;
   public static final int F_GETFD = 1;
   public static final int F_GETFL = 3;
+  public static final int F_DUPFD_CLOEXEC = 1030;
   public static final int F_ADD_SEALS = 1033;
   public static final int F_GET_SEALS = 1034;
   public static final int PROT_READ = 0x1;

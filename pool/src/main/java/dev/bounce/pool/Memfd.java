@@ -35,6 +35,27 @@ public final class Memfd implements AutoCloseable {
     }
   }
 
+  /**
+   * A memory file a peer created and sent (a device-owned pool): {@code fd} is owned from now on,
+   * closed with this. Its size is what the peer said; mapping past the file's end would fault, so
+   * the size is checked against the file's.
+   *
+   * @throws IllegalArgumentException when the file is smaller than {@code size} (fd closed)
+   */
+  public static Memfd adopt(Fd fd, long size) throws NativeException {
+    try {
+      long actual = Libc.fstat(fd.value()).size();
+      if (size <= 0 || actual < size) {
+        throw new IllegalArgumentException(
+            "the memory file has " + actual + " bytes, fewer than the " + size + " announced");
+      }
+      return new Memfd(fd, size);
+    } catch (NativeException | RuntimeException e) {
+      fd.close();
+      throw e;
+    }
+  }
+
   public Fd fd() {
     return fd;
   }
@@ -53,6 +74,14 @@ public final class Memfd implements AutoCloseable {
 
   public int seals() throws NativeException {
     return Libc.fcntl(fd.value(), Libc.F_GET_SEALS, 0);
+  }
+
+  /**
+   * A new close-on-exec fd for the same file, owned by the caller: what is handed to a peer (or to
+   * a mapping that closes its fd) while this memfd stays open.
+   */
+  public Fd duplicate() throws NativeException {
+    return Fd.adopt(Libc.fcntl(fd.value(), Libc.F_DUPFD_CLOEXEC, 0));
   }
 
   /** Maps {@code size} bytes at {@code offset} of this memfd; see {@link Mapping#map}. */

@@ -1,12 +1,13 @@
 package dev.bounce.device.cli;
 
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.vhost.backend.BackendServer;
+import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.testdevice.EchoDevice;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
+import java.util.stream.Stream;
 
 /**
  * {@code bounce echo-backend}: the engine's test device served on a socket, for trying the fake
@@ -15,25 +16,34 @@ import java.util.concurrent.CountDownLatch;
 final class EchoBackendCommand {
   private static final Flags FLAGS =
       new Flags(
-          "bounce echo-backend --socket PATH [--queues N] [--queue-size N] [--client]",
-          List.of(
-              new Flags.Flag("socket", "PATH", "the vhost-user socket to listen on (required)"),
-              new Flags.Flag("queues", "N", "how many queues (default 1)"),
-              new Flags.Flag("queue-size", "N", "the largest queue size offered (default 1024)"),
-              new Flags.Flag("client", null, "connect to a frontend listening at --socket")));
+          "bounce echo-backend --socket PATH [--queues N] [--queue-size N] [--client]"
+              + " [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
+              + " [--restricted-dma POLICY]",
+          Stream.concat(
+                  Stream.of(
+                      new Flags.Flag(
+                          "socket", "PATH", "the vhost-user socket to listen on (required)"),
+                      new Flags.Flag("queues", "N", "how many queues (default 1)"),
+                      new Flags.Flag(
+                          "queue-size", "N", "the largest queue size offered (default 1024)"),
+                      new Flags.Flag(
+                          "client", null, "connect to a frontend listening at --socket")),
+                  DmaFlags.FLAGS.stream())
+              .toList());
 
   private EchoBackendCommand() {}
 
   static int run(List<String> args) throws Exception {
     if (!FLAGS.parse(args)) return 0;
     Path socket = Path.of(FLAGS.require("socket"));
+    RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
     EchoDevice device =
         new EchoDevice((int) FLAGS.size("queues", 1), (int) FLAGS.size("queue-size", 1024));
     CountDownLatch stopped = new CountDownLatch(1);
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(1, "bounce-data")) {
       BackendServer.Config config =
-          new BackendServer.Config("echo", device, control.next(), data.next(), GuestMemory::empty);
+          new BackendServer.Config("echo", device, control.next(), data.next(), dma);
       BackendServer server =
           FLAGS.has("client")
               ? BackendServer.connect(socket, config)
@@ -45,7 +55,7 @@ final class EchoBackendCommand {
                     server.close();
                     stopped.countDown();
                   }));
-      System.err.println("bounce echo-backend: serving the test device on " + socket);
+      System.err.println("bounce echo-backend: serving the test device on " + socket + ", " + dma);
       stopped.await();
     }
     return 0;

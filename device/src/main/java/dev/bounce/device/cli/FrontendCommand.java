@@ -35,7 +35,9 @@ final class FrontendCommand {
                   "mode",
                   "MODE",
                   "shared (all guest memory sent, like QEMU share=on; default), pool (only the pool"
-                      + " memfd is sent, like Firecracker's swiotlb), device-pool (later)"),
+                      + " memfd is sent, like Firecracker's swiotlb), device-pool (nothing is sent:"
+                      + " the backend hands over its pool, backends run with --device-pool SIZE;"
+                      + " addresses are offsets into it)"),
               new Flags.Flag("memory", "SIZE", "guest RAM, at guest 0x40000000 (default 256M)"),
               new Flags.Flag(
                   "pool",
@@ -82,7 +84,7 @@ final class FrontendCommand {
     MemoryMode mode = parse(() -> MemoryMode.ofFlag(FLAGS.get("mode", "shared")));
     Handshake handshake = parse(() -> Handshake.ofFlag(FLAGS.get("handshake", "qemu")));
     long memory = FLAGS.size("memory", 256L << 20);
-    long[] pool = FLAGS.has("pool") ? pool(FLAGS.get("pool", "")) : new long[] {0, 0};
+    long[] pool = FLAGS.has("pool") ? DmaFlags.window(FLAGS.get("pool", "")) : new long[] {0, 0};
     int queueSize = (int) FLAGS.size("queue-size", 256);
     long count = FLAGS.size("count", 100_000);
     int size = (int) FLAGS.size("size", net ? 64 : 4096);
@@ -91,16 +93,26 @@ final class FrontendCommand {
     boolean json = FLAGS.has("json");
     if (FLAGS.has("hostile")) {
       if (net) throw new UsageException("--hostile works with --device echo only");
+      if (mode == MemoryMode.DEVICE_POOL) {
+        throw new UsageException("--hostile works with --mode shared or pool, not device-pool");
+      }
       return hostile(socket, mode, handshake, memory, pool, queueSize, json);
     }
 
+    // A guest with a pool bounces every buffer through it, so it keeps the restricted-DMA
+    // contract and accepts VIRTIO_F_RESTRICTED_DMA when offered (RESTRICTED-DMA.md).
+    long restrictedDma =
+        mode != MemoryMode.SHARED || pool[1] != 0
+            ? VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA)
+            : 0;
     FrontendSession.Options options =
         new FrontendSession.Options(
             handshake,
-            net
-                ? NetDriver.DRIVER_FEATURES
-                : VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
-                    | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC),
+            restrictedDma
+                | (net
+                    ? NetDriver.DRIVER_FEATURES
+                    : VirtioFeatures.bit(VirtioFeatures.EVENT_IDX)
+                        | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC)),
             net ? 2 : 1,
             queueSize,
             net ? NetDriver.INDIRECT_ENTRIES : 0);
@@ -201,19 +213,6 @@ final class FrontendCommand {
       return GuestRam.create(mode, DEFAULT_RAM_START, memory, pool[0], pool[1]);
     } catch (IllegalArgumentException | UnsupportedOperationException e) {
       throw new UsageException(e.getMessage());
-    }
-  }
-
-  /** GPA:SIZE, for example 0x5c000000:16M. */
-  static long[] pool(String text) throws UsageException {
-    int colon = text.indexOf(':');
-    if (colon < 0)
-      throw new UsageException("--pool takes GPA:SIZE (like 0x5c000000:16M), not " + text);
-    try {
-      long start = Flags.parseNumber(text.substring(0, colon));
-      return new long[] {start, Flags.parseSize("--pool", text.substring(colon + 1))};
-    } catch (NumberFormatException e) {
-      throw new UsageException("--pool: '" + text.substring(0, colon) + "' is not an address");
     }
   }
 

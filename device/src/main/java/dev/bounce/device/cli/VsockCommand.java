@@ -2,8 +2,8 @@ package dev.bounce.device.cli;
 
 import dev.bounce.device.vsock.UnixHost;
 import dev.bounce.device.vsock.VsockDevice;
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.vhost.backend.BackendServer;
+import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.loop.EventLoops;
 import io.netty.channel.IoEventLoop;
 import java.io.IOException;
@@ -15,6 +15,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
+import java.util.stream.Stream;
 import org.yaml.snakeyaml.LoaderOptions;
 import org.yaml.snakeyaml.Yaml;
 import org.yaml.snakeyaml.constructor.SafeConstructor;
@@ -31,44 +32,51 @@ final class VsockCommand {
           "bounce vsock --socket PATH --uds-path PATH [--guest-cid N] [--tx-buffer-size B]"
               + " [--queue-size N]\n"
               + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
-              + "       bounce vsock --config FILE",
-          List.of(
-              new Flags.Flag("guest-cid", "N", "the guest's context ID, 3 or more (default 3)"),
-              new Flags.Flag(
-                  "socket", "PATH", "the vhost-user socket the VMM connects to (created)"),
-              new Flags.Flag(
-                  "uds-path",
-                  "PATH",
-                  "host applications connect here and send 'CONNECT <port>\\n'; a guest"
-                      + " connecting to host port P reaches PATH_P"),
-              new Flags.Flag(
-                  "tx-buffer-size",
-                  "B",
-                  "bytes buffered per connection and direction (default 64K); bounds memory"),
-              new Flags.Flag(
-                  "queue-size", "N", "the largest virtqueue size offered (default 1024)"),
-              new Flags.Flag(
-                  "vm",
-                  "KEY=VALUE,...",
-                  "one guest (keys as the flags above: guest-cid, socket, uds-path,"
-                      + " tx-buffer-size, queue-size); repeat for more guests"),
-              new Flags.Flag(
-                  "config",
-                  "FILE",
-                  "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
-                      + " socket, uds_path, tx_buffer_size, queue_size")));
+              + "       bounce vsock --config FILE\n"
+              + "  each with [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
+              + " [--restricted-dma POLICY] for every guest",
+          Stream.concat(
+                  Stream.of(
+                      new Flags.Flag(
+                          "guest-cid", "N", "the guest's context ID, 3 or more (default 3)"),
+                      new Flags.Flag(
+                          "socket", "PATH", "the vhost-user socket the VMM connects to (created)"),
+                      new Flags.Flag(
+                          "uds-path",
+                          "PATH",
+                          "host applications connect here and send 'CONNECT <port>\\n'; a guest"
+                              + " connecting to host port P reaches PATH_P"),
+                      new Flags.Flag(
+                          "tx-buffer-size",
+                          "B",
+                          "bytes buffered per connection and direction (default 64K); bounds memory"),
+                      new Flags.Flag(
+                          "queue-size", "N", "the largest virtqueue size offered (default 1024)"),
+                      new Flags.Flag(
+                          "vm",
+                          "KEY=VALUE,...",
+                          "one guest (keys as the flags above: guest-cid, socket, uds-path,"
+                              + " tx-buffer-size, queue-size); repeat for more guests"),
+                      new Flags.Flag(
+                          "config",
+                          "FILE",
+                          "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
+                              + " socket, uds_path, tx_buffer_size, queue_size")),
+                  DmaFlags.FLAGS.stream())
+              .toList());
 
   private VsockCommand() {}
 
   static int run(List<String> args) throws Exception {
     if (!FLAGS.parse(args)) return 0;
     List<VsockVm> vms = vms();
+    RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
     CountDownLatch stopped = new CountDownLatch(1);
     List<AutoCloseable> open = new ArrayList<>();
     int threads = Math.min(vms.size(), Runtime.getRuntime().availableProcessors());
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(threads, "bounce-data")) {
-      for (VsockVm vm : vms) serve(vm, control.next(), data.next(), open);
+      for (VsockVm vm : vms) serve(vm, dma, control.next(), data.next(), open);
       Runtime.getRuntime()
           .addShutdownHook(
               new Thread(
@@ -128,7 +136,11 @@ final class VsockCommand {
   }
 
   private static void serve(
-      VsockVm vm, IoEventLoop control, IoEventLoop data, List<AutoCloseable> open)
+      VsockVm vm,
+      RestrictedDma dma,
+      IoEventLoop control,
+      IoEventLoop data,
+      List<AutoCloseable> open)
       throws IOException {
     UnixHost host = UnixHost.listen(vm.udsPath(), data);
     open.add(host);
@@ -142,8 +154,7 @@ final class VsockCommand {
     BackendServer server =
         BackendServer.listen(
             vm.socket(),
-            new BackendServer.Config(
-                "vsock cid " + vm.guestCid(), device, control, data, GuestMemory::empty));
+            new BackendServer.Config("vsock cid " + vm.guestCid(), device, control, data, dma));
     open.add(0, server); // closed before its host side
     System.err.println(
         "bounce vsock: guest CID "

@@ -1,6 +1,5 @@
 package dev.bounce.device.vsock;
 
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
@@ -43,8 +42,7 @@ final class VsockRig implements AutoCloseable {
       device = new VsockDevice(GUEST_CID, bufferSize, maxConnections, 1024, host);
       Path socket = dir.resolve("vsock.sock");
       server =
-          BackendServer.listen(
-              socket, new BackendServer.Config("vsock", device, control, data, GuestMemory::empty));
+          BackendServer.listen(socket, new BackendServer.Config("vsock", device, control, data));
       ram = GuestRam.create(MemoryMode.SHARED, RAM_START, RAM_SIZE, 0, 0);
       session =
           FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, queueSize));

@@ -1,6 +1,5 @@
 package dev.bounce.vhost.backend;
 
-import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.socket.UnixListener;
 import dev.bounce.vhost.socket.UnixSocket;
@@ -11,7 +10,6 @@ import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
-import java.util.function.Supplier;
 
 /**
  * Serves one device on one vhost-user socket, one frontend at a time: either listening at the path
@@ -23,13 +21,27 @@ public final class BackendServer implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(BackendServer.class.getName());
   private static final long RECONNECT_MILLIS = 500;
 
-  /** What a server serves and where its work runs. */
+  /**
+   * What a server serves, where its work runs, and how it restricts device DMA ({@link
+   * RestrictedDma#OFF}: not at all).
+   */
   public record Config(
       String name,
       VirtioDevice device,
       IoEventLoop controlLoop,
       IoEventLoop dataLoop,
-      Supplier<GuestAddressSpace> emptyMemory) {}
+      RestrictedDma restrictedDma) {
+    public Config {
+      java.util.Objects.requireNonNull(restrictedDma, "restrictedDma");
+    }
+
+    /**
+     * Without restricted DMA: an ordinary vhost-user backend that maps what the frontend shares.
+     */
+    public Config(String name, VirtioDevice device, IoEventLoop controlLoop, IoEventLoop dataLoop) {
+      this(name, device, controlLoop, dataLoop, RestrictedDma.OFF);
+    }
+  }
 
   private final Config config;
   private final Path path;
@@ -107,7 +119,7 @@ public final class BackendServer implements AutoCloseable {
               config.device(),
               config.controlLoop(),
               config.dataLoop(),
-              config.emptyMemory(),
+              config.restrictedDma(),
               this::sessionEnded);
     } catch (IOException | RuntimeException e) {
       socket.close();

@@ -6,25 +6,32 @@ import static dev.bounce.vhost.protocol.ProtocolFeature.CONFIGURE_MEM_SLOTS;
 import static dev.bounce.vhost.protocol.ProtocolFeature.MQ;
 import static dev.bounce.vhost.protocol.ProtocolFeature.REPLY_ACK;
 import static dev.bounce.vhost.protocol.ProtocolFeature.RESET_DEVICE;
+import static dev.bounce.vhost.protocol.ProtocolFeature.SHMEM;
 import static dev.bounce.vhost.protocol.ProtocolFeature.STATUS;
 
 import dev.bounce.pool.AddressKind;
 import dev.bounce.pool.EventFd;
+import dev.bounce.pool.Fd;
 import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.MemoryRegionDescription;
 import dev.bounce.pool.NativeException;
+import dev.bounce.pool.RestrictedPool;
 import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.protocol.BackendRequest;
 import dev.bounce.vhost.protocol.BackendRequests;
 import dev.bounce.vhost.protocol.ConfigSpace;
+import dev.bounce.vhost.protocol.Empty;
 import dev.bounce.vhost.protocol.FrontendRequest;
 import dev.bounce.vhost.protocol.Header;
 import dev.bounce.vhost.protocol.MemoryTable;
 import dev.bounce.vhost.protocol.Message;
+import dev.bounce.vhost.protocol.Payload;
 import dev.bounce.vhost.protocol.ProtocolException;
 import dev.bounce.vhost.protocol.ProtocolFeature;
 import dev.bounce.vhost.protocol.Replies;
 import dev.bounce.vhost.protocol.Requests;
+import dev.bounce.vhost.protocol.ShmemConfig;
 import dev.bounce.vhost.protocol.SingleMemoryRegion;
 import dev.bounce.vhost.protocol.U64;
 import dev.bounce.vhost.protocol.VringAddress;
@@ -43,7 +50,6 @@ import java.lang.System.Logger.Level;
 import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import java.util.List;
-import java.util.function.Supplier;
 
 /**
  * One frontend connection, on the control loop: reads requests, keeps the negotiated state, hands
@@ -54,7 +60,11 @@ import java.util.function.Supplier;
 public final class BackendSession implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(BackendSession.class.getName());
 
-  /** Protocol features bounce offers. */
+  /**
+   * Protocol features bounce always offers; a device-owned pool adds SHMEM ({@link
+   * RestrictedDma#offeredProtocolFeatures}). REPLY_ACK and BACKEND_REQ are what QEMU's
+   * iommu_platform=on demands beside VIRTIO_F_ACCESS_PLATFORM (REAL-PEERS.md).
+   */
   public static final long OFFERED_PROTOCOL_FEATURES =
       ProtocolFeature.maskOf(
           MQ, REPLY_ACK, BACKEND_REQ, CONFIG, RESET_DEVICE, CONFIGURE_MEM_SLOTS, STATUS);
@@ -69,11 +79,15 @@ public final class BackendSession implements AutoCloseable {
   private static final int F_SETFL = 4;
   private static final int O_NONBLOCK = 0x800;
 
+  /** Virtio 1.2 section 2.1: the device status bit the device clears to refuse the features. */
+  private static final long FEATURES_OK = 0x8;
+
   private final String name;
   private final UnixSocket socket;
   private final VirtioDevice device;
   private final DataPlane data;
-  private final Supplier<GuestAddressSpace> emptyMemory;
+  private final RestrictedDma dma;
+  private final DevicePool devicePool;
   private final Runnable onClose;
   private final IoEventLoop controlLoop;
   private final MessageReader reader;
@@ -84,6 +98,8 @@ public final class BackendSession implements AutoCloseable {
   private long ackedFeatures;
   private long ackedProtocolFeatures;
   private long status;
+  private boolean refused;
+  private boolean warnedMemoryIgnored;
   private UnixSocket backendChannel;
   private boolean closed;
 
@@ -93,21 +109,26 @@ public final class BackendSession implements AutoCloseable {
       VirtioDevice device,
       IoEventLoop controlLoop,
       IoEventLoop dataLoop,
-      Supplier<GuestAddressSpace> emptyMemory,
+      RestrictedDma dma,
+      DevicePool devicePool,
+      GuestAddressSpace memory,
       Runnable onClose) {
     this.name = name;
     this.socket = socket;
     this.device = device;
-    this.emptyMemory = emptyMemory;
+    this.dma = dma;
+    this.devicePool = devicePool;
     this.controlLoop = controlLoop;
-    this.data = new DataPlane(dataLoop, device, name, emptyMemory.get(), this::configChanged);
+    this.data = new DataPlane(dataLoop, device, name, memory, this::configChanged);
     this.onClose = onClose;
     this.reader = new MessageReader(socket, Header.MAX_PAYLOAD);
   }
 
   /**
    * Serves {@code socket} from now on; {@code onClose} runs (on the control loop) once the frontend
-   * is gone and everything it gave has been released.
+   * is gone and everything it gave has been released. With a {@link RestrictedDma.DeviceOwned}
+   * pool, the session creates its own pool memfd (a fresh one per connection, so nothing of one
+   * guest reaches the next).
    */
   public static BackendSession start(
       String name,
@@ -115,13 +136,26 @@ public final class BackendSession implements AutoCloseable {
       VirtioDevice device,
       IoEventLoop controlLoop,
       IoEventLoop dataLoop,
-      Supplier<GuestAddressSpace> emptyMemory,
+      RestrictedDma dma,
       Runnable onClose)
       throws NativeException {
     int flags = Libc.fcntl(socket.fd().value(), Libc.F_GETFL, 0);
     Libc.fcntl(socket.fd().value(), F_SETFL, flags | O_NONBLOCK);
-    BackendSession session =
-        new BackendSession(name, socket, device, controlLoop, dataLoop, emptyMemory, onClose);
+    DevicePool devicePool =
+        dma.pool() instanceof RestrictedDma.DeviceOwned(long size) ? DevicePool.create(size) : null;
+    BackendSession session;
+    GuestAddressSpace memory = null;
+    try {
+      memory = devicePool != null ? devicePool.memory() : dma.emptyMemory();
+      session =
+          new BackendSession(
+              name, socket, device, controlLoop, dataLoop, dma, devicePool, memory, onClose);
+    } catch (NativeException | RuntimeException e) {
+      if (memory != null) memory.close();
+      if (devicePool != null) devicePool.close();
+      throw e;
+    }
+    if (dma.enabled()) LOG.log(Level.INFO, "{0}: {1}", name, dma);
     controlLoop.execute(
         () -> {
           // drain() may have ended the session already (a frontend that connected and closed)
@@ -232,15 +266,18 @@ public final class BackendSession implements AutoCloseable {
     switch (m.request()) {
       case GET_FEATURES -> replyU64(m, offeredFeatures());
       case SET_FEATURES -> setFeatures(m.payload(U64.class).value());
-      case GET_PROTOCOL_FEATURES -> replyU64(m, OFFERED_PROTOCOL_FEATURES);
+      case GET_PROTOCOL_FEATURES -> replyU64(m, offeredProtocolFeatures());
       case SET_PROTOCOL_FEATURES -> setProtocolFeatures(m.payload(U64.class).value());
       case SET_OWNER -> owner = true;
       case RESET_OWNER, RESET_DEVICE -> resetDevice(m.request());
       case GET_QUEUE_NUM -> replyU64(m, device.queueCount());
       case GET_MAX_MEM_SLOTS -> replyU64(m, GuestAddressSpace.MAX_REGIONS);
-      case SET_MEM_TABLE -> setMemTable(m);
-      case ADD_MEM_REG -> addMemoryRegion(m);
-      case REM_MEM_REG -> removeMemoryRegion(m.payload(SingleMemoryRegion.class).region());
+      case SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG -> {
+        if (devicePool != null) ignoreMemory(m.request());
+        else if (m.request() == FrontendRequest.SET_MEM_TABLE) setMemTable(m);
+        else if (m.request() == FrontendRequest.ADD_MEM_REG) addMemoryRegion(m);
+        else removeMemoryRegion(m.payload(SingleMemoryRegion.class).region());
+      }
       case SET_VRING_NUM -> setVringNum(m.payload(VringState.class));
       case SET_VRING_ADDR -> setVringAddr(m.payload(VringAddress.class));
       case SET_VRING_BASE -> setVringBase(m.payload(VringState.class));
@@ -263,12 +300,20 @@ public final class BackendSession implements AutoCloseable {
       }
       case GET_CONFIG -> getConfig(m.payload(ConfigSpace.class));
       case SET_CONFIG -> setConfig(m.payload(ConfigSpace.class));
-      case SET_STATUS -> status = m.payload(U64.class).value() & 0xff;
+      case SET_STATUS -> setStatus(m.payload(U64.class).value());
       case GET_STATUS -> replyU64(m, status);
       case SET_BACKEND_REQ_FD -> {
         // Kept open for the session: QEMU reads end-of-file on it as the backend going away.
         if (backendChannel != null) backendChannel.close();
         backendChannel = UnixSocket.adopt(m.takeFd(0));
+        if (devicePool != null && negotiated(SHMEM)) sendDevicePool();
+      }
+      case GET_SHMEM_CONFIG -> {
+        ShmemConfig config =
+            devicePool != null && negotiated(SHMEM)
+                ? devicePool.config()
+                : new ShmemConfig(List.of());
+        reply(() -> Replies.shmemConfig(out, config));
       }
       default ->
           throw new RequestFailed(
@@ -277,7 +322,11 @@ public final class BackendSession implements AutoCloseable {
   }
 
   private long offeredFeatures() {
-    return device.deviceFeatures() | ENGINE_FEATURES;
+    return device.deviceFeatures() | ENGINE_FEATURES | dma.offeredFeatures();
+  }
+
+  private long offeredProtocolFeatures() {
+    return OFFERED_PROTOCOL_FEATURES | dma.offeredProtocolFeatures();
   }
 
   private void setFeatures(long features) throws Exception {
@@ -286,6 +335,19 @@ public final class BackendSession implements AutoCloseable {
       throw new RequestFailed(
           "the driver accepted features 0x" + Long.toHexString(unknown) + " that were not offered");
     }
+    // RESTRICTED-DMA.md, "Policy": refused features are never applied, so the device is never
+    // activated and no ring starts; SET_STATUS keeps FEATURES_OK clear from now on.
+    String refusal = dma.refusal(features);
+    if (refusal == null && devicePool != null && !negotiated(SHMEM)) {
+      // Its memory table is never mapped and its ring addresses would be read as offsets into a
+      // pool it never received: nothing it does could work.
+      refusal =
+          "refusing the frontend: bounce owns the pool (--device-pool) but the frontend did not"
+              + " negotiate VHOST_USER_PROTOCOL_F_SHMEM, so it cannot receive it; run bounce with"
+              + " --pool GPA:SIZE for this VMM";
+    }
+    refused = refusal != null;
+    if (refused) throw new RequestFailed(refusal);
     ackedFeatures = features;
     // vhost-user.rst: without VHOST_USER_F_PROTOCOL_FEATURES rings are enabled from the start.
     boolean enableAll = !VirtioFeatures.has(features, VirtioFeatures.PROTOCOL_FEATURES);
@@ -293,7 +355,7 @@ public final class BackendSession implements AutoCloseable {
   }
 
   private void setProtocolFeatures(long features) throws RequestFailed {
-    long unknown = features & ~OFFERED_PROTOCOL_FEATURES;
+    long unknown = features & ~offeredProtocolFeatures();
     if (unknown != 0) {
       throw new RequestFailed(
           "protocol features " + ProtocolFeature.describe(unknown) + " were not offered");
@@ -306,12 +368,68 @@ public final class BackendSession implements AutoCloseable {
     data.run(data::reset);
     ackedFeatures = 0;
     status = 0;
+    refused = false;
     if (request == FrontendRequest.RESET_OWNER) owner = false;
+  }
+
+  /**
+   * Virtio 1.2 section 3.1.1 step 5-6: the driver sets FEATURES_OK and re-reads the status; a
+   * device that refuses the features leaves the bit clear. GET_STATUS answers with what is kept.
+   */
+  private void setStatus(long value) {
+    status = value & 0xff;
+    if (refused) status &= ~FEATURES_OK;
+  }
+
+  /**
+   * With a device-owned pool the frontend's memory is never mapped: every address is an offset into
+   * the pool (DevicePool), and mapping guest RAM would defeat the point. The fds close with the
+   * message.
+   */
+  private void ignoreMemory(FrontendRequest request) {
+    if (warnedMemoryIgnored) return;
+    warnedMemoryIgnored = true;
+    LOG.log(
+        Level.INFO,
+        "{0}: {1}: not mapping the frontend''s memory; the device owns the pool and addresses are"
+            + " offsets into it",
+        name,
+        request.label());
+  }
+
+  /** BACKEND_SHMEM_MAP of the device pool; see {@link #sendToFrontend} for why no reply. */
+  private void sendDevicePool() {
+    sendToFrontend(BackendRequest.SHMEM_MAP, devicePool.mapping(), devicePool.fd());
+    LOG.log(
+        Level.INFO,
+        "{0}: handed the device pool to the frontend (BACKEND_SHMEM_MAP, shmid {1}, {2} bytes)",
+        name,
+        DevicePool.SHMID,
+        devicePool.size());
+  }
+
+  /** The memory a memory table starts from: the configured pool, or the table's one region. */
+  private GuestAddressSpace startingMemory(List<MemoryRegionDescription> regions)
+      throws RequestFailed {
+    if (!(dma.pool() instanceof RestrictedDma.SharedRegion)) return dma.emptyMemory();
+    if (regions.size() != 1) {
+      throw new RequestFailed(
+          "the memory table has "
+              + regions.size()
+              + " regions, but --pool-from-table needs exactly one, the pool (a Firecracker-style"
+              + " frontend that shares only its swiotlb region); give --pool GPA:SIZE instead");
+    }
+    MemoryRegionDescription pool = regions.getFirst();
+    try {
+      return RestrictedPool.at(pool.guestAddress(), pool.size());
+    } catch (IllegalArgumentException e) {
+      throw new RequestFailed("the one region cannot be the pool: " + e.getMessage());
+    }
   }
 
   private void setMemTable(Message<FrontendRequest> m) throws Exception {
     List<MemoryRegionDescription> regions = m.payload(MemoryTable.class).regions();
-    GuestAddressSpace next = emptyMemory.get();
+    GuestAddressSpace next = startingMemory(regions);
     try {
       for (int i = 0; i < regions.size(); i++) next = next.withRegion(regions.get(i), m.takeFd(i));
     } catch (NativeException | RuntimeException e) {
@@ -323,9 +441,20 @@ public final class BackendSession implements AutoCloseable {
 
   private void addMemoryRegion(Message<FrontendRequest> m) throws Exception {
     MemoryRegionDescription region = m.payload(SingleMemoryRegion.class).region();
+    GuestAddressSpace base = data.memory();
+    if (dma.pool() instanceof RestrictedDma.SharedRegion) {
+      if (base.regionCount() != 0) {
+        throw new RequestFailed(
+            "cannot add "
+                + region
+                + ": --pool-from-table takes the frontend's one region as the pool, and it has"
+                + " one already");
+      }
+      base = startingMemory(List.of(region));
+    }
     GuestAddressSpace next;
     try {
-      next = data.memory().withRegion(region, m.takeFd(0));
+      next = base.withRegion(region, m.takeFd(0));
     } catch (NativeException | IllegalArgumentException e) {
       throw new RequestFailed("cannot add " + region + ": " + e.getMessage());
     }
@@ -353,6 +482,14 @@ public final class BackendSession implements AutoCloseable {
     data.run(() -> data.replaceMemory(next));
     old.retire(next);
     LOG.log(Level.INFO, "{0}: memory is now {1}", name, next);
+    if (next instanceof RestrictedPool pool && next.regionCount() > 0 && !pool.isFullyShared()) {
+      LOG.log(
+          Level.WARNING,
+          "{0}: the frontend shares only part of the restricted pool {1}: the pool given to bounce"
+              + " and the memory the VMM shares disagree; addresses in the holes will be refused",
+          name,
+          pool);
+    }
   }
 
   private void setVringNum(VringState state) throws Exception {
@@ -469,20 +606,51 @@ public final class BackendSession implements AutoCloseable {
           if (closed || backendChannel == null || !negotiated(CONFIG) || !negotiated(BACKEND_REQ)) {
             return;
           }
-          ByteBuf message = Unpooled.directBuffer(Header.SIZE);
-          try {
-            BackendRequests.configChange(message, false);
-            backendChannel.send(
-                MemorySegment.ofBuffer(message.nioBuffer(0, message.readableBytes())));
-          } catch (IOException e) {
-            LOG.log(Level.WARNING, "{0}: sending CONFIG_CHANGE_MSG: {1}", name, e.getMessage());
-          } finally {
-            message.release();
-          }
+          sendToFrontend(BackendRequest.CONFIG_CHANGE_MSG, Empty.INSTANCE);
         });
   }
 
+  /**
+   * Sends a back-end request on the backend channel, on the control loop, without NEED_REPLY: the
+   * control loop never waits on the frontend (a frontend that serves its channel only between its
+   * own requests would deadlock with a backend waiting for its reply).
+   */
+  private void sendToFrontend(BackendRequest request, Payload payload, Fd... fds) {
+    ByteBuf message = Unpooled.directBuffer(Header.SIZE + payload.size());
+    try {
+      BackendRequests.encode(message, request, payload, false);
+      backendChannel.send(
+          MemorySegment.ofBuffer(message.nioBuffer(0, message.readableBytes())), fds);
+    } catch (IOException e) {
+      LOG.log(Level.WARNING, "{0}: sending {1}: {2}", name, request.label(), e.getMessage());
+    } finally {
+      message.release();
+    }
+  }
+
   // ---- the end ----
+
+  /**
+   * The restricted-DMA figures of this session so far (RESTRICTED-DMA.md), or null without a pool.
+   * Safe from any thread: read on the data loop.
+   */
+  public DmaMetrics dmaMetrics() {
+    if (!dma.enabled()) return null;
+    try {
+      return data.call(data::dmaMetrics);
+    } catch (Exception e) {
+      throw new IllegalStateException("reading the restricted-DMA metrics: " + e, e);
+    }
+  }
+
+  private void logDmaMetrics() {
+    if (!dma.enabled()) return;
+    try {
+      LOG.log(Level.INFO, "{0}: session over; {1}", name, data.call(data::dmaMetrics));
+    } catch (Exception e) {
+      LOG.log(Level.WARNING, "{0}: reading the restricted-DMA metrics: {1}", name, e);
+    }
+  }
 
   /** Whether the frontend negotiated {@code feature}. */
   boolean negotiated(ProtocolFeature feature) {
@@ -500,7 +668,9 @@ public final class BackendSession implements AutoCloseable {
     } catch (Exception e) {
       LOG.log(Level.WARNING, "{0}: stopping the rings: {1}", name, e);
     }
+    logDmaMetrics();
     data.memory().close();
+    if (devicePool != null) devicePool.close();
     if (backendChannel != null) backendChannel.close();
     reader.close();
     socket.close();

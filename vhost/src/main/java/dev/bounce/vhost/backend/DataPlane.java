@@ -3,6 +3,7 @@ package dev.bounce.vhost.backend;
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.NativeException;
+import dev.bounce.pool.RestrictedPool;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.spi.DeviceContext;
 import dev.bounce.vhost.spi.VirtioDevice;
@@ -11,6 +12,8 @@ import dev.bounce.vhost.virtq.SplitQueue;
 import dev.bounce.vhost.virtq.VirtqueueException;
 import io.netty.channel.IoEventLoop;
 import java.lang.System.Logger.Level;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -420,6 +423,7 @@ final class DataPlane implements DeviceContext {
    */
   private void guestError(Vring ring, VirtqueueException e) {
     ring.guestErrors++;
+    if (e.poolViolation() != null) ring.poolViolations++;
     LOG.log(
         Level.WARNING,
         "{0}: ring {1} stopped by a guest error ({2} so far): {3}",
@@ -444,6 +448,19 @@ final class DataPlane implements DeviceContext {
 
   long guestErrors(int index) {
     return rings[index].guestErrors;
+  }
+
+  /** The restricted-DMA figures so far; on the data loop. */
+  DmaMetrics dmaMetrics() {
+    long poolSize =
+        memory instanceof RestrictedPool pool && pool.regionCount() > 0 ? pool.size() : 0;
+    long peak = 0;
+    List<Long> violations = new ArrayList<>(rings.length);
+    for (Vring ring : rings) {
+      peak += ring.queue.peakBytesInFlight();
+      violations.add(ring.poolViolations);
+    }
+    return new DmaMetrics(poolSize, peak, violations);
   }
 
   private void attach(Vring ring) throws VirtqueueException {

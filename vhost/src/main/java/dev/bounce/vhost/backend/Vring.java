@@ -24,6 +24,9 @@ final class Vring {
 
   long guestErrors;
 
+  /** Guest errors that were addresses outside the restricted pool (a subset of guestErrors). */
+  long poolViolations;
+
   /** Whether the ring is being polled (kicks suppressed) after it ran dry; see DataPlane. */
   boolean polling;
 

@@ -9,9 +9,9 @@ import java.util.concurrent.ThreadLocalRandom;
 
 /**
  * The guest driver of the engine's test device ({@code EchoDevice}): posts chains of one readable
- * buffer (a known pattern) and one writable buffer of the same size on queue 0, keeps the ring as
- * full as the ring, the guest heap and the pool allow, and checks that every completion echoed the
- * pattern byte for byte. Nothing is allocated per chain.
+ * buffer (a known pattern) and one writable buffer of the same size on one queue (0 unless told),
+ * keeps the ring as full as the ring, the guest heap and the pool allow, and checks that every
+ * completion echoed the pattern byte for byte. Nothing is allocated per chain.
  */
 public final class EchoDriver {
   /** The device echoes through a 64 KiB buffer; larger chains would come back cut. */
@@ -36,7 +36,12 @@ public final class EchoDriver {
   private int inFlight;
 
   public EchoDriver(FrontendSession session) {
-    this.queue = session.queue(0);
+    this(session, 0);
+  }
+
+  /** A driver on queue {@code index} (a device with several echo queues). */
+  public EchoDriver(FrontendSession session, int index) {
+    this.queue = session.queue(index);
     this.buffers = GuestBuffers.of(session);
     this.dma = buffers.dma();
     this.heap = buffers.bytes();

@@ -74,6 +74,8 @@ public final class FrontendChannel implements AutoCloseable {
   private static final POSIX POSIX = POSIXFactory.getNativePOSIX();
 
   // Linux values (x86-64 and arm64 agree).
+  private static final int AF_UNIX = 1;
+  private static final int SOCK_STREAM = 1;
   private static final int SOL_SOCKET = 1;
   private static final int SCM_RIGHTS = 1;
   private static final int MSG_PEEK = 0x2;
@@ -188,6 +190,33 @@ public final class FrontendChannel implements AutoCloseable {
     } finally {
       closeQuietly(server);
       if (bound) Files.deleteIfExists(listenPath);
+    }
+  }
+
+  /**
+   * A connected socket pair for back-end requests (SET_BACKEND_REQ_FD): {@code ours} reads what the
+   * back-end sends ({@link #receiveFrame}) and answers with {@link #sendRaw}; {@code theirs} is the
+   * fd to hand over, the caller's to close once sent.
+   */
+  public record RequestChannel(FrontendChannel ours, Fd theirs) {}
+
+  public static RequestChannel backendRequestChannel() throws IOException {
+    // socketpair(2) through jnr-posix, not UnixSocketChannel.pair(): the back-end's end must be a
+    // plain fd this side closes after sending, and closing a jnr channel shuts the socket down.
+    int[] fds = new int[2];
+    if (POSIX.socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) {
+      throw new IOException(
+          "socketpair for the back-end request channel: " + describe(POSIX.errno()));
+    }
+    Fd theirs = Fd.adopt(fds[1]);
+    UnixSocketChannel ours = UnixSocketChannel.fromFD(fds[0]);
+    try {
+      setCloseOnExec(fds[1]);
+      return new RequestChannel(adopt(ours, "back-end request channel"), theirs);
+    } catch (IOException | RuntimeException e) {
+      closeQuietly(ours);
+      theirs.close();
+      throw e;
     }
   }
 

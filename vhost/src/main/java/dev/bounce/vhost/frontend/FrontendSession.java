@@ -5,8 +5,10 @@ import static dev.bounce.vhost.protocol.FrontendRequest.GET_FEATURES;
 import static dev.bounce.vhost.protocol.FrontendRequest.GET_MAX_MEM_SLOTS;
 import static dev.bounce.vhost.protocol.FrontendRequest.GET_PROTOCOL_FEATURES;
 import static dev.bounce.vhost.protocol.FrontendRequest.GET_QUEUE_NUM;
+import static dev.bounce.vhost.protocol.FrontendRequest.GET_SHMEM_CONFIG;
 import static dev.bounce.vhost.protocol.FrontendRequest.GET_STATUS;
 import static dev.bounce.vhost.protocol.FrontendRequest.GET_VRING_BASE;
+import static dev.bounce.vhost.protocol.FrontendRequest.SET_BACKEND_REQ_FD;
 import static dev.bounce.vhost.protocol.FrontendRequest.SET_FEATURES;
 import static dev.bounce.vhost.protocol.FrontendRequest.SET_MEM_TABLE;
 import static dev.bounce.vhost.protocol.FrontendRequest.SET_OWNER;
@@ -22,16 +24,25 @@ import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_KICK;
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.Fd;
 import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.protocol.BackendRequest;
+import dev.bounce.vhost.protocol.BackendRequests;
+import dev.bounce.vhost.protocol.Empty;
 import dev.bounce.vhost.protocol.FrontendRequest;
 import dev.bounce.vhost.protocol.MemoryTable;
 import dev.bounce.vhost.protocol.Message;
 import dev.bounce.vhost.protocol.Payload;
+import dev.bounce.vhost.protocol.ProtocolException;
 import dev.bounce.vhost.protocol.ProtocolFeature;
+import dev.bounce.vhost.protocol.Replies;
+import dev.bounce.vhost.protocol.ShmemConfig;
+import dev.bounce.vhost.protocol.ShmemMapping;
 import dev.bounce.vhost.protocol.SingleMemoryRegion;
 import dev.bounce.vhost.protocol.U64;
 import dev.bounce.vhost.protocol.VringFdIndex;
 import dev.bounce.vhost.protocol.VringState;
 import dev.bounce.vhost.spi.VirtioFeatures;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -61,6 +72,13 @@ public final class FrontendSession implements AutoCloseable {
           ProtocolFeature.RESET_DEVICE,
           ProtocolFeature.CONFIGURE_MEM_SLOTS,
           ProtocolFeature.STATUS);
+
+  /**
+   * What device-pool mode adds: the back-end request channel, on which the pool arrives
+   * (BACKEND_SHMEM_MAP), and the VIRTIO Shared Memory protocol feature.
+   */
+  static final long DEVICE_POOL_PROTOCOL_FEATURES =
+      ProtocolFeature.maskOf(ProtocolFeature.BACKEND_REQ, ProtocolFeature.SHMEM);
 
   /** Room for rings before bounce slots or guest buffers start, from the start of their area. */
   private static final long PAGE = 4096;
@@ -92,6 +110,7 @@ public final class FrontendSession implements AutoCloseable {
   private final GuestRam ram;
   private final Options options;
   private final List<Queue> queues = new ArrayList<>();
+  private FrontendChannel backendRequests;
   private long offeredFeatures;
   private long features;
   private long protocolFeatures;
@@ -140,6 +159,7 @@ public final class FrontendSession implements AutoCloseable {
   private void negotiateLikeQemu() throws IOException {
     offeredFeatures = channel.getU64(GET_FEATURES);
     negotiateProtocolFeatures();
+    if (ram.mode() == MemoryMode.DEVICE_POOL) receiveDevicePool();
     int count = negotiateQueueCount();
     channel.send(SET_OWNER, false);
     createQueues(count);
@@ -165,6 +185,7 @@ public final class FrontendSession implements AutoCloseable {
     channel.send(SET_OWNER, false);
     offeredFeatures = channel.getU64(GET_FEATURES);
     negotiateProtocolFeatures();
+    if (ram.mode() == MemoryMode.DEVICE_POOL) receiveDevicePool();
     createQueues(negotiateQueueCount());
     for (Queue q : queues) {
       send(SET_VRING_CALL, new VringFdIndex(q.ring().index(), false), q.call().fd());
@@ -185,7 +206,10 @@ public final class FrontendSession implements AutoCloseable {
   private void negotiateProtocolFeatures() throws IOException {
     if (!VirtioFeatures.has(offeredFeatures, VirtioFeatures.PROTOCOL_FEATURES)) return;
     long offered = channel.getU64(GET_PROTOCOL_FEATURES);
-    protocolFeatures = offered & FRONTEND_PROTOCOL_FEATURES;
+    long understood =
+        FRONTEND_PROTOCOL_FEATURES
+            | (ram.mode() == MemoryMode.DEVICE_POOL ? DEVICE_POOL_PROTOCOL_FEATURES : 0);
+    protocolFeatures = offered & understood;
     channel.send(SET_PROTOCOL_FEATURES, new U64(protocolFeatures), false);
   }
 
@@ -213,7 +237,77 @@ public final class FrontendSession implements AutoCloseable {
     sendMaybeAck(SET_FEATURES, new U64(features));
   }
 
+  /**
+   * Device-pool mode: the backend owns the pool (dev.bounce.vhost.backend.DevicePool). Hands the
+   * backend its request channel (SET_BACKEND_REQ_FD), asks for the VIRTIO Shared Memory Regions
+   * (GET_SHMEM_CONFIG; its reply also means the backend has handled SET_BACKEND_REQ_FD, after which
+   * it sends the pool), takes the pool's fd from BACKEND_SHMEM_MAP and maps it at guest and
+   * frontend address 0, so that every address the guest gives the device is an offset into it.
+   */
+  private void receiveDevicePool() throws IOException {
+    if (!negotiated(ProtocolFeature.SHMEM) || !negotiated(ProtocolFeature.BACKEND_REQ)) {
+      throw new IOException(
+          "the backend offers no device-owned pool (protocol features "
+              + ProtocolFeature.describe(DEVICE_POOL_PROTOCOL_FEATURES)
+              + " not both offered); run it with --device-pool SIZE, or use --mode shared or pool");
+    }
+    FrontendChannel.RequestChannel pair = FrontendChannel.backendRequestChannel();
+    backendRequests = pair.ours();
+    try {
+      sendMaybeAck(SET_BACKEND_REQ_FD, Empty.INSTANCE, pair.theirs());
+    } finally {
+      pair.theirs().close();
+    }
+    long size;
+    try (Message<FrontendRequest> reply = channel.call(GET_SHMEM_CONFIG, Empty.INSTANCE)) {
+      ShmemConfig config = reply.payload(ShmemConfig.class);
+      size = config.sizes().isEmpty() ? 0 : config.sizes().getFirst();
+      if (size == 0) {
+        throw new IOException(
+            "the backend has no VIRTIO Shared Memory Region 0 for its pool (GET_SHMEM_CONFIG: "
+                + config.describe()
+                + ")");
+      }
+    }
+    try (FrontendChannel.Frame frame = backendRequests.receiveFrame(channel.replyTimeout());
+        Message<BackendRequest> map =
+            BackendRequests.decode(
+                frame.header(), Unpooled.wrappedBuffer(frame.payload()), frame.fds())) {
+      if (map.request() != BackendRequest.SHMEM_MAP) {
+        throw new IOException("expected BACKEND_SHMEM_MAP with the pool, got " + map.describe());
+      }
+      ShmemMapping mapping = map.payload(ShmemMapping.class);
+      if (mapping.shmid() != 0
+          || mapping.fdOffset() != 0
+          || mapping.shmOffset() != 0
+          || mapping.length() != size
+          || !mapping.writable()) {
+        throw new IOException(
+            "BACKEND_SHMEM_MAP "
+                + mapping.describe()
+                + " is not the whole pool of "
+                + size
+                + " bytes, read-write, at offset 0 of region 0");
+      }
+      ram.attachDevicePool(map.takeFd(0), size);
+      if (map.needsReply()) acknowledgeBackend(map.request());
+    } catch (ProtocolException e) {
+      throw new IOException("the backend's request channel: " + e.getMessage(), e);
+    }
+  }
+
+  /** Answers a back-end request that asked for a reply with success (REPLY_ACK u64 0). */
+  private void acknowledgeBackend(BackendRequest request) throws IOException {
+    ByteBuf out = Unpooled.buffer();
+    Replies.ack(out, request.code(), true);
+    byte[] bytes = new byte[out.readableBytes()];
+    out.readBytes(bytes);
+    backendRequests.sendRaw(bytes);
+  }
+
+  /** Device-pool mode shares no memory: the guest's RAM stays private, the pool is the device's. */
   private void shareMemory() throws IOException {
+    if (ram.mode() == MemoryMode.DEVICE_POOL) return;
     List<GuestRam.SharedRegion> regions = ram.sharedRegions();
     try {
       if (options.handshake() == Handshake.QEMU_SLOTS
@@ -374,6 +468,7 @@ public final class FrontendSession implements AutoCloseable {
   @Override
   public void close() {
     channel.close();
+    if (backendRequests != null) backendRequests.close();
     queues.forEach(Queue::close);
   }
 }

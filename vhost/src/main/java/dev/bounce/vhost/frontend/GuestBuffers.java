@@ -47,7 +47,7 @@ public final class GuestBuffers {
               + " has no room for bounce buffers after the rings; make it larger");
     }
     Dma bounce = new BounceBuffers(ram, session.ringAreaEnd(), slots);
-    if (ram.mode() == MemoryMode.POOL) {
+    if (ram.mode() != MemoryMode.SHARED) { // the pool is memory of its own: all RAM is the heap
       return new GuestBuffers(ram, ram.ramStart(), ram.ramSize(), bounce);
     }
     long below = ram.poolStart() - ram.ramStart();

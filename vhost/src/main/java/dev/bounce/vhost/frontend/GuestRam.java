@@ -1,7 +1,6 @@
 package dev.bounce.vhost.frontend;
 
 import dev.bounce.pool.Fd;
-import dev.bounce.pool.Libc;
 import dev.bounce.pool.Mapping;
 import dev.bounce.pool.Memfd;
 import dev.bounce.pool.MemoryRegionDescription;
@@ -17,21 +16,32 @@ import java.util.List;
  * pool at a guest-physical window. The frontend sees all of it; what the backend gets depends on
  * the {@link MemoryMode}: all of RAM (the pool, if any, lies inside it), or only the pool, as its
  * own memfd.
+ *
+ * <p>In {@link MemoryMode#DEVICE_POOL} the backend owns the pool: it arrives later ({@link
+ * #attachDevicePool}) and is placed at guest address 0 with frontend address 0 as well, so that the
+ * guest's addresses in it, and the ring addresses of SET_VRING_ADDR, are offsets into the pool (the
+ * convention of dev.bounce.vhost.backend.DevicePool). RAM is never shared in that mode and must lie
+ * above the pool.
  */
 public final class GuestRam implements AutoCloseable {
-  private static final int F_DUPFD_CLOEXEC = 1030;
-
-  /** One piece of guest-physical memory this process holds: where it is, and its bytes. */
-  private record Piece(long guestAddress, Memfd memfd, Mapping mapping) {}
+  /**
+   * One piece of guest-physical memory this process holds: where it is, its bytes, and the address
+   * the frontend names it by (where it is mapped here; 0 for a device-owned pool).
+   */
+  private record Piece(long guestAddress, Memfd memfd, Mapping mapping, long userBase) {
+    Piece(long guestAddress, Memfd memfd, Mapping mapping) {
+      this(guestAddress, memfd, mapping, mapping.segment().address());
+    }
+  }
 
   private final MemoryMode mode;
   private final List<Piece> pieces;
-  private final long poolStart;
-  private final long poolSize;
+  private long poolStart;
+  private long poolSize;
 
   private GuestRam(MemoryMode mode, List<Piece> pieces, long poolStart, long poolSize) {
     this.mode = mode;
-    this.pieces = pieces;
+    this.pieces = new ArrayList<>(pieces);
     this.poolStart = poolStart;
     this.poolSize = poolSize;
   }
@@ -39,14 +49,15 @@ public final class GuestRam implements AutoCloseable {
   /**
    * Guest RAM of {@code ramSize} bytes at {@code ramStart}, with a pool at {@code poolStart} of
    * {@code poolSize} bytes (0: none). In {@link MemoryMode#SHARED} the pool must lie inside RAM; in
-   * {@link MemoryMode#POOL} it is a separate memfd and must not overlap RAM.
+   * {@link MemoryMode#POOL} it is a separate memfd and must not overlap RAM; in {@link
+   * MemoryMode#DEVICE_POOL} there is none yet (the backend hands it over).
    */
   public static GuestRam create(
       MemoryMode mode, long ramStart, long ramSize, long poolStart, long poolSize)
       throws NativeException {
-    if (mode == MemoryMode.DEVICE_POOL) {
-      throw new UnsupportedOperationException(
-          "device-pool mode comes with the restricted-DMA issue; use shared or pool");
+    if (mode == MemoryMode.DEVICE_POOL && poolSize != 0) {
+      throw new IllegalArgumentException(
+          "device-pool mode takes no --pool: the backend owns the pool and says how large it is");
     }
     if (mode == MemoryMode.POOL && poolSize == 0) {
       throw new IllegalArgumentException("pool mode needs a pool (--pool GPA:SIZE)");
@@ -94,6 +105,38 @@ public final class GuestRam implements AutoCloseable {
     }
   }
 
+  /**
+   * Maps the pool the backend handed over ({@code fd}, {@code size} bytes; BACKEND_SHMEM_MAP) at
+   * guest and frontend address 0. Takes ownership of {@code fd} whatever happens.
+   *
+   * @throws IllegalStateException when this is not device-pool memory, or it has its pool already
+   * @throws IllegalArgumentException when the pool would overlap RAM, or the file is smaller
+   */
+  public void attachDevicePool(Fd fd, long size) throws NativeException {
+    if (mode != MemoryMode.DEVICE_POOL || hasPool()) {
+      fd.close();
+      throw new IllegalStateException("a device pool arrived for " + this);
+    }
+    if (Ranges.overlap(0, size, ramStart(), ramSize())) {
+      fd.close();
+      throw new IllegalArgumentException(
+          "the device pool of "
+              + size
+              + " bytes (offsets from guest 0) overlaps guest RAM "
+              + Ranges.describe(ramStart(), ramSize())
+              + "; start RAM above it");
+    }
+    Memfd memfd = Memfd.adopt(fd, size);
+    try {
+      pieces.add(new Piece(0, memfd, memfd.map(0, size), 0));
+    } catch (NativeException | RuntimeException e) {
+      memfd.close();
+      throw e;
+    }
+    poolStart = 0;
+    poolSize = size;
+  }
+
   private static void closePiece(Piece piece) {
     piece.mapping().close();
     piece.memfd().close();
@@ -135,6 +178,7 @@ public final class GuestRam implements AutoCloseable {
     List<SharedRegion> shared = new ArrayList<>();
     try {
       for (Piece piece : pieces) {
+        if (mode == MemoryMode.DEVICE_POOL) break; // the guest's RAM stays private
         if (mode == MemoryMode.POOL && piece.guestAddress() != poolStart) continue;
         MemoryRegionDescription description =
             new MemoryRegionDescription(
@@ -142,8 +186,7 @@ public final class GuestRam implements AutoCloseable {
                 piece.mapping().size(),
                 piece.mapping().segment().address(),
                 0);
-        int dup = Libc.fcntl(piece.memfd().fd().value(), F_DUPFD_CLOEXEC, 0);
-        shared.add(new SharedRegion(description, Fd.adopt(dup)));
+        shared.add(new SharedRegion(description, piece.memfd().duplicate()));
       }
       return shared;
     } catch (NativeException | RuntimeException e) {
@@ -172,17 +215,17 @@ public final class GuestRam implements AutoCloseable {
   public Area areaOf(long address) {
     for (Piece piece : pieces) {
       if (Ranges.contains(piece.guestAddress(), piece.mapping().size(), address, 1)) {
-        MemorySegment bytes = piece.mapping().segment();
-        return new Area(bytes, piece.guestAddress(), bytes.address());
+        return new Area(piece.mapping().segment(), piece.guestAddress(), piece.userBase());
       }
     }
     throw new IllegalArgumentException(
         "guest address " + Ranges.hex(address) + " is not guest memory");
   }
 
-  /** The frontend-virtual address of guest {@code address} (what SET_VRING_ADDR carries). */
+  /** The frontend address of guest {@code address} (what SET_VRING_ADDR carries). */
   public long userAddress(long address) {
-    return at(address, 0).address();
+    Area area = areaOf(address);
+    return area.userBase() + (address - area.guestBase());
   }
 
   @Override

@@ -14,8 +14,9 @@ public enum MemoryMode {
    */
   POOL,
   /**
-   * The backend owns the pool and hands it over; addresses are offsets into it (restricted-DMA
-   * issue).
+   * The backend owns the pool and hands it over (SHMEM: GET_SHMEM_CONFIG, BACKEND_SHMEM_MAP); no
+   * guest memory is shared, and addresses, the ring addresses of SET_VRING_ADDR included, are
+   * offsets into the pool (see GuestRam).
    */
   DEVICE_POOL;
 

@@ -169,6 +169,7 @@ public final class DescriptorChain {
 
       writableSeen |= w;
       totalLength = total;
+      queue.hold(head, total);
       positioned = true;
       index = i;
       address = addr;

@@ -96,6 +96,13 @@ public final class SplitQueue {
   private boolean broken;
   private VirtqueueException error;
 
+  // Bytes of buffers the device holds (RESTRICTED-DMA.md metrics): per head, the bytes of the
+  // popped chain's descriptors walked so far (u32, as a chain is at most 2^32 - 1 bytes), until its
+  // used element is added. Sized once: nothing is allocated per chain.
+  private final int[] heldBytes;
+  private long bytesInFlight;
+  private long peakBytesInFlight;
+
   /**
    * A queue numbered {@code index} in its device (the vring index of vhost-user, named in every
    * error) that the device offers with at most {@code maxSize} entries.
@@ -115,6 +122,7 @@ public final class SplitQueue {
     this.index = index;
     this.maxSize = maxSize;
     this.size = maxSize;
+    this.heldBytes = new int[maxSize];
   }
 
   /** A chain to {@link #pop} into; make one (or a few) per queue and reuse it for every pop. */
@@ -169,6 +177,7 @@ public final class SplitQueue {
     this.nextAvail = base;
     this.nextUsed = base;
     this.positionsPending = true;
+    releaseAllHeld();
     detach();
   }
 
@@ -278,6 +287,35 @@ public final class SplitQueue {
     broken = false;
     error = null;
     popBudget = Long.MAX_VALUE;
+    releaseAllHeld();
+  }
+
+  /** Chains popped before a new base or a reset are never returned: they hold nothing more. */
+  private void releaseAllHeld() {
+    java.util.Arrays.fill(heldBytes, 0);
+    bytesInFlight = 0;
+  }
+
+  /** The chain at {@code head} has {@code walked} bytes so far (called as it is walked). */
+  void hold(int head, long walked) {
+    long before = Integer.toUnsignedLong(heldBytes[head]);
+    if (walked <= before) return; // walked again after rewind
+    heldBytes[head] = (int) walked;
+    bytesInFlight += walked - before;
+    if (bytesInFlight > peakBytesInFlight) peakBytesInFlight = bytesInFlight;
+  }
+
+  /**
+   * Bytes in the buffers of chains popped and not yet added to the used ring (as far as they were
+   * walked): the pool memory the device holds now.
+   */
+  public long bytesInFlight() {
+    return bytesInFlight;
+  }
+
+  /** The most {@link #bytesInFlight()} ever was, since this queue was created. */
+  public long peakBytesInFlight() {
+    return peakBytesInFlight;
   }
 
   // ---- the data loop ----
@@ -369,6 +407,8 @@ public final class SplitQueue {
     // Section 2.7.8.2: len is set before the used idx update (publish orders it).
     used.set(LE32, at + 4, bytesWritten);
     nextUsed = (nextUsed + 1) & 0xffff;
+    bytesInFlight -= Integer.toUnsignedLong(heldBytes[head]);
+    heldBytes[head] = 0;
   }
 
   /** {@link #addUsed(int, int)} with the chain's head and {@link DescriptorChain#bytesWritten}. */

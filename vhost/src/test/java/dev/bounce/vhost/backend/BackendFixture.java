@@ -2,7 +2,6 @@ package dev.bounce.vhost.backend;
 
 import static org.junit.jupiter.api.Assertions.fail;
 
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.spi.VirtioDevice;
 import java.io.IOException;
@@ -41,7 +40,7 @@ final class BackendFixture implements AutoCloseable {
   }
 
   private static BackendServer.Config config(EventLoops loops, String name, VirtioDevice device) {
-    return new BackendServer.Config(name, device, loops.next(), loops.next(), GuestMemory::empty);
+    return new BackendServer.Config(name, device, loops.next(), loops.next());
   }
 
   /** The backend listens at {@code path} (the frontend connects, as QEMU does). */

@@ -12,7 +12,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import dev.bounce.pool.EventFd;
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.Mapping;
 import dev.bounce.pool.Memfd;
@@ -129,7 +128,7 @@ class EngineDataPathTest {
     server =
         BackendServer.listen(
             dir.resolve("echo.sock"),
-            new BackendServer.Config("echo", echo, loops.next(), loops.next(), GuestMemory::empty));
+            new BackendServer.Config("echo", echo, loops.next(), loops.next()));
   }
 
   private Frontend connect(int queues) throws IOException, NativeException {

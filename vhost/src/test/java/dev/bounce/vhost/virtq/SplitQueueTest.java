@@ -458,4 +458,36 @@ class SplitQueueTest {
       assertThrows(IllegalStateException.class, () -> queue.pop(queue.newChain()));
     }
   }
+
+  /**
+   * The restricted-DMA metric: bytes of popped chains not yet returned, as far as they were walked;
+   * a rewind walks again without counting twice; the peak stays.
+   */
+  @Test
+  void bytesInFlightFollowPopsAndUsedElementsAndThePeakStays() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      DescriptorChain a = queue.newChain();
+      DescriptorChain b = queue.newChain();
+      driver.postChain(driver.readable(new byte[100]), driver.writable(300));
+      driver.postChain(driver.writable(1000));
+      assertTrue(queue.pop(a));
+      assertTrue(queue.pop(b));
+      assertEquals(0, queue.bytesInFlight(), "nothing walked yet");
+      while (a.next()) {}
+      assertEquals(400, queue.bytesInFlight());
+      a.rewind();
+      while (a.next()) {}
+      assertEquals(400, queue.bytesInFlight(), "walking again counts nothing twice");
+      while (b.next()) {}
+      assertEquals(1400, queue.bytesInFlight());
+      queue.addUsed(a);
+      assertEquals(1000, queue.bytesInFlight());
+      queue.addUsed(b);
+      assertEquals(0, queue.bytesInFlight());
+      assertEquals(1400, queue.peakBytesInFlight());
+      queue.reset();
+      assertEquals(1400, queue.peakBytesInFlight(), "the peak outlives a reset");
+    }
+  }
 }

@@ -261,8 +261,9 @@ public final class Hostile {
               "desc-wrapping", "buffers whose address + length wraps 2^64", Hostile::descWrapping),
           entry(
               "desc-outside-pool",
-              "buffers in guest RAM outside the restricted pool, just below it and just past it"
-                  + " (pool mode unless the guest given has a pool)",
+              "buffers in guest RAM outside the restricted pool, just below it and just past it,"
+                  + " and an indirect table outside it (pool mode unless the guest given has a"
+                  + " pool)",
               Hostile::descOutsidePool),
           entry(
               "desc-spanning-pool-end",
@@ -817,7 +818,14 @@ public final class Hostile {
         List.of(
             buffer("guest RAM outside the pool", inRam, 4096),
             buffer("just below the pool", g.poolStart() - 64, 64),
-            buffer("just past the pool", g.poolEnd(), 64)));
+            buffer("just past the pool", g.poolEnd(), 64),
+            new Variant(
+                "an indirect table in guest RAM outside the pool",
+                v -> {
+                  v.writeDescriptor(0, inRam, 32, Virtq.VIRTQ_DESC_F_INDIRECT, 0);
+                  v.makeAvailable(0);
+                  v.kick();
+                })));
   }
 
   private Outcome descSpanningPoolEnd() {

@@ -1,0 +1,105 @@
+package dev.bounce.it;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The restricted-DMA flags as an operator uses them: {@code scripts/bounce echo-backend} with a
+ * device-owned pool and policy required, driven by {@code scripts/bounce frontend --mode
+ * device-pool} in another process; the metrics it logs on SIGTERM; contradictory flags refused.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS)
+class RestrictedDmaCliTest {
+  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
+
+  @TempDir Path dir;
+
+  @Test
+  void devicePoolBackendAndDevicePoolFrontendInTwoProcesses() throws Exception {
+    Path socket = dir.resolve("echo.sock");
+    Path log = dir.resolve("echo-backend.log");
+    Process backend =
+        new ProcessBuilder(
+                ROOT.resolve("scripts/bounce").toString(),
+                "echo-backend",
+                "--socket",
+                socket.toString(),
+                "--device-pool",
+                "8M",
+                "--restricted-dma",
+                "required")
+            .directory(ROOT.toFile())
+            .redirectErrorStream(true)
+            .redirectOutput(log.toFile())
+            .start();
+    try {
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+      while (!Files.exists(socket)) {
+        assertTrue(backend.isAlive(), "echo-backend exited: " + Files.readString(log));
+        assertTrue(System.nanoTime() < deadline, "no socket: " + Files.readString(log));
+        Thread.sleep(20);
+      }
+      LauncherTest.Run run =
+          LauncherTest.launch(
+              "frontend",
+              "--socket",
+              socket.toString(),
+              "--device",
+              "echo",
+              "--mode",
+              "device-pool",
+              "--memory",
+              "64M",
+              "--count",
+              "2000",
+              "--json");
+      String what = run.out() + run.err() + "\nbackend: " + Files.readString(log);
+      assertEquals(0, run.status(), what);
+      Map<String, Object> json = Json.object(run.out().strip());
+      assertEquals(2000.0, json.get("operations"), what);
+      assertEquals(0.0, json.get("errors"), what);
+    } finally {
+      backend.destroy(); // SIGTERM
+      assertTrue(backend.waitFor(10, TimeUnit.SECONDS), "echo-backend did not exit on SIGTERM");
+    }
+    String text = Files.readString(log, StandardCharsets.UTF_8);
+    assertTrue(text.contains("BACKEND_SHMEM_MAP"), text);
+    assertTrue(
+        text.contains("restricted DMA: pool 8388608 bytes, peak ")
+            && text.contains("pool violations per queue [0]"),
+        "the metrics are logged when the session ends:\n" + text);
+  }
+
+  @Test
+  void helpListsTheRestrictedDmaFlagsAndContradictionsAreUsageErrors() throws Exception {
+    LauncherTest.Run help = LauncherTest.launch("echo-backend", "--help");
+    assertEquals(0, help.status(), help.err());
+    for (String flag : List.of("--pool GPA:SIZE", "--pool-from-table", "--device-pool SIZE")) {
+      assertTrue(help.out().contains(flag), flag + " missing:\n" + help.out());
+    }
+    assertTrue(help.out().contains("--restricted-dma POLICY"), help.out());
+    List<List<String>> contradictions =
+        List.of(
+            List.of("--pool", "0x80000000:16M", "--device-pool", "16M"),
+            List.of("--pool", "0x80000000:16M", "--restricted-dma", "off"),
+            List.of("--restricted-dma", "required"),
+            List.of("--pool", "0x80000001:16M"),
+            List.of("--restricted-dma", "maybe", "--pool-from-table"));
+    for (List<String> flags : contradictions) {
+      List<String> args = new java.util.ArrayList<>(List.of("echo-backend", "--socket", "x"));
+      args.addAll(flags);
+      LauncherTest.Run run = LauncherTest.launch(args.toArray(String[]::new));
+      assertEquals(2, run.status(), flags + ": " + run.out() + run.err());
+    }
+  }
+}
