@@ -110,6 +110,28 @@ class FrontendEngineTest {
     }
   }
 
+  @Test
+  void aRestartedBackendResumesTheRingsWhereTheyStood() throws Exception {
+    Path socket = dir.resolve("engine.sock");
+    try (GuestRam ram = Layout.SHARED.create()) {
+      EchoEngine first = EchoEngine.listen(socket, EchoEngine.anyMemory());
+      try (FrontendSession session =
+          FrontendSession.connect(socket, ram, options(Handshake.QEMU))) {
+        EchoDriver driver = new EchoDriver(session);
+        assertEquals(0, driver.run(1000, CHAIN_BYTES, Duration.ofSeconds(30)).errors());
+        first.close(); // the backend dies under the running guest
+        try (EchoEngine second = EchoEngine.listen(socket, EchoEngine.anyMemory())) {
+          session.reconnect(socket);
+          Stats stats = driver.run(1000, CHAIN_BYTES, Duration.ofSeconds(30));
+          assertEquals(0, stats.errors(), "errors; first: " + stats.firstError());
+          assertEquals(1000, second.device.served(), "chains the new backend served");
+          // It took up the ring at the used index the first one left, not at 0.
+          assertEquals(2000, session.stop()[0], "ring 0 stopped at");
+        }
+      }
+    }
+  }
+
   /**
    * What /proc/self/maps shows while the session runs: the frontend maps all of its guest memory;
    * the engine maps what it was given (all of RAM; only the pool memfd; only the pool's window of

@@ -106,7 +106,7 @@ public final class FrontendSession implements AutoCloseable {
     }
   }
 
-  private final FrontendChannel channel;
+  private FrontendChannel channel;
   private final GuestRam ram;
   private final Options options;
   private final List<Queue> queues = new ArrayList<>();
@@ -150,34 +150,73 @@ public final class FrontendSession implements AutoCloseable {
 
   private void negotiate() throws IOException {
     switch (options.handshake()) {
-      case QEMU, QEMU_SLOTS -> negotiateLikeQemu();
+      case QEMU, QEMU_SLOTS -> negotiateLikeQemu(false);
       case DPDK -> negotiateLikeDpdk();
     }
   }
 
   /** qemu72-vsock-pci-x86.log and qemu72-net-pci-x86.log, in that order. */
-  private void negotiateLikeQemu() throws IOException {
+  /**
+   * The sequence of qemu72-vsock-pci-x86.log; {@code resuming} the rings that already exist, as
+   * QEMU does when its backend reconnects: same features, each ring set up where it stands.
+   */
+  private void negotiateLikeQemu(boolean resuming) throws IOException {
     offeredFeatures = channel.getU64(GET_FEATURES);
     negotiateProtocolFeatures();
     if (ram.mode() == MemoryMode.DEVICE_POOL) receiveDevicePool();
     int count = negotiateQueueCount();
     channel.send(SET_OWNER, false);
-    createQueues(count);
+    if (!resuming) createQueues(count);
     for (Queue q : queues) {
       send(SET_VRING_CALL, new VringFdIndex(q.ring().index(), false), q.call().fd());
       send(SET_VRING_ERR, new VringFdIndex(q.ring().index(), false), q.err().fd());
     }
-    setFeatures();
+    if (resuming) {
+      setFeaturesAgain();
+    } else {
+      setFeatures();
+    }
     if (negotiated(ProtocolFeature.STATUS)) {
       channel.getU64(GET_STATUS);
       sendMaybeAck(SET_STATUS, new U64(FEATURES_OK));
     }
     shareMemory();
-    for (Queue q : queues) setUpRing(q);
+    for (Queue q : queues) setUpRing(q, resuming ? q.ring().lastUsedIndex() : 0);
     enableRings();
     if (negotiated(ProtocolFeature.STATUS)) {
       sendMaybeAck(SET_STATUS, new U64(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK));
     }
+  }
+
+  /**
+   * The backend went away and listens at {@code socket} again (it restarted under a running guest):
+   * connects and sets the same rings up once more where they stand, as QEMU does when a vhost-user
+   * backend reconnects. Guest memory, the rings and what the driver posted stay; what the old
+   * backend held but never used is offered again.
+   *
+   * @throws IOException when the backend cannot be reached or no longer offers the features the
+   *     rings run with; in device-pool mode, always (the pool died with its backend)
+   */
+  public void reconnect(Path socket) throws IOException {
+    if (ram.mode() == MemoryMode.DEVICE_POOL) {
+      throw new IOException(
+          "a device-owned pool dies with its backend: no reconnect in device-pool mode");
+    }
+    channel.close();
+    channel = FrontendChannel.connect(socket);
+    negotiateLikeQemu(true);
+  }
+
+  private void setFeaturesAgain() throws IOException {
+    if ((offeredFeatures & features) != features) {
+      throw new IOException(
+          "the backend no longer offers the features the rings run with (0x"
+              + Long.toHexString(features)
+              + "; offered 0x"
+              + Long.toHexString(offeredFeatures)
+              + ")");
+    }
+    sendMaybeAck(SET_FEATURES, new U64(features));
   }
 
   /** dpdk2211-virtio-user-net.txt: SET_OWNER first, acknowledged SET_STATUS, one memory table. */
@@ -196,7 +235,7 @@ public final class FrontendSession implements AutoCloseable {
       channel.getU64(GET_STATUS);
     }
     shareMemory();
-    for (Queue q : queues) setUpRing(q);
+    for (Queue q : queues) setUpRing(q, 0);
     enableRings();
     if (negotiated(ProtocolFeature.STATUS)) {
       sendMaybeAck(SET_STATUS, new U64(ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK));
@@ -331,10 +370,10 @@ public final class FrontendSession implements AutoCloseable {
     }
   }
 
-  private void setUpRing(Queue q) throws IOException {
+  private void setUpRing(Queue q, int base) throws IOException {
     int index = q.ring().index();
     send(FrontendRequest.SET_VRING_NUM, new VringState(index, q.ring().size()));
-    send(SET_VRING_BASE, new VringState(index, 0));
+    send(SET_VRING_BASE, new VringState(index, base));
     send(SET_VRING_ADDR, q.ring().vringAddress());
     send(SET_VRING_KICK, new VringFdIndex(index, false), q.kick().fd());
   }
