@@ -1,0 +1,40 @@
+# shellcheck shell=bash
+# Shared by the scripts in scripts/realvm: progress lines, Debian packages, the cache folder.
+
+realvm_say() { echo "realvm: $*" >&2; }
+
+# realvm_cache: where built kernels live across runs (and across clones on one machine).
+realvm_cache() { echo "${XDG_CACHE_HOME:-$HOME/.cache}/bounce/realvm"; }
+
+# realvm_need_packages PKG...: installs the Debian packages that dpkg says are absent. Needs root and
+# apt-get; without them it fails naming what to install, because the real-VM tests must not silently skip.
+realvm_need_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    case "$(dpkg -s "$pkg" 2>/dev/null)" in
+      *"Status: install ok installed"*) ;;
+      *) missing+=("$pkg") ;;
+    esac
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    realvm_say "missing Debian packages: ${missing[*]}; as root run: apt-get install ${missing[*]}"
+    return 1
+  fi
+  realvm_say "installing ${missing[*]} (apt-get install -y --no-install-recommends)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
+    { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
+}
+
+# realvm_locked FILE CMD...: runs CMD holding an exclusive lock on FILE, so that two test runs on one
+# machine build a cached artifact once instead of twice at the same time.
+realvm_locked() {
+  local lock=$1
+  shift
+  mkdir -p "$(dirname "$lock")"
+  (
+    flock 9
+    "$@"
+  ) 9>"$lock"
+}
