@@ -1,5 +1,6 @@
 package dev.bounce.device.cli;
 
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -15,6 +16,7 @@ final class Flags {
   private final String usage;
   private final Map<String, Flag> declared = new LinkedHashMap<>();
   private final Map<String, String> values = new LinkedHashMap<>();
+  private final Map<String, List<String>> repeated = new LinkedHashMap<>();
 
   Flags(String usage, List<Flag> flags) {
     this.usage = usage;
@@ -41,6 +43,7 @@ final class Flags {
         value = args.get(++i);
       }
       values.put(name, value == null ? "" : value);
+      repeated.computeIfAbsent(name, n -> new ArrayList<>()).add(value == null ? "" : value);
     }
     if (values.containsKey("help")) {
       System.out.print(help());
@@ -66,6 +69,11 @@ final class Flags {
     String value = values.get(name);
     if (value == null) throw new UsageException("--" + name + " is required (see --help)");
     return value;
+  }
+
+  /** Every value a repeatable flag was given, in order (for one given once: its value). */
+  List<String> all(String name) {
+    return repeated.getOrDefault(name, List.of());
   }
 
   boolean has(String name) {

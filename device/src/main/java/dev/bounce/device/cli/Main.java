@@ -30,6 +30,12 @@ public final class Main {
               false,
               FrontendCommand::run),
           new Command(
+              "vsock",
+              "the virtio-vsock device for QEMU's vhost-user-vsock, a drop-in for"
+                  + " vhost-device-vsock (its flags, --vm, --config and Unix-socket protocol)",
+              false,
+              VsockCommand::run),
+          new Command(
               "echo-backend",
               "serves the engine's test device (echo) on a socket, for trying a frontend",
               false,

@@ -5,13 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.bounce.pool.GuestMemory;
 import dev.bounce.vhost.backend.BackendServer;
-import dev.bounce.vhost.frontend.FrontendSession;
-import dev.bounce.vhost.frontend.GuestRam;
-import dev.bounce.vhost.frontend.Handshake;
-import dev.bounce.vhost.frontend.MemoryMode;
-import dev.bounce.vhost.loop.EventLoops;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.file.Path;
@@ -29,45 +23,27 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class VsockDeviceTest {
-  static final long GUEST_CID = 3;
   static final int ECHO_PORT = 1234;
   static final int BUFFER = 64 * 1024;
-  static final long RAM_START = 0x4000_0000L;
-  static final long RAM_SIZE = 64L << 20;
   static final Duration TIMEOUT = Duration.ofSeconds(20);
 
   @TempDir Path dir;
 
-  private EventLoops loops;
-  private BackendServer server;
-  private GuestRam ram;
-  private FrontendSession session;
+  private VsockRig rig;
   private LoopbackHost host;
   private VsockDevice device;
   private VsockDriver driver;
 
   @AfterEach
   void tearDown() {
-    if (session != null) session.close();
-    if (ram != null) ram.close();
-    if (server != null) server.close();
-    if (loops != null) loops.close();
+    if (rig != null) rig.close();
   }
 
   private void start(int queueSize) throws Exception {
-    loops = new EventLoops(2, "vsock-test");
     host = new LoopbackHost().echo(ECHO_PORT);
-    device = new VsockDevice(GUEST_CID, BUFFER, 64, 1024, host);
-    Path socket = dir.resolve("vsock.sock");
-    server =
-        BackendServer.listen(
-            socket,
-            new BackendServer.Config(
-                "vsock", device, loops.next(), loops.next(), GuestMemory::empty));
-    ram = GuestRam.create(MemoryMode.SHARED, RAM_START, RAM_SIZE, 0, 0);
-    session = FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, queueSize));
-    driver = new VsockDriver(session, GUEST_CID, BUFFER);
-    driver.pump(0);
+    rig = new VsockRig(dir, queueSize, BUFFER, 64, loop -> host);
+    device = rig.device;
+    driver = rig.driver;
   }
 
   private static byte[] random(int n, long seed) {

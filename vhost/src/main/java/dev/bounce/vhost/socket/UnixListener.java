@@ -53,7 +53,13 @@ public final class UnixListener implements AutoCloseable {
     }
   }
 
-  private static void removeStale(Path path) throws IOException {
+  /**
+   * Removes a socket file at {@code path} that nobody listens on (left by a process that died), so
+   * a restarted daemon can bind again.
+   *
+   * @throws IOException when the path is something other than a socket, or someone listens there
+   */
+  public static void removeStale(Path path) throws IOException {
     if (!Files.exists(path, LinkOption.NOFOLLOW_LINKS)) return;
     // isOther() is also true of FIFOs and device nodes, which a connect probe calls stale too.
     int mode = (Integer) Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);

@@ -1,0 +1,167 @@
+package dev.bounce.device.cli;
+
+import dev.bounce.device.vsock.UnixHost;
+import dev.bounce.device.vsock.VsockDevice;
+import dev.bounce.pool.GuestMemory;
+import dev.bounce.vhost.backend.BackendServer;
+import dev.bounce.vhost.loop.EventLoops;
+import io.netty.channel.IoEventLoop;
+import java.io.IOException;
+import java.io.Reader;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import org.yaml.snakeyaml.LoaderOptions;
+import org.yaml.snakeyaml.Yaml;
+import org.yaml.snakeyaml.constructor.SafeConstructor;
+import org.yaml.snakeyaml.error.YAMLException;
+
+/**
+ * {@code bounce vsock}: the virtio-vsock device with the hybrid-vsock host side, for QEMU's
+ * vhost-user-vsock; a drop-in for vhost-device-vsock (its flags, {@code --vm} and {@code --config}
+ * schema, and its Unix-socket protocol). Several guests share one process. Runs until SIGTERM.
+ */
+final class VsockCommand {
+  private static final Flags FLAGS =
+      new Flags(
+          "bounce vsock --socket PATH --uds-path PATH [--guest-cid N] [--tx-buffer-size B]"
+              + " [--queue-size N]\n"
+              + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
+              + "       bounce vsock --config FILE",
+          List.of(
+              new Flags.Flag("guest-cid", "N", "the guest's context ID, 3 or more (default 3)"),
+              new Flags.Flag(
+                  "socket", "PATH", "the vhost-user socket the VMM connects to (created)"),
+              new Flags.Flag(
+                  "uds-path",
+                  "PATH",
+                  "host applications connect here and send 'CONNECT <port>\\n'; a guest"
+                      + " connecting to host port P reaches PATH_P"),
+              new Flags.Flag(
+                  "tx-buffer-size",
+                  "B",
+                  "bytes buffered per connection and direction (default 64K); bounds memory"),
+              new Flags.Flag(
+                  "queue-size", "N", "the largest virtqueue size offered (default 1024)"),
+              new Flags.Flag(
+                  "vm",
+                  "KEY=VALUE,...",
+                  "one guest (keys as the flags above: guest-cid, socket, uds-path,"
+                      + " tx-buffer-size, queue-size); repeat for more guests"),
+              new Flags.Flag(
+                  "config",
+                  "FILE",
+                  "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
+                      + " socket, uds_path, tx_buffer_size, queue_size")));
+
+  private VsockCommand() {}
+
+  static int run(List<String> args) throws Exception {
+    if (!FLAGS.parse(args)) return 0;
+    List<VsockVm> vms = vms();
+    CountDownLatch stopped = new CountDownLatch(1);
+    List<AutoCloseable> open = new ArrayList<>();
+    int threads = Math.min(vms.size(), Runtime.getRuntime().availableProcessors());
+    try (EventLoops control = new EventLoops(1, "bounce-control");
+        EventLoops data = new EventLoops(threads, "bounce-data")) {
+      for (VsockVm vm : vms) serve(vm, control.next(), data.next(), open);
+      Runtime.getRuntime()
+          .addShutdownHook(
+              new Thread(
+                  () -> {
+                    closeAll(open);
+                    stopped.countDown();
+                  }));
+      stopped.await();
+    } catch (Exception e) {
+      closeAll(open);
+      throw e;
+    }
+    return 0;
+  }
+
+  private static List<VsockVm> vms() throws UsageException, IOException {
+    boolean single = FLAGS.has("socket") || FLAGS.has("uds-path");
+    int ways = (single ? 1 : 0) + (FLAGS.has("vm") ? 1 : 0) + (FLAGS.has("config") ? 1 : 0);
+    if (ways != 1) {
+      throw new UsageException(
+          "give exactly one of: --socket with --uds-path, --vm (repeatable), --config (see --help)");
+    }
+    if (FLAGS.has("config")) return fromConfig(Path.of(FLAGS.require("config")));
+    if (FLAGS.has("vm")) {
+      List<VsockVm> vms = new ArrayList<>();
+      for (String spec : FLAGS.all("vm")) vms.add(VsockVm.parse(spec));
+      return vms;
+    }
+    Map<String, String> keys = new LinkedHashMap<>();
+    for (String key : List.of("guest-cid", "socket", "uds-path", "tx-buffer-size", "queue-size")) {
+      if (FLAGS.has(key)) keys.put(key, FLAGS.get(key, null));
+    }
+    return List.of(VsockVm.of(keys, "the flags"));
+  }
+
+  static List<VsockVm> fromConfig(Path file) throws UsageException, IOException {
+    Object root;
+    try (Reader in = Files.newBufferedReader(file)) {
+      root = new Yaml(new SafeConstructor(new LoaderOptions())).load(in);
+    } catch (YAMLException e) {
+      throw new UsageException(file + " is not valid YAML: " + e.getMessage());
+    }
+    if (!(root instanceof Map<?, ?> top) || !(top.get("vms") instanceof List<?> list)) {
+      throw new UsageException(file + ": expected a top-level 'vms:' list");
+    }
+    List<VsockVm> vms = new ArrayList<>();
+    for (int i = 0; i < list.size(); i++) {
+      if (!(list.get(i) instanceof Map<?, ?> entry)) {
+        throw new UsageException(file + ": vms[" + i + "] is not a mapping");
+      }
+      Map<String, Object> keys = new LinkedHashMap<>();
+      entry.forEach((k, v) -> keys.put(String.valueOf(k), v));
+      vms.add(VsockVm.of(keys, file + " vms[" + i + "]"));
+    }
+    if (vms.isEmpty()) throw new UsageException(file + ": 'vms:' is empty");
+    return vms;
+  }
+
+  private static void serve(
+      VsockVm vm, IoEventLoop control, IoEventLoop data, List<AutoCloseable> open)
+      throws IOException {
+    UnixHost host = UnixHost.listen(vm.udsPath(), data);
+    open.add(host);
+    VsockDevice device =
+        new VsockDevice(
+            vm.guestCid(),
+            vm.txBufferSize(),
+            VsockDevice.DEFAULT_MAX_CONNECTIONS,
+            vm.queueSize(),
+            host);
+    BackendServer server =
+        BackendServer.listen(
+            vm.socket(),
+            new BackendServer.Config(
+                "vsock cid " + vm.guestCid(), device, control, data, GuestMemory::empty));
+    open.add(0, server); // closed before its host side
+    System.err.println(
+        "bounce vsock: guest CID "
+            + vm.guestCid()
+            + ": vhost-user socket "
+            + vm.socket()
+            + ", host side "
+            + vm.udsPath());
+  }
+
+  private static void closeAll(List<AutoCloseable> open) {
+    for (AutoCloseable c : List.copyOf(open)) {
+      try {
+        c.close();
+      } catch (Exception e) {
+        System.err.println("bounce vsock: closing " + c + ": " + e.getMessage());
+      }
+    }
+    open.clear();
+  }
+}

@@ -1,0 +1,101 @@
+package dev.bounce.device.cli;
+
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * One guest served by {@code bounce vsock}: what vhost-device-vsock takes per VM, from its flags,
+ * from a {@code --vm key=value,...} or from an entry of a {@code --config} file. Keys are spelled
+ * with '-' or '_' alike ({@code guest-cid}, {@code guest_cid}), as vhost-device-vsock accepts both.
+ */
+record VsockVm(long guestCid, Path socket, Path udsPath, int txBufferSize, int queueSize) {
+  static final long DEFAULT_GUEST_CID = 3;
+  static final int DEFAULT_TX_BUFFER_SIZE = 64 * 1024;
+  static final int DEFAULT_QUEUE_SIZE = 1024;
+
+  private static final Set<String> KEYS =
+      Set.of("guest-cid", "socket", "uds-path", "tx-buffer-size", "queue-size");
+
+  VsockVm {
+    if (guestCid < 3 || guestCid > 0xffff_fffeL) {
+      throw new IllegalArgumentException(
+          "guest-cid " + guestCid + " is not a guest CID (3 to 4294967294)");
+    }
+    if (txBufferSize < 4096 || txBufferSize > (64 << 20)) {
+      throw new IllegalArgumentException(
+          "tx-buffer-size " + txBufferSize + " is not between 4096 and 64M");
+    }
+    if (queueSize < 1 || queueSize > 32768 || Integer.bitCount(queueSize) != 1) {
+      throw new IllegalArgumentException(
+          "queue-size " + queueSize + " is not a power of two up to 32768");
+    }
+  }
+
+  /** {@code guest-cid=4,socket=/tmp/vhost4.socket,uds-path=/tmp/vm4.vsock[,...]}. */
+  static VsockVm parse(String spec) throws UsageException {
+    Map<String, Object> keys = new LinkedHashMap<>();
+    for (String pair : spec.split(",")) {
+      int equals = pair.indexOf('=');
+      if (equals < 1) throw new UsageException("--vm: '" + pair + "' is not key=value");
+      keys.put(pair.substring(0, equals).trim(), pair.substring(equals + 1).trim());
+    }
+    return of(keys, "--vm " + spec);
+  }
+
+  /** One VM from {@code keys} (a --vm list or a config file entry); {@code where} names it. */
+  static VsockVm of(Map<String, ?> keys, String where) throws UsageException {
+    Map<String, String> values = new LinkedHashMap<>();
+    for (var e : keys.entrySet()) {
+      String key = e.getKey().replace('_', '-');
+      if (key.equals("groups")) {
+        throw new UsageException(where + ": sibling-VM groups are not supported by bounce");
+      }
+      if (!KEYS.contains(key)) {
+        throw new UsageException(
+            where + ": unknown key '" + e.getKey() + "' (known: " + KEYS + ")");
+      }
+      values.put(key, String.valueOf(e.getValue()));
+    }
+    for (String required : new String[] {"socket", "uds-path"}) {
+      if (!values.containsKey(required))
+        throw new UsageException(where + ": " + required + " is missing");
+    }
+    try {
+      return new VsockVm(
+          number(values, "guest-cid", DEFAULT_GUEST_CID, where),
+          Path.of(values.get("socket")),
+          Path.of(values.get("uds-path")),
+          intValue("tx-buffer-size", size(values, where)),
+          intValue("queue-size", number(values, "queue-size", DEFAULT_QUEUE_SIZE, where)));
+    } catch (IllegalArgumentException e) {
+      throw new UsageException(where + ": " + e.getMessage());
+    }
+  }
+
+  private static long size(Map<String, String> values, String where) throws UsageException {
+    String text = values.get("tx-buffer-size");
+    return text == null
+        ? DEFAULT_TX_BUFFER_SIZE
+        : Flags.parseSize(where + ": tx-buffer-size", text);
+  }
+
+  private static int intValue(String key, long value) {
+    if (value < 0 || value > Integer.MAX_VALUE) {
+      throw new IllegalArgumentException(key + " " + value + " is out of range");
+    }
+    return (int) value;
+  }
+
+  private static long number(Map<String, String> values, String key, long fallback, String where)
+      throws UsageException {
+    String text = values.get(key);
+    if (text == null) return fallback;
+    try {
+      return Flags.parseNumber(text);
+    } catch (NumberFormatException e) {
+      throw new UsageException(where + ": " + key + " '" + text + "' is not a number");
+    }
+  }
+}

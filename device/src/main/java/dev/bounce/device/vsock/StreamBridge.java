@@ -1,0 +1,207 @@
+package dev.bounce.device.vsock;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelFutureListener;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.socket.ChannelInputShutdownEvent;
+import io.netty.channel.socket.DuplexChannel;
+import java.lang.System.Logger.Level;
+import java.nio.charset.StandardCharsets;
+
+/**
+ * One vsock stream connection tied to one host Unix-socket channel. Neither side can make the other
+ * buffer without bound:
+ *
+ * <ul>
+ *   <li>host to guest: the channel reads (auto-read is off) only when the guest has credit room
+ *       ({@link VsockConnection#writable}); what one read brought and the guest has no room for yet
+ *       waits in {@link #pending} until {@link #writable} says room was freed.
+ *   <li>guest to host: bytes leave the connection's buffer only while the channel is writable (its
+ *       outbound bytes below {@link UnixHost#WATER_MARK}); when the host stops reading, the buffer
+ *       fills, the guest's credit runs out and the guest stops sending.
+ * </ul>
+ *
+ * Half-closes map to vsock SHUTDOWN both ways; a channel that dies resets the connection, a
+ * connection that dies closes the channel once what the guest sent was flushed.
+ */
+final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSide.HostEndpoint {
+  private static final System.Logger LOG = System.getLogger(StreamBridge.class.getName());
+
+  /** Bytes moved to the host per buffer. */
+  private static final int CHUNK = 64 * 1024;
+
+  private final UnixHost host;
+  private final boolean hostInitiated;
+  private VsockConnection connection;
+  private Channel channel;
+  private ByteBuf pending;
+  private boolean hostSentEof;
+  private boolean outputShut;
+  private boolean ended;
+
+  /**
+   * @param connection the guest-initiated connection, or null for a host-initiated one (known at
+   *     {@link #connected})
+   * @param hostInitiated whether to answer {@code OK <host-port>\n} once the guest accepts
+   */
+  StreamBridge(UnixHost host, VsockConnection connection, boolean hostInitiated) {
+    this.host = host;
+    this.connection = connection;
+    this.hostInitiated = hostInitiated;
+  }
+
+  @Override
+  public void handlerAdded(ChannelHandlerContext ctx) {
+    channel = ctx.channel();
+  }
+
+  // ---- what the device says (HostEndpoint) ----
+
+  @Override
+  public void connected(VsockConnection c) {
+    connection = c;
+    String ok = "OK " + Integer.toUnsignedString(c.hostPort()) + "\n";
+    channel.writeAndFlush(Unpooled.copiedBuffer(ok, StandardCharsets.US_ASCII));
+    toHost();
+    fromHost();
+  }
+
+  @Override
+  public void readable(VsockConnection c) {
+    toHost();
+  }
+
+  @Override
+  public void writable(VsockConnection c) {
+    fromHost();
+  }
+
+  @Override
+  public void peerShutdown(VsockConnection c, int flags) {
+    if ((flags & VsockHeader.SHUTDOWN_RCV) != 0) {
+      // The guest takes nothing more: the host's further writes fail, as on a shut socket.
+      releasePending();
+      if (channel.isActive()) ((DuplexChannel) channel).shutdownInput();
+    }
+    toHost(); // shuts the channel's output once the guest's last bytes went
+  }
+
+  @Override
+  public void closed(VsockConnection c) {
+    connection = null;
+    ended = true;
+    releasePending();
+    if (hostInitiated) host.releaseHostPort(c.hostPort());
+    if (channel != null) {
+      channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
+    }
+  }
+
+  // ---- what the channel says ----
+
+  @Override
+  public void channelActive(ChannelHandlerContext ctx) {
+    toHost();
+    fromHost();
+  }
+
+  @Override
+  public void channelRead(ChannelHandlerContext ctx, Object msg) {
+    ByteBuf bytes = (ByteBuf) msg;
+    if (ended) {
+      bytes.release();
+      return;
+    }
+    pending = pending == null ? bytes : merge(ctx, pending, bytes);
+    fromHost();
+  }
+
+  @Override
+  public void userEventTriggered(ChannelHandlerContext ctx, Object event) {
+    if (event instanceof ChannelInputShutdownEvent) {
+      hostSentEof = true;
+      fromHost();
+    }
+  }
+
+  @Override
+  public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+    toHost();
+  }
+
+  @Override
+  public void channelInactive(ChannelHandlerContext ctx) {
+    releasePending();
+    VsockConnection c = connection;
+    if (c != null && !c.isClosed()) {
+      LOG.log(Level.DEBUG, "vsock: the host socket of " + c + " closed; reset");
+      c.reset();
+    }
+  }
+
+  @Override
+  public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+    LOG.log(Level.DEBUG, "vsock: host socket of " + connection + ": " + cause.getMessage());
+    ctx.close();
+  }
+
+  // ---- moving bytes ----
+
+  /** Host to guest: as much of {@link #pending} as the guest has room for, then the next read. */
+  private void fromHost() {
+    VsockConnection c = connection;
+    if (c == null || !c.isOpen() || !channel.isActive()) return;
+    if (pending != null) {
+      int n =
+          c.write(NettyMemory.of(pending), pending.readerIndex(), pending.readableBytes(), false);
+      pending.skipBytes(n);
+      if (pending.isReadable()) return; // the rest waits for writable()
+      releasePending();
+    }
+    if (hostSentEof) {
+      c.shutdown(VsockHeader.SHUTDOWN_SEND);
+    } else if (c.writable() > 0) {
+      channel.read();
+    }
+  }
+
+  /** Guest to host: bytes leave the connection only while the channel takes them. */
+  private void toHost() {
+    VsockConnection c = connection;
+    if (c == null || channel == null || !channel.isActive()) return;
+    boolean wrote = false;
+    while (channel.isWritable() && c.available() > 0) {
+      int want = Math.min(c.available(), CHUNK);
+      ByteBuf buf = channel.alloc().directBuffer(want);
+      int n = c.read(NettyMemory.of(buf), buf.writerIndex(), want);
+      buf.writerIndex(buf.writerIndex() + n);
+      channel.write(buf);
+      wrote = true;
+    }
+    if (wrote) channel.flush();
+    if (!outputShut
+        && (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_SEND) != 0
+        && c.available() == 0) {
+      outputShut = true;
+      ((DuplexChannel) channel).shutdownOutput();
+    }
+  }
+
+  private static ByteBuf merge(ChannelHandlerContext ctx, ByteBuf first, ByteBuf second) {
+    ByteBuf merged = ctx.alloc().directBuffer(first.readableBytes() + second.readableBytes());
+    merged.writeBytes(first).writeBytes(second);
+    first.release();
+    second.release();
+    return merged;
+  }
+
+  private void releasePending() {
+    if (pending != null) {
+      pending.release();
+      pending = null;
+    }
+  }
+}

@@ -1,0 +1,213 @@
+package dev.bounce.device.vsock;
+
+import dev.bounce.vhost.socket.UnixListener;
+import io.netty.bootstrap.Bootstrap;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelFuture;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.IoEventLoop;
+import io.netty.channel.WriteBufferWaterMark;
+import io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.netty.channel.epoll.EpollServerDomainSocketChannel;
+import io.netty.channel.unix.DomainSocketAddress;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashSet;
+import java.util.Set;
+
+/**
+ * The hybrid-vsock host side of vhost-device-vsock and Firecracker, over Unix sockets:
+ *
+ * <ul>
+ *   <li>A host application connects to {@code <uds-path>}, writes {@code CONNECT <port>\n} and,
+ *       once the guest listener on that port accepted, reads {@code OK <host-port>\n}; then bytes
+ *       flow. A refused or malformed request closes the socket without a reply.
+ *   <li>A guest connecting to host port P reaches the Unix socket {@code <uds-path>_<P>}; nothing
+ *       listening there means RST to the guest and a log line.
+ *   <li>SEQPACKET connections are to use SOCK_SEQPACKET sockets at the same names and at {@code
+ *       <uds-path>.seqpacket} (ARCHITECTURE.md); until that lands they are refused with RST.
+ * </ul>
+ *
+ * <p>Every socket is a Netty channel on the device's data loop, so the host side and the device
+ * never need a lock; {@link StreamBridge} ties one channel to one {@link VsockConnection} so that
+ * channel writability and vsock credit drive each other.
+ */
+public final class UnixHost implements HostSide, AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(UnixHost.class.getName());
+
+  /** Host ports for host-initiated connections, as Firecracker allocates them: from 2^30 up. */
+  static final int FIRST_HOST_PORT = 1 << 30;
+
+  /** Outbound bytes a host channel may hold before the guest's side of it stops being read. */
+  static final WriteBufferWaterMark WATER_MARK = new WriteBufferWaterMark(32 * 1024, 128 * 1024);
+
+  private final Path udsPath;
+  private final IoEventLoop loop;
+  private final Channel listener;
+  private final Set<Integer> hostPortsInUse = new HashSet<>();
+  private int nextHostPort = FIRST_HOST_PORT;
+  private VsockDevice device;
+
+  private UnixHost(Path udsPath, IoEventLoop loop, Channel listener) {
+    this.udsPath = udsPath;
+    this.loop = loop;
+    this.listener = listener;
+  }
+
+  /**
+   * Listens at {@code udsPath} on {@code loop}, which must be the data loop the device is served
+   * on.
+   *
+   * @throws IOException when the path is taken by something other than a stale socket
+   */
+  public static UnixHost listen(Path udsPath, IoEventLoop loop) throws IOException {
+    UnixListener.removeStale(udsPath);
+    UnixHost[] self = new UnixHost[1];
+    ChannelFuture bound =
+        new ServerBootstrap()
+            .group(loop)
+            .channel(EpollServerDomainSocketChannel.class)
+            .childOption(ChannelOption.AUTO_READ, false)
+            .childOption(ChannelOption.ALLOW_HALF_CLOSURE, true)
+            .childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, WATER_MARK)
+            .childHandler(
+                new ChannelInitializer<Channel>() {
+                  @Override
+                  protected void initChannel(Channel ch) {
+                    ConnectRequest.install(ch, self[0]);
+                  }
+                })
+            .bind(new DomainSocketAddress(udsPath.toString()))
+            .awaitUninterruptibly();
+    if (!bound.isSuccess()) {
+      throw new IOException("cannot listen at " + udsPath + ": " + bound.cause(), bound.cause());
+    }
+    self[0] = new UnixHost(udsPath, loop, bound.channel());
+    return self[0];
+  }
+
+  public Path udsPath() {
+    return udsPath;
+  }
+
+  // ---- HostSide ----
+
+  @Override
+  public void attach(VsockDevice device) {
+    this.device = device;
+  }
+
+  @Override
+  public void detach() {
+    device = null;
+  }
+
+  @Override
+  public HostEndpoint guestConnect(VsockConnection connection) {
+    Path target = Path.of(udsPath + "_" + Integer.toUnsignedString(connection.hostPort()));
+    if (connection.isSeqpacket()) {
+      refusedGuest(connection, target, "the SEQPACKET host side is not implemented yet");
+      return null;
+    }
+    StreamBridge bridge = new StreamBridge(this, connection, false);
+    ChannelFuture connected =
+        new Bootstrap()
+            .group(loop)
+            .channel(EpollDomainSocketChannel.class)
+            .option(ChannelOption.AUTO_READ, false)
+            .option(ChannelOption.ALLOW_HALF_CLOSURE, true)
+            .option(ChannelOption.WRITE_BUFFER_WATER_MARK, WATER_MARK)
+            .handler(bridge)
+            .connect(new DomainSocketAddress(target.toString()));
+    // A Unix-socket connect completes at once on the loop; a refusal becomes the guest's RST.
+    if (connected.isDone() && !connected.isSuccess()) {
+      refusedGuest(connection, target, connected.cause().getMessage());
+      return null;
+    }
+    connected.addListener(
+        f -> {
+          if (!f.isSuccess()) {
+            refusedGuest(connection, target, f.cause().getMessage());
+            connection.reset();
+          }
+        });
+    return bridge;
+  }
+
+  private static void refusedGuest(VsockConnection connection, Path target, String why) {
+    LOG.log(
+        Level.INFO,
+        "vsock: guest "
+            + connection.guestCid()
+            + " port "
+            + Integer.toUnsignedString(connection.guestPort())
+            + " connects to host port "
+            + Integer.toUnsignedString(connection.hostPort())
+            + ", but nothing accepts at "
+            + target
+            + " ("
+            + why
+            + "); sent RST");
+  }
+
+  // ---- host-initiated connections ----
+
+  /**
+   * A host application asked for guest port {@code guestPort}: returns the connection, or null (the
+   * caller closes its socket) when no guest is being served or the device refuses.
+   */
+  VsockConnection hostConnect(int guestPort, int type, HostEndpoint endpoint) {
+    VsockDevice d = device;
+    if (d == null) {
+      LOG.log(
+          Level.INFO,
+          "vsock: a host application asked for guest port "
+              + Integer.toUnsignedString(guestPort)
+              + " at "
+              + udsPath
+              + ", but no guest driver is running; closed");
+      return null;
+    }
+    int hostPort = allocateHostPort();
+    VsockConnection c = d.connectToGuest(hostPort, guestPort, type, endpoint);
+    if (c == null) {
+      releaseHostPort(hostPort);
+      LOG.log(
+          Level.INFO,
+          "vsock: cannot connect to guest port "
+              + Integer.toUnsignedString(guestPort)
+              + " (too many connections, or SEQPACKET not negotiated); closed");
+    }
+    return c;
+  }
+
+  private int allocateHostPort() {
+    while (!hostPortsInUse.add(nextHostPort)) nextHostPort = next(nextHostPort);
+    int port = nextHostPort;
+    nextHostPort = next(nextHostPort);
+    return port;
+  }
+
+  private static int next(int port) {
+    return port == Integer.MAX_VALUE ? FIRST_HOST_PORT : port + 1;
+  }
+
+  /** A host-initiated connection ended: its host port may be handed out again. */
+  void releaseHostPort(int hostPort) {
+    hostPortsInUse.remove(hostPort);
+  }
+
+  @Override
+  public void close() {
+    listener.close().awaitUninterruptibly();
+    try {
+      Files.deleteIfExists(udsPath);
+    } catch (IOException e) {
+      LOG.log(Level.WARNING, "vsock: cannot remove " + udsPath + ": " + e.getMessage());
+    }
+  }
+}

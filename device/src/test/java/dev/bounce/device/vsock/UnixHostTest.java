@@ -1,0 +1,288 @@
+package dev.bounce.device.vsock;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Random;
+import java.util.concurrent.Callable;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The hybrid-vsock host side ({@link UnixHost}) with real Unix sockets on the host (the JDK's, as a
+ * host application would use them) and the fake frontend's guest driver on the other end.
+ */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class UnixHostTest {
+  static final int BUFFER = 64 * 1024;
+  static final Duration TIMEOUT = Duration.ofSeconds(20);
+
+  @TempDir Path dir;
+
+  private Path uds;
+  private VsockRig rig;
+  private VsockDriver driver;
+  private ExecutorService hostApps;
+
+  @BeforeEach
+  void start() throws Exception {
+    uds = dir.resolve("vm.vsock");
+    rig = new VsockRig(dir, 256, BUFFER, 64, loop -> UnixHost.listen(uds, loop));
+    driver = rig.driver;
+    hostApps = Executors.newCachedThreadPool();
+  }
+
+  @AfterEach
+  void tearDown() {
+    hostApps.shutdownNow();
+    rig.close();
+  }
+
+  static byte[] random(int n, long seed) {
+    byte[] b = new byte[n];
+    new Random(seed).nextBytes(b);
+    return b;
+  }
+
+  private ServerSocketChannel hostListener(int port) throws IOException {
+    ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+    server.bind(UnixDomainSocketAddress.of(uds + "_" + port));
+    return server;
+  }
+
+  private SocketChannel connectLine(String line) throws IOException {
+    SocketChannel ch = SocketChannel.open(UnixDomainSocketAddress.of(uds));
+    writeAll(ch, line.getBytes(StandardCharsets.US_ASCII));
+    return ch;
+  }
+
+  /** Runs a host application on its own thread while the test thread drives the guest. */
+  private <T> Future<T> hostApp(Callable<T> app) {
+    return hostApps.submit(app);
+  }
+
+  private <T> T await(Future<T> f) throws Exception {
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (!f.isDone()) {
+      assertTrue(System.nanoTime() < deadline, "the host application did not finish");
+      driver.pump(10);
+    }
+    return f.get();
+  }
+
+  static void writeAll(SocketChannel ch, byte[] bytes) throws IOException {
+    ByteBuffer b = ByteBuffer.wrap(bytes);
+    while (b.hasRemaining()) ch.write(b);
+  }
+
+  static byte[] readExactly(SocketChannel ch, int n) throws IOException {
+    ByteBuffer b = ByteBuffer.allocate(n);
+    while (b.hasRemaining()) {
+      if (ch.read(b) < 0) throw new IOException("EOF after " + b.position() + " of " + n);
+    }
+    return b.array();
+  }
+
+  /** Reads to end of stream. */
+  static byte[] readToEof(SocketChannel ch) throws IOException {
+    ByteArrayOutputStream all = new ByteArrayOutputStream();
+    ByteBuffer b = ByteBuffer.allocate(64 * 1024);
+    while (ch.read(b) >= 0) {
+      all.write(b.array(), 0, b.position());
+      b.clear();
+    }
+    return all.toByteArray();
+  }
+
+  static String readLine(SocketChannel ch) throws IOException {
+    StringBuilder line = new StringBuilder();
+    ByteBuffer one = ByteBuffer.allocate(1);
+    while (true) {
+      one.clear();
+      if (ch.read(one) < 0) throw new IOException("EOF after '" + line + "'");
+      char c = (char) one.get(0);
+      if (c == '\n') return line.toString();
+      line.append(c);
+    }
+  }
+
+  @Test
+  void aGuestConnectsToAHostListenerAndBytesFlowBothWays() throws Exception {
+    byte[] toHost = random(4 << 20, 1);
+    byte[] toGuest = random(3 << 20, 2);
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  byte[] got = readExactly(ch, toHost.length);
+                  writeAll(ch, toGuest);
+                  ch.shutdownOutput();
+                  assertEquals(-1, ch.read(ByteBuffer.allocate(1)), "the guest's EOF");
+                  return got;
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      s.send(toHost, TIMEOUT);
+      assertArrayEquals(toGuest, s.readFully(toGuest.length, TIMEOUT));
+      s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_SEND);
+      assertArrayEquals(toHost, await(app));
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, rig.device.guestErrors());
+  }
+
+  @Test
+  void aHostApplicationConnectsToAGuestListener() throws Exception {
+    driver.listen(5000);
+    byte[] early = "sent-with-the-CONNECT-line".getBytes(StandardCharsets.US_ASCII);
+    byte[] toGuest = random(2 << 20, 3);
+    byte[] toHost = random(1 << 20, 4);
+    Future<byte[]> app =
+        hostApp(
+            () -> {
+              byte[] line =
+                  ("CONNECT 5000\n" + new String(early, StandardCharsets.US_ASCII))
+                      .getBytes(StandardCharsets.US_ASCII);
+              try (SocketChannel ch = connectLine(new String(line, StandardCharsets.US_ASCII))) {
+                String ok = readLine(ch);
+                assertTrue(ok.matches("OK \\d+"), ok);
+                assertTrue(Long.parseLong(ok.substring(3)) >= UnixHost.FIRST_HOST_PORT, ok);
+                writeAll(ch, toGuest);
+                return readExactly(ch, toHost.length);
+              }
+            });
+    VsockDriver.Socket s = driver.accept(5000, TIMEOUT);
+    assertArrayEquals(early, s.readFully(early.length, TIMEOUT));
+    assertArrayEquals(toGuest, s.readFully(toGuest.length, TIMEOUT));
+    s.send(toHost, TIMEOUT);
+    assertArrayEquals(toHost, await(app));
+    // The host application closed: the guest hears it (SHUTDOWN, then RST).
+    s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  @Test
+  void aHostPortNobodyListensOnIsRefused() throws Exception {
+    IOException e =
+        assertThrows(
+            IOException.class, () -> driver.connect(4321, VsockHeader.TYPE_STREAM, TIMEOUT));
+    assertTrue(e.getMessage().contains("refused"), e.getMessage());
+  }
+
+  @Test
+  void badConnectRequestsAreClosedWithoutAReply() throws Exception {
+    for (String line :
+        new String[] {
+          "HELLO 5000\n", "CONNECT\n", "CONNECT five\n", "CONNECT 99999999999\n", "x".repeat(100)
+        }) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = connectLine(line)) {
+                  return readToEof(ch);
+                }
+              });
+      assertEquals(0, await(app).length, "a reply to '" + line + "'");
+    }
+    // A well-formed request for a guest port nobody listens on: the guest's RST closes it.
+    Future<byte[]> app =
+        hostApp(
+            () -> {
+              try (SocketChannel ch = connectLine("CONNECT 6000\n")) {
+                return readToEof(ch);
+              }
+            });
+    assertEquals(0, await(app).length);
+  }
+
+  @Test
+  void aHostThatNeverReadsStallsOnlyItsOwnConnection() throws Exception {
+    byte[] data = random(8 << 20, 5);
+    try (ServerSocketChannel stuck = hostListener(1234);
+        ServerSocketChannel echo = hostListener(1235)) {
+      Future<SocketChannel> idle = hostApp(stuck::accept);
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      int sent = 0;
+      int idleRounds = 0;
+      while (sent < data.length && idleRounds < 100) {
+        int n = s.trySend(data, sent, Math.min(32 * 1024, data.length - sent), false);
+        sent += n;
+        idleRounds = n == 0 ? idleRounds + 1 : 0;
+        driver.pump(5);
+      }
+      assertTrue(sent < data.length, "a host that never reads took all " + sent + " bytes");
+      assertEquals(0, s.credit(), "the device must give no more credit");
+      // Another connection goes on meanwhile.
+      Future<byte[]> other =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = echo.accept()) {
+                  byte[] got = readExactly(ch, 100_000);
+                  writeAll(ch, got);
+                  return got;
+                }
+              });
+      VsockDriver.Socket t = driver.connect(1235, VsockHeader.TYPE_STREAM, TIMEOUT);
+      byte[] small = random(100_000, 6);
+      t.send(small, TIMEOUT);
+      assertArrayEquals(small, t.readFully(small.length, TIMEOUT));
+      assertArrayEquals(small, await(other));
+      // When the host reads at last, every byte arrives in order.
+      int total = sent;
+      Future<byte[]> drained =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = idle.get()) {
+                  return readExactly(ch, data.length);
+                }
+              });
+      s.send(java.util.Arrays.copyOfRange(data, total, data.length), TIMEOUT);
+      assertArrayEquals(data, await(drained));
+    }
+    assertEquals(0, driver.creditViolations());
+  }
+
+  @Test
+  void aHostThatClosesAbruptlyResetsTheGuestConnection() throws Exception {
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<Void> app =
+          hostApp(
+              () -> {
+                listener.accept().close();
+                return null;
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      await(app);
+      // Writing into the closed socket fails; the guest is reset.
+      long deadline = System.nanoTime() + TIMEOUT.toNanos();
+      while (s.isOpen() && !s.wasReset()) {
+        assertTrue(System.nanoTime() < deadline, "the guest connection outlived the host's");
+        s.trySend(random(4096, 7), 0, 4096, false);
+        driver.pump(10);
+      }
+    }
+    assertEquals(0, rig.device.guestErrors());
+  }
+}
