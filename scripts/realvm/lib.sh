@@ -23,9 +23,13 @@ realvm_need_packages() {
   fi
   realvm_say "installing ${missing[*]} (apt-get install -y --no-install-recommends)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
-    { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
+  realvm_apt install -y --no-install-recommends "${missing[@]}" ||
+    { realvm_apt update && realvm_apt install -y --no-install-recommends "${missing[@]}"; }
 }
+
+# realvm_apt ARGS...: apt-get, its output on stderr; another apt (scripts/test's install, a parallel
+# prepare) may hold dpkg's lock, so wait for it rather than fail.
+realvm_apt() { apt-get -q -o DPkg::Lock::Timeout=600 "$@" >&2; }
 
 # realvm_locked FILE CMD...: runs CMD holding an exclusive lock on FILE, so that two test runs on one
 # machine build a cached artifact once instead of twice at the same time.
@@ -34,7 +38,7 @@ realvm_locked() {
   shift
   mkdir -p "$(dirname "$lock")"
   (
-    flock 9
+    flock -n 9 || { realvm_say "waiting for the build that holds $lock (scripts/test starts one)" && flock 9; }
     "$@"
   ) 9>"$lock"
 }
