@@ -9,7 +9,7 @@
  *
  * Both directions are counted and checksummed (CRC-32, as java.util.zip.CRC32) so the host can
  * check them against its own side. The lengths are fixed in advance, so neither side depends on
- * half-close. Result lines (one write each, parsed by RealVmHarness):
+ * half-close. Result lines (one write each, parsed by dev.bounce.it.realvm.RealVm):
  *   BOUNCE-READY mode=listen port=P
  *   BOUNCE-RESULT mode=M port=P sent=N sent_crc=X received=N received_crc=X ok
  *   BOUNCE-RESULT mode=M port=P ... error=<what failed>: <strerror>
@@ -27,7 +27,7 @@
 
 #define TIMEOUT_SECONDS 120
 
-/* The byte at offset i of every stream the tests send; RealVmHarness.pattern is the same. */
+/* The byte at offset i of every stream the tests send; TestPattern in the Java harness is the same. */
 static uint8_t pattern(uint64_t i) { return (uint8_t)(i * 31 + (i >> 8) + 7); }
 
 static uint32_t crc_table[256];

@@ -8,6 +8,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -20,14 +22,23 @@ import java.util.regex.Pattern;
 final class ChildProcess implements AutoCloseable {
   private static final Duration GRACE = Duration.ofSeconds(5);
 
-  private final String name;
+  /**
+   * Children not yet closed; a JVM that ends early (surefire's timeout, Ctrl-C) still kills them.
+   */
+  private static final Set<Process> RUNNING = ConcurrentHashMap.newKeySet();
+
+  static {
+    Runtime.getRuntime()
+        .addShutdownHook(new Thread(() -> RUNNING.forEach(Process::destroyForcibly)));
+  }
+
   private final Process process;
   private final List<String> lines = new ArrayList<>();
   private boolean ended; // its output reached end of file: no more lines will come
 
   private ChildProcess(String name, Process process) {
-    this.name = name;
     this.process = process;
+    RUNNING.add(process);
     Thread.ofVirtual().name(name + "-output").start(this::collect);
   }
 
@@ -94,15 +105,12 @@ final class ChildProcess implements AutoCloseable {
     return lines.isEmpty() ? "(nothing)" : String.join("\n", lines);
   }
 
-  String name() {
-    return name;
-  }
-
   @Override
   public void close() throws InterruptedException {
     process.destroy();
     if (!process.waitFor(GRACE.toSeconds(), TimeUnit.SECONDS)) {
       process.destroyForcibly().waitFor();
     }
+    RUNNING.remove(process);
   }
 }

@@ -18,7 +18,7 @@ import org.junit.jupiter.api.Timeout;
 @Tag("realvm")
 @Timeout(value = 40, unit = TimeUnit.MINUTES) // may be the first to wait for the guest images
 class RealVmBrokenBackendTest {
-  private static final Duration LIMIT = Duration.ofSeconds(20);
+  private static final Duration LIMIT = Duration.ofSeconds(10);
 
   @Test
   void aBackendThatDropsEveryReplyFailsWithAClearMessage() throws Exception {
@@ -35,7 +35,7 @@ class RealVmBrokenBackendTest {
       assertTrue(seconds < LIMIT.toSeconds() + 5, "took " + seconds + " s:\n" + message);
       for (String expected :
           List.of(
-              "the guest printed no result line for its connect step within 20 s",
+              "the guest printed no result line for its connect step within 10 s",
               "dropped ",
               "--- guest console (QEMU output) ---",
               "--- bounce's log ---",

@@ -1,7 +1,6 @@
 package dev.bounce.it.realvm;
 
-import static org.junit.jupiter.api.Assertions.assertTrue;
-
+import java.io.IOException;
 import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -32,7 +31,7 @@ class RealVmVsockTest {
 
   private static final Duration STEP = Duration.ofSeconds(60);
 
-  @ParameterizedTest
+  @ParameterizedTest(name = "{0}")
   @EnumSource(names = {"X86_Q35", "ARM64_VIRT"})
   void bytesFlowBothWaysBetweenGuestAndHost(Guest guest) throws Exception {
     try (RealVm vm = new RealVm(guest)) {
@@ -65,13 +64,13 @@ class RealVmVsockTest {
     vm.assertSame(pattern, Transfer.of(connect, "sent"), "guest to host: what the guest sent");
     vm.assertSame(pattern, echo.received(), "guest to host: what the host application received");
     vm.assertSame(pattern, Transfer.of(connect, "received"), "host to guest: the echo");
-    assertTrue(echo.error() == null, echo.error());
+    if (echo.error() != null) throw vm.failure("the host application failed: " + echo.error());
 
     vm.awaitListening(GUEST_PORT, STEP);
     Transfer back;
     try {
       back = HostConnection.echo(vm.udsPath(), GUEST_PORT, BYTES, STEP);
-    } catch (java.io.IOException e) {
+    } catch (IOException e) {
       throw vm.failure("host to guest port " + GUEST_PORT + ": " + e.getMessage());
     }
     Map<String, String> listen = vm.awaitResult("listen", STEP);
