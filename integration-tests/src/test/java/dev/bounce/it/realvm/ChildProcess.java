@@ -100,6 +100,10 @@ final class ChildProcess implements AutoCloseable {
     return process.isAlive() ? "still running" : "exited with " + process.exitValue();
   }
 
+  synchronized boolean printedNothing() {
+    return lines.isEmpty();
+  }
+
   /** Everything it printed so far. */
   synchronized String output() {
     return lines.isEmpty() ? "(nothing)" : String.join("\n", lines);

@@ -36,6 +36,15 @@ record GuestImages(Path dir) {
 
   private static GuestImages prepare(Path dir) {
     Path log = dir.resolveSibling("realvm-prepare.log");
+    // Progress for the CI log: the first run on a machine can take minutes in here.
+    System.err.println(
+        "realvm: scripts/realvm/prepare "
+            + dir
+            + " (the first time on a machine: Debian packages and an arm64 kernel build, minutes;"
+            + " log: "
+            + log
+            + ")");
+    long started = System.nanoTime();
     try {
       Files.createDirectories(dir);
       Process process =
@@ -61,6 +70,9 @@ record GuestImages(Path dir) {
       Thread.currentThread().interrupt();
       throw new AssertionError("interrupted while preparing the guest images", e);
     }
+    System.err.printf(
+        "realvm: guest images ready after %d s%n",
+        TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - started));
     return new GuestImages(dir);
   }
 

@@ -26,7 +26,6 @@ final class RealVm implements AutoCloseable {
   static final int GUEST_CID = 3;
 
   private static final Duration BOUNCE_START = Duration.ofSeconds(30);
-  private static final Pattern RESULT = Pattern.compile("BOUNCE-RESULT mode=(\\S+) (.*)$");
 
   private final Guest guest;
   private final Path dir;
@@ -111,12 +110,11 @@ final class RealVm implements AutoCloseable {
    */
   Map<String, String> awaitResult(String mode, Duration timeout) throws InterruptedException {
     Optional<Matcher> found =
-        qemu.await(Pattern.compile("BOUNCE-RESULT mode=" + Pattern.quote(mode) + " .*$"), timeout);
+        qemu.await(
+            Pattern.compile("BOUNCE-RESULT mode=" + Pattern.quote(mode) + " (.*)$"), timeout);
     if (found.isEmpty()) throw failure(noLine("result line for its " + mode + " step", timeout));
-    Matcher line = RESULT.matcher(found.get().group());
-    line.find();
     Map<String, String> fields = new LinkedHashMap<>();
-    for (String field : line.group(2).split(" ")) {
+    for (String field : found.get().group(1).split(" ")) {
       int eq = field.indexOf('=');
       if (eq > 0) fields.put(field.substring(0, eq), field.substring(eq + 1));
       if (field.startsWith("error=")) {
@@ -126,7 +124,7 @@ final class RealVm implements AutoCloseable {
     return fields;
   }
 
-  /** Waits for the guest's init to finish and QEMU to exit after poweroff. */
+  /** Waits for the guest's init to finish its steps (it powers the guest off next). */
   void awaitPoweroff(Duration timeout) throws InterruptedException {
     if (qemu.await(Pattern.compile("^BOUNCE-DONE$"), timeout).isEmpty()) {
       throw failure(noLine("BOUNCE-DONE", timeout));
@@ -147,7 +145,7 @@ final class RealVm implements AutoCloseable {
             + " s (QEMU "
             + qemu.state()
             + ")";
-    if (qemu.output().equals("(nothing)")) {
+    if (qemu.printedNothing()) {
       why +=
           "; QEMU printed nothing, so it never started the guest: that is what it does when the"
               + " vhost-user backend does not answer its requests (see bounce's log)";
@@ -159,11 +157,10 @@ final class RealVm implements AutoCloseable {
   AssertionError failure(String what) {
     StringBuilder message = new StringBuilder(what).append("\n(").append(guest).append(")");
     if (relay != null) message.append("\n--- relay ---\n").append(relay.summary());
-    for (ChildProcess child : new ChildProcess[] {qemu, bounce}) {
-      if (child == null) continue;
-      String title = child == qemu ? "guest console (QEMU output)" : "bounce's log";
-      message.append("\n--- ").append(title).append(" ---\n").append(child.output());
+    if (qemu != null) {
+      message.append("\n--- guest console (QEMU output) ---\n").append(qemu.output());
     }
+    if (bounce != null) message.append("\n--- bounce's log ---\n").append(bounce.output());
     return new AssertionError(message.toString());
   }
 
