@@ -38,7 +38,7 @@ realvm_locked() {
   shift
   mkdir -p "$(dirname "$lock")"
   (
-    flock -n 9 || { realvm_say "waiting for the build that holds $lock (scripts/test starts one)" && flock 9; }
+    flock -n 9 || { realvm_say "waiting for $lock: another run is filling the cache (scripts/test starts the arm64 kernel build)" && flock 9; }
     "$@"
   ) 9>"$lock"
 }
