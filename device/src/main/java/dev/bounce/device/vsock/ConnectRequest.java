@@ -35,6 +35,7 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
   }
 
   static void install(Channel channel, UnixHost host) {
+    UnixHost.configure(channel);
     channel
         .pipeline()
         .addLast("line", new LineBasedFrameDecoder(MAX_LINE, true, true))

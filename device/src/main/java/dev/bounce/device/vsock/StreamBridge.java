@@ -56,6 +56,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   @Override
   public void handlerAdded(ChannelHandlerContext ctx) {
     channel = ctx.channel();
+    UnixHost.configure(channel);
   }
 
   // ---- what the device says (HostEndpoint) ----

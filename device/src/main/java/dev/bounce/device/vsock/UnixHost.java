@@ -12,9 +12,9 @@ import io.netty.channel.WriteBufferWaterMark;
 import io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.netty.channel.epoll.EpollServerDomainSocketChannel;
 import io.netty.channel.unix.DomainSocketAddress;
+import java.io.FileNotFoundException;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashSet;
 import java.util.Set;
@@ -28,8 +28,8 @@ import java.util.Set;
  *       flow. A refused or malformed request closes the socket without a reply.
  *   <li>A guest connecting to host port P reaches the Unix socket {@code <uds-path>_<P>}; nothing
  *       listening there means RST to the guest and a log line.
- *   <li>SEQPACKET connections are to use SOCK_SEQPACKET sockets at the same names and at {@code
- *       <uds-path>.seqpacket} (ARCHITECTURE.md); until that lands they are refused with RST.
+ *   <li>SEQPACKET connections use SOCK_SEQPACKET sockets at the same names and at {@code
+ *       <uds-path>.seqpacket} ({@link SeqpacketHost}).
  * </ul>
  *
  * <p>Every socket is a Netty channel on the device's data loop, so the host side and the device
@@ -45,9 +45,20 @@ public final class UnixHost implements HostSide, AutoCloseable {
   /** Outbound bytes a host channel may hold before the guest's side of it stops being read. */
   static final WriteBufferWaterMark WATER_MARK = new WriteBufferWaterMark(32 * 1024, 128 * 1024);
 
+  /**
+   * How every host stream channel runs: it reads only when asked (the guest has room), a host
+   * half-close is a vsock SHUTDOWN rather than the end, and its outbound bytes are bounded.
+   */
+  static void configure(Channel channel) {
+    channel.config().setAutoRead(false);
+    channel.config().setOption(ChannelOption.ALLOW_HALF_CLOSURE, true);
+    channel.config().setWriteBufferWaterMark(WATER_MARK);
+  }
+
   private final Path udsPath;
   private final IoEventLoop loop;
   private final Channel listener;
+  private SeqpacketHost seqpacket;
   private final Set<Integer> hostPortsInUse = new HashSet<>();
   private int nextHostPort = FIRST_HOST_PORT;
   private VsockDevice device;
@@ -59,8 +70,8 @@ public final class UnixHost implements HostSide, AutoCloseable {
   }
 
   /**
-   * Listens at {@code udsPath} on {@code loop}, which must be the data loop the device is served
-   * on.
+   * Listens at {@code udsPath} (and {@code udsPath.seqpacket}) on {@code loop}, which must be the
+   * data loop the device is served on.
    *
    * @throws IOException when the path is taken by something other than a stale socket
    */
@@ -71,9 +82,6 @@ public final class UnixHost implements HostSide, AutoCloseable {
         new ServerBootstrap()
             .group(loop)
             .channel(EpollServerDomainSocketChannel.class)
-            .childOption(ChannelOption.AUTO_READ, false)
-            .childOption(ChannelOption.ALLOW_HALF_CLOSURE, true)
-            .childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, WATER_MARK)
             .childHandler(
                 new ChannelInitializer<Channel>() {
                   @Override
@@ -87,6 +95,12 @@ public final class UnixHost implements HostSide, AutoCloseable {
       throw new IOException("cannot listen at " + udsPath + ": " + bound.cause(), bound.cause());
     }
     self[0] = new UnixHost(udsPath, loop, bound.channel());
+    try {
+      self[0].seqpacket = SeqpacketHost.listen(self[0], SeqpacketHost.pathFor(udsPath), loop);
+    } catch (IOException | RuntimeException e) {
+      self[0].close();
+      throw e;
+    }
     return self[0];
   }
 
@@ -110,32 +124,35 @@ public final class UnixHost implements HostSide, AutoCloseable {
   public HostEndpoint guestConnect(VsockConnection connection) {
     Path target = Path.of(udsPath + "_" + Integer.toUnsignedString(connection.hostPort()));
     if (connection.isSeqpacket()) {
-      refusedGuest(connection, target, "the SEQPACKET host side is not implemented yet");
-      return null;
+      HostEndpoint endpoint = seqpacket.dial(connection, target);
+      if (endpoint == null) refusedGuest(connection, target, "no SOCK_SEQPACKET listener");
+      return endpoint;
     }
     StreamBridge bridge = new StreamBridge(this, connection, false);
     ChannelFuture connected =
         new Bootstrap()
             .group(loop)
             .channel(EpollDomainSocketChannel.class)
-            .option(ChannelOption.AUTO_READ, false)
-            .option(ChannelOption.ALLOW_HALF_CLOSURE, true)
-            .option(ChannelOption.WRITE_BUFFER_WATER_MARK, WATER_MARK)
             .handler(bridge)
             .connect(new DomainSocketAddress(target.toString()));
     // A Unix-socket connect completes at once on the loop; a refusal becomes the guest's RST.
     if (connected.isDone() && !connected.isSuccess()) {
-      refusedGuest(connection, target, connected.cause().getMessage());
+      refusedGuest(connection, target, why(connected.cause()));
       return null;
     }
     connected.addListener(
         f -> {
           if (!f.isSuccess()) {
-            refusedGuest(connection, target, f.cause().getMessage());
+            refusedGuest(connection, target, why(f.cause()));
             connection.reset();
           }
         });
     return bridge;
+  }
+
+  private static String why(Throwable cause) {
+    if (cause instanceof FileNotFoundException) return "no such socket";
+    return cause.getMessage() != null ? cause.getMessage() : cause.toString();
   }
 
   private static void refusedGuest(VsockConnection connection, Path target, String why) {
@@ -151,7 +168,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
             + target
             + " ("
             + why
-            + "); sent RST");
+            + "); sent RST. A host application should listen there.");
   }
 
   // ---- host-initiated connections ----
@@ -201,13 +218,19 @@ public final class UnixHost implements HostSide, AutoCloseable {
     hostPortsInUse.remove(hostPort);
   }
 
+  /** The data loop every host socket lives on. */
+  IoEventLoop loop() {
+    return loop;
+  }
+
   @Override
   public void close() {
     listener.close().awaitUninterruptibly();
-    try {
-      Files.deleteIfExists(udsPath);
-    } catch (IOException e) {
-      LOG.log(Level.WARNING, "vsock: cannot remove " + udsPath + ": " + e.getMessage());
+    if (seqpacket != null) {
+      if (loop.inEventLoop()) seqpacket.close();
+      else if (!loop.isShuttingDown()) loop.submit(seqpacket::close).syncUninterruptibly();
+      SeqpacketHost.remove(SeqpacketHost.pathFor(udsPath));
     }
+    SeqpacketHost.remove(udsPath);
   }
 }

@@ -5,8 +5,13 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.Libc;
+import dev.bounce.vhost.socket.SeqpacketSocket;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
@@ -284,5 +289,108 @@ class UnixHostTest {
       }
     }
     assertEquals(0, rig.device.guestErrors());
+  }
+
+  // ---- SEQPACKET ----
+
+  static final int[] MESSAGE_SIZES = {1, 100, 3776, 3777, 10_000, 60_000, 2};
+
+  /** Receives one whole message, waiting up to the test timeout. */
+  static byte[] receiveMessage(SeqpacketSocket s) throws IOException {
+    MemorySegment into = Arena.ofAuto().allocate(BUFFER + 1);
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (true) {
+      long n = s.receive(into);
+      if (n == 0) throw new IOException("end of stream");
+      if (n != Libc.WOULD_BLOCK) {
+        assertTrue(n <= BUFFER, "a message of " + n + " bytes");
+        return into.asSlice(0, n).toArray(ValueLayout.JAVA_BYTE);
+      }
+      assertTrue(System.nanoTime() < deadline, "no message came");
+      Libc.pollIn(s.fd().value(), 100);
+    }
+  }
+
+  static void sendMessage(SeqpacketSocket s, byte[] message) throws Exception {
+    MemorySegment segment = Arena.ofAuto().allocate(Math.max(1, message.length));
+    MemorySegment.copy(MemorySegment.ofArray(message), 0, segment, 0, message.length);
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (!s.send(segment, message.length)) {
+      assertTrue(System.nanoTime() < deadline, "the socket never took the message");
+      Thread.sleep(1);
+    }
+  }
+
+  @Test
+  void aGuestSeqpacketConnectionKeepsMessageBoundariesBothWays() throws Exception {
+    try (SeqpacketSocket listener = SeqpacketSocket.listen(Path.of(uds + "_2000"))) {
+      Future<Void> app =
+          hostApp(
+              () -> {
+                SeqpacketSocket peer = null;
+                while (peer == null) {
+                  Libc.pollIn(listener.fd().value(), 100);
+                  peer = listener.accept();
+                }
+                try (SeqpacketSocket p = peer) {
+                  for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+                    assertArrayEquals(random(MESSAGE_SIZES[k], 20 + k), receiveMessage(p));
+                  }
+                  for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+                    sendMessage(p, random(MESSAGE_SIZES[k], 40 + k));
+                  }
+                }
+                return null;
+              });
+      VsockDriver.Socket s = driver.connect(2000, VsockHeader.TYPE_SEQPACKET, TIMEOUT);
+      for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+        s.sendMessage(random(MESSAGE_SIZES[k], 20 + k), TIMEOUT);
+      }
+      for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+        assertArrayEquals(random(MESSAGE_SIZES[k], 40 + k), s.readMessage(TIMEOUT), "message " + k);
+      }
+      await(app);
+      s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT); // the host closed
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  @Test
+  void aHostApplicationReachesAGuestSeqpacketListener() throws Exception {
+    driver.listen(6000);
+    Future<Void> app =
+        hostApp(
+            () -> {
+              try (SeqpacketSocket s = SeqpacketSocket.connect(Path.of(uds + ".seqpacket"))) {
+                sendMessage(s, "CONNECT 6000\n".getBytes(StandardCharsets.US_ASCII));
+                String ok = new String(receiveMessage(s), StandardCharsets.US_ASCII);
+                assertTrue(ok.matches("OK \\d+\n"), ok);
+                for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+                  sendMessage(s, random(MESSAGE_SIZES[k], 60 + k));
+                }
+                for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+                  assertArrayEquals(random(MESSAGE_SIZES[k], 80 + k), receiveMessage(s));
+                }
+              }
+              return null;
+            });
+    VsockDriver.Socket s = driver.accept(6000, TIMEOUT);
+    assertTrue(s.isOpen());
+    for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+      assertArrayEquals(random(MESSAGE_SIZES[k], 60 + k), s.readMessage(TIMEOUT), "message " + k);
+    }
+    for (int k = 0; k < MESSAGE_SIZES.length; k++) {
+      s.sendMessage(random(MESSAGE_SIZES[k], 80 + k), TIMEOUT);
+    }
+    await(app);
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  @Test
+  void aSeqpacketPortNobodyListensOnIsRefused() {
+    IOException e =
+        assertThrows(
+            IOException.class, () -> driver.connect(2001, VsockHeader.TYPE_SEQPACKET, TIMEOUT));
+    assertTrue(e.getMessage().contains("refused"), e.getMessage());
   }
 }

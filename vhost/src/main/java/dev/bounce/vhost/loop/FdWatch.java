@@ -20,7 +20,8 @@ public final class FdWatch implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(FdWatch.class.getName());
 
   /**
-   * What runs on the loop when the fd is readable (or has hung up or failed: the read will say).
+   * What runs on the loop when the fd is readable (or has hung up or failed: the read will say), or
+   * for an edge-triggered watch, writable.
    */
   @FunctionalInterface
   public interface Readable {
@@ -40,9 +41,31 @@ public final class FdWatch implements AutoCloseable {
    * on the loop itself.
    */
   public static FdWatch start(IoEventLoop loop, Fd fd, Readable callback) {
+    return start(loop, fd, callback, EpollIoOps.EPOLLIN);
+  }
+
+  /**
+   * Watches {@code fd} edge-triggered for readability and writability both: {@code callback} runs
+   * whenever either may have changed (or the peer hung up) and must then go as far as it can in
+   * both directions, since the edge will not come again. For sockets whose owner pauses reading
+   * (when its consumer has no room) or waits for room to write: level-triggered, a paused readable
+   * fd would wake the loop again and again.
+   */
+  public static FdWatch startEdgeTriggered(IoEventLoop loop, Fd fd, Readable callback) {
+    return start(
+        loop,
+        fd,
+        callback,
+        EpollIoOps.EPOLLIN
+            .with(EpollIoOps.EPOLLOUT)
+            .with(EpollIoOps.EPOLLRDHUP)
+            .with(EpollIoOps.EPOLLET));
+  }
+
+  private static FdWatch start(IoEventLoop loop, Fd fd, Readable callback, EpollIoOps ops) {
     Handle handle = new Handle(new FileDescriptor(fd.value()), callback);
     IoRegistration registration = loop.register(handle).syncUninterruptibly().getNow();
-    registration.submit(EpollIoOps.EPOLLIN);
+    registration.submit(ops);
     return new FdWatch(loop, registration);
   }
 
@@ -65,6 +88,7 @@ public final class FdWatch implements AutoCloseable {
     public void handle(IoRegistration registration, IoEvent event) {
       EpollIoOps ops = ((EpollIoEvent) event).ops();
       if (ops.contains(EpollIoOps.EPOLLIN)
+          || ops.contains(EpollIoOps.EPOLLOUT)
           || ops.contains(EpollIoOps.EPOLLERR)
           || ops.contains(EpollIoOps.EPOLLRDHUP)) {
         try {

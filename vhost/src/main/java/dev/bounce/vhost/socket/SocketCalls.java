@@ -22,13 +22,19 @@ import java.nio.file.Path;
 final class SocketCalls {
   static final int AF_UNIX = 1;
   static final int SOCK_STREAM = 1;
+  static final int SOCK_SEQPACKET = 5;
   static final int SOCK_NONBLOCK = 0x800;
   static final int SOCK_CLOEXEC = 0x80000;
   static final int SOL_SOCKET = 1;
   static final int SCM_RIGHTS = 1;
+  static final int MSG_PEEK = 0x2;
   static final int MSG_CTRUNC = 0x8;
+  static final int MSG_TRUNC = 0x20;
+  static final int MSG_DONTWAIT = 0x40;
+  static final int MSG_EOR = 0x80;
   static final int MSG_NOSIGNAL = 0x4000;
   static final int MSG_CMSG_CLOEXEC = 0x40000000;
+  static final int SHUT_WR = 1;
   static final int SHUT_RDWR = 2;
   static final int ECONNREFUSED = 111;
   static final int ENOENT = 2;
@@ -71,6 +77,12 @@ final class SocketCalls {
       Libc.downcall("sendmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
   private static final MethodHandle RECVMSG =
       Libc.downcall("recvmsg", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
+  private static final MethodHandle SEND =
+      Libc.downcall(
+          "send", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+  private static final MethodHandle RECV =
+      Libc.downcall(
+          "recv", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
   private static final MethodHandle SHUTDOWN =
       Libc.downcall("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
 
@@ -184,32 +196,47 @@ final class SocketCalls {
 
   /** sendmsg(2); returns bytes sent or {@link Libc#WOULD_BLOCK}. */
   static long sendmsg(int fd, MemorySegment msghdr, int flags) throws NativeException {
-    MemorySegment state = Libc.callState();
-    try {
-      while (true) {
-        long n = (long) SENDMSG.invokeExact(state, fd, msghdr, flags);
-        if (n >= 0) return n;
-        int errno = Libc.errno(state);
-        if (errno == Libc.EAGAIN) return Libc.WOULD_BLOCK;
-        if (errno != Libc.EINTR) throw new NativeException("sendmsg", "fd " + fd, errno);
-      }
-    } catch (NativeException e) {
-      throw e;
-    } catch (Throwable t) {
-      throw Libc.unexpected(t);
-    }
+    return retried("sendmsg", fd, state -> (long) SENDMSG.invokeExact(state, fd, msghdr, flags));
   }
 
   /** recvmsg(2); returns bytes received (0 at end of stream) or {@link Libc#WOULD_BLOCK}. */
   static long recvmsg(int fd, MemorySegment msghdr, int flags) throws NativeException {
+    return retried("recvmsg", fd, state -> (long) RECVMSG.invokeExact(state, fd, msghdr, flags));
+  }
+
+  /** send(2); returns bytes sent or {@link Libc#WOULD_BLOCK}. */
+  static long send(int fd, MemorySegment data, long length, int flags) throws NativeException {
+    return retried("send", fd, state -> (long) SEND.invokeExact(state, fd, data, length, flags));
+  }
+
+  /**
+   * recv(2); returns what recv returns (bytes, or with MSG_TRUNC the message's length), or {@link
+   * Libc#WOULD_BLOCK}.
+   */
+  static long recv(int fd, MemorySegment into, long length, int flags) throws NativeException {
+    return retried("recv", fd, state -> (long) RECV.invokeExact(state, fd, into, length, flags));
+  }
+
+  /** One socket call, as a lambda over the errno capture state. */
+  @FunctionalInterface
+  private interface Call {
+    long invoke(MemorySegment state) throws Throwable;
+  }
+
+  /**
+   * Runs {@code call} again while it is interrupted (EINTR); EAGAIN becomes {@link
+   * Libc#WOULD_BLOCK}, any other failure a {@link NativeException} naming {@code name} and {@code
+   * fd}.
+   */
+  private static long retried(String name, int fd, Call call) throws NativeException {
     MemorySegment state = Libc.callState();
     try {
       while (true) {
-        long n = (long) RECVMSG.invokeExact(state, fd, msghdr, flags);
+        long n = call.invoke(state);
         if (n >= 0) return n;
         int errno = Libc.errno(state);
         if (errno == Libc.EAGAIN) return Libc.WOULD_BLOCK;
-        if (errno != Libc.EINTR) throw new NativeException("recvmsg", "fd " + fd, errno);
+        if (errno != Libc.EINTR) throw new NativeException(name, "fd " + fd, errno);
       }
     } catch (NativeException e) {
       throw e;
@@ -219,9 +246,14 @@ final class SocketCalls {
   }
 
   static void shutdown(int fd) throws NativeException {
+    shutdown(fd, SHUT_RDWR);
+  }
+
+  /** shutdown(2) with {@code how}: {@link #SHUT_WR} or {@link #SHUT_RDWR}. */
+  static void shutdown(int fd, int how) throws NativeException {
     MemorySegment state = Libc.callState();
     try {
-      if ((int) SHUTDOWN.invokeExact(state, fd, SHUT_RDWR) < 0) {
+      if ((int) SHUTDOWN.invokeExact(state, fd, how) < 0) {
         throw Libc.fail("shutdown", "fd " + fd, state);
       }
     } catch (NativeException e) {

@@ -60,6 +60,11 @@ public final class UnixListener implements AutoCloseable {
    * @throws IOException when the path is something other than a socket, or someone listens there
    */
   public static void removeStale(Path path) throws IOException {
+    removeStale(path, SocketCalls.SOCK_STREAM);
+  }
+
+  /** {@link #removeStale(Path)} for a socket of {@code type} (the probe must match it). */
+  static void removeStale(Path path, int type) throws IOException {
     if (!Files.exists(path, LinkOption.NOFOLLOW_LINKS)) return;
     // isOther() is also true of FIFOs and device nodes, which a connect probe calls stale too.
     int mode = (Integer) Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);
@@ -68,9 +73,7 @@ public final class UnixListener implements AutoCloseable {
     }
     // Non-blocking: a blocking connect to a live listener whose backlog is full waits forever.
     Fd probe =
-        Fd.adopt(
-            SocketCalls.socket(
-                SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC | SocketCalls.SOCK_NONBLOCK));
+        Fd.adopt(SocketCalls.socket(type | SocketCalls.SOCK_CLOEXEC | SocketCalls.SOCK_NONBLOCK));
     try {
       int refused;
       try {

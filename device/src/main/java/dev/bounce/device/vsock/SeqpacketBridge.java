@@ -1,0 +1,259 @@
+package dev.bounce.device.vsock;
+
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.socket.SeqpacketSocket;
+import java.lang.System.Logger.Level;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.charset.StandardCharsets;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * One vsock SEQPACKET connection tied to one host SOCK_SEQPACKET socket, message for message. Like
+ * {@link StreamBridge}, neither side makes the other buffer without bound: at most one message each
+ * way waits here (each at most the connection's buffer size, which is also the largest message a
+ * guest may send, its buf_alloc), the socket is read only when the guest took the last message, and
+ * the guest's bytes leave the connection only when the socket took the last message.
+ */
+final class SeqpacketBridge implements HostSide.HostEndpoint {
+  private static final System.Logger LOG = System.getLogger(SeqpacketBridge.class.getName());
+
+  private final UnixHost owner;
+  private final SeqpacketSocket socket;
+  private final boolean hostInitiated;
+  private final Arena arena = Arena.ofShared();
+  private FdWatch watch;
+  private ScheduledFuture<?> connectTimeout;
+  private VsockConnection connection;
+  private boolean awaitingConnect;
+  private boolean ended;
+
+  // Guest to host: one message assembled from the connection, then sent whole.
+  private MemorySegment toHost;
+  private int toHostLength;
+  private boolean toHostComplete;
+  private boolean outputShut;
+
+  // Host to guest: one message received whole, then handed to the connection as room allows.
+  private MemorySegment fromHost;
+  private int fromHostLength;
+  private int fromHostOffset;
+  private boolean fromHostPending;
+  private boolean hostEof;
+
+  private SeqpacketBridge(
+      UnixHost owner, SeqpacketSocket socket, VsockConnection connection, boolean hostInitiated) {
+    this.owner = owner;
+    this.socket = socket;
+    this.connection = connection;
+    this.hostInitiated = hostInitiated;
+  }
+
+  /** A host application connected to {@code <uds-path>.seqpacket}: wait for its CONNECT. */
+  static void awaitConnect(UnixHost owner, SeqpacketSocket socket) {
+    SeqpacketBridge b = new SeqpacketBridge(owner, socket, null, true);
+    b.awaitingConnect = true;
+    b.connectTimeout =
+        owner
+            .loop()
+            .schedule(
+                () ->
+                    b.refuse(
+                        "sent no CONNECT message within " + ConnectRequest.TIMEOUT_SECONDS + " s"),
+                ConnectRequest.TIMEOUT_SECONDS,
+                TimeUnit.SECONDS);
+    b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
+  }
+
+  /** A guest connection whose host end {@code socket} just connected. */
+  static SeqpacketBridge forGuest(UnixHost owner, SeqpacketSocket socket, VsockConnection c) {
+    SeqpacketBridge b = new SeqpacketBridge(owner, socket, c, false);
+    b.buffers(c);
+    b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
+    return b;
+  }
+
+  private void buffers(VsockConnection c) {
+    int size = c.fromGuest.capacity();
+    toHost = arena.allocate(size);
+    fromHost = arena.allocate(size);
+  }
+
+  private void onEvent() {
+    if (ended) return;
+    try {
+      if (awaitingConnect) {
+        readConnect();
+      } else {
+        fromHost();
+        toHost();
+      }
+    } catch (NativeException e) {
+      LOG.log(Level.DEBUG, "vsock: " + socket + ": " + e.getMessage());
+      VsockConnection c = connection;
+      if (c != null && !c.isClosed()) c.reset(); // closed() then releases the socket
+      else end();
+    }
+  }
+
+  private void readConnect() throws NativeException {
+    MemorySegment line = arena.allocate(ConnectRequest.MAX_LINE);
+    long n = socket.receive(line);
+    if (n == Libc.WOULD_BLOCK) return;
+    awaitingConnect = false;
+    connectTimeout.cancel(false);
+    if (n == 0) {
+      refuse("closed before a CONNECT message");
+      return;
+    }
+    if (n > ConnectRequest.MAX_LINE) {
+      refuse("sent a first message of " + n + " bytes instead of 'CONNECT <port>'");
+      return;
+    }
+    String text =
+        new String(line.asSlice(0, n).toArray(ValueLayout.JAVA_BYTE), StandardCharsets.US_ASCII);
+    long port = ConnectRequest.guestPort(text);
+    if (port < 0) {
+      refuse("sent '" + text.strip() + "' instead of 'CONNECT <port>'");
+      return;
+    }
+    if (owner.hostConnect((int) port, VsockHeader.TYPE_SEQPACKET, this) == null) end();
+  }
+
+  private void refuse(String what) {
+    LOG.log(
+        Level.INFO,
+        "vsock: a host application at "
+            + SeqpacketHost.pathFor(owner.udsPath())
+            + " "
+            + what
+            + "; closed");
+    end();
+  }
+
+  // ---- what the device says ----
+
+  @Override
+  public void connected(VsockConnection c) {
+    connection = c;
+    buffers(c);
+    byte[] ok =
+        ("OK " + Integer.toUnsignedString(c.hostPort()) + "\n").getBytes(StandardCharsets.US_ASCII);
+    MemorySegment.copy(MemorySegment.ofArray(ok), 0, toHost, 0, ok.length);
+    toHostLength = ok.length;
+    toHostComplete = true;
+    onEvent();
+  }
+
+  @Override
+  public void readable(VsockConnection c) {
+    onEvent();
+  }
+
+  @Override
+  public void writable(VsockConnection c) {
+    onEvent();
+  }
+
+  @Override
+  public void peerShutdown(VsockConnection c, int flags) {
+    if ((flags & VsockHeader.SHUTDOWN_RCV) != 0) fromHostPending = false;
+    onEvent();
+  }
+
+  @Override
+  public void closed(VsockConnection c) {
+    if (hostInitiated) owner.releaseHostPort(c.hostPort());
+    connection = null;
+    if (toHostComplete) {
+      try {
+        socket.send(toHost, toHostLength); // the guest's last message, if the socket takes it
+      } catch (NativeException e) {
+        LOG.log(Level.DEBUG, "vsock: " + socket + ": " + e.getMessage());
+      }
+    }
+    end();
+  }
+
+  private void end() {
+    if (ended) return;
+    ended = true;
+    if (connectTimeout != null) connectTimeout.cancel(false);
+    if (watch != null) watch.close();
+    socket.close();
+    arena.close();
+  }
+
+  // ---- moving messages ----
+
+  /** Host to guest: the waiting message as far as the guest has room, then the next. */
+  private void fromHost() throws NativeException {
+    VsockConnection c = connection;
+    while (c != null && c.isOpen()) {
+      if (fromHostPending) {
+        int n = c.write(fromHost, fromHostOffset, fromHostLength - fromHostOffset, true);
+        fromHostOffset += n;
+        if (fromHostOffset < fromHostLength) return; // the rest when writable() says
+        fromHostPending = false;
+      }
+      if (hostEof || (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_RCV) != 0) return;
+      long n = socket.receive(fromHost);
+      if (n == Libc.WOULD_BLOCK) return;
+      if (n == 0) {
+        hostEof = true;
+        c.shutdown(VsockHeader.SHUTDOWN_SEND);
+        return;
+      }
+      if (n > fromHost.byteSize()) {
+        LOG.log(
+            Level.INFO,
+            "vsock: a host message of "
+                + n
+                + " bytes on "
+                + c
+                + " is more than its "
+                + fromHost.byteSize()
+                + "-byte buffer (--tx-buffer-size); reset");
+        c.reset();
+        return;
+      }
+      fromHostLength = (int) n;
+      fromHostOffset = 0;
+      fromHostPending = true;
+    }
+  }
+
+  /** Guest to host: messages leave the connection only as fast as the socket takes them. */
+  private void toHost() throws NativeException {
+    while (true) {
+      if (toHostComplete) {
+        if (!socket.send(toHost, toHostLength)) return; // the next edge says when there is room
+        toHostComplete = false;
+        toHostLength = 0;
+      }
+      VsockConnection c = connection;
+      if (c == null) return;
+      int room = (int) toHost.byteSize() - toHostLength;
+      int n = c.read(toHost, toHostLength, room);
+      toHostLength += n;
+      if (c.endOfMessage()) {
+        toHostComplete = true;
+      } else if (n == 0) {
+        if (room == 0) {
+          LOG.log(Level.INFO, "vsock: a guest message on " + c + " outgrew its buffer; reset");
+          c.reset();
+        } else if (!outputShut
+            && toHostLength == 0
+            && (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_SEND) != 0) {
+          outputShut = true;
+          socket.shutdownOutput();
+        }
+        return;
+      }
+    }
+  }
+}

@@ -1,0 +1,82 @@
+package dev.bounce.device.vsock;
+
+import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.loop.FdWatch;
+import dev.bounce.vhost.socket.SeqpacketSocket;
+import io.netty.channel.IoEventLoop;
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/**
+ * The SEQPACKET half of {@link UnixHost}, with the names ARCHITECTURE.md gives: a host application
+ * reaches a guest SEQPACKET listener through {@code <uds-path>.seqpacket} (its first message {@code
+ * CONNECT <port>\n}, the reply message {@code OK <port>\n}); a guest SEQPACKET connection to host
+ * port P reaches a SOCK_SEQPACKET socket listening at {@code <uds-path>_<P>}. Netty has no
+ * SEQPACKET channel, so these are raw sockets watched on the same data loop ({@link
+ * SeqpacketBridge}).
+ */
+final class SeqpacketHost implements AutoCloseable {
+  private static final System.Logger LOG = System.getLogger(SeqpacketHost.class.getName());
+
+  private final UnixHost owner;
+  private final SeqpacketSocket listener;
+  private final FdWatch watch;
+
+  private SeqpacketHost(UnixHost owner, SeqpacketSocket listener, IoEventLoop loop) {
+    this.owner = owner;
+    this.listener = listener;
+    this.watch = FdWatch.start(loop, listener.fd(), this::accept);
+  }
+
+  static SeqpacketHost listen(UnixHost owner, Path path, IoEventLoop loop) throws IOException {
+    SeqpacketSocket listener = SeqpacketSocket.listen(path);
+    try {
+      return new SeqpacketHost(owner, listener, loop);
+    } catch (RuntimeException e) {
+      listener.close();
+      throw e;
+    }
+  }
+
+  private void accept() {
+    try {
+      for (SeqpacketSocket s = listener.accept(); s != null; s = listener.accept()) {
+        SeqpacketBridge.awaitConnect(owner, s);
+      }
+    } catch (NativeException e) {
+      LOG.log(Level.WARNING, "vsock: accepting at " + listener + ": " + e.getMessage());
+    }
+  }
+
+  /** A guest SEQPACKET connection to {@code target}: its endpoint, or null when none listens. */
+  HostSide.HostEndpoint dial(VsockConnection connection, Path target) {
+    try {
+      SeqpacketSocket s = SeqpacketSocket.connect(target);
+      if (s == null) return null;
+      return SeqpacketBridge.forGuest(owner, s, connection);
+    } catch (IOException e) {
+      LOG.log(Level.INFO, "vsock: connecting to " + target + ": " + e.getMessage());
+      return null;
+    }
+  }
+
+  @Override
+  public void close() {
+    watch.close();
+    listener.close();
+  }
+
+  static Path pathFor(Path udsPath) {
+    return Path.of(udsPath + ".seqpacket");
+  }
+
+  static void remove(Path path) {
+    try {
+      Files.deleteIfExists(path);
+    } catch (IOException e) {
+      LOG.log(Level.WARNING, "vsock: cannot remove " + path + ": " + e.getMessage());
+    }
+  }
+}
