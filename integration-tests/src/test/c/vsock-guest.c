@@ -55,6 +55,7 @@ struct result {
 };
 
 static void report(const struct result *r, const char *failed) {
+  int error = errno; /* of the call that failed, before anything here can change it */
   char line[512];
   int n = snprintf(line, sizeof line,
                    "BOUNCE-RESULT mode=%s port=%u sent=%llu sent_crc=%08x received=%llu "
@@ -62,7 +63,7 @@ static void report(const struct result *r, const char *failed) {
                    r->mode, r->port, (unsigned long long)r->sent, r->sent_crc,
                    (unsigned long long)r->received, r->received_crc);
   if (failed)
-    n += snprintf(line + n, sizeof line - n, " error=%s: %s\n", failed, strerror(errno));
+    n += snprintf(line + n, sizeof line - n, " error=%s: %s\n", failed, strerror(error));
   else
     n += snprintf(line + n, sizeof line - n, " ok\n");
   if (write(1, line, n) < 0) exit(3);
