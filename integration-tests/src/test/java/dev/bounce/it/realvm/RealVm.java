@@ -1,0 +1,202 @@
+package dev.bounce.it.realvm;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * One real-VM run: bounce as its own process ({@code bounce vsock}, the command users run), host
+ * applications on its host side, and a QEMU guest whose scripts/realvm/init runs vsock-guest steps
+ * and prints result lines. Every failure it reports carries the guest console and bounce's log.
+ * {@link #close} kills QEMU and bounce and removes the run's folder, whatever happened.
+ */
+final class RealVm implements AutoCloseable {
+  /** The guest's CID (QEMU's vhost-user-vsock reads it from the backend's config space). */
+  static final int GUEST_CID = 3;
+
+  private static final Duration BOUNCE_START = Duration.ofSeconds(30);
+
+  private final Guest guest;
+  private final Path dir;
+  private final List<AutoCloseable> open = new ArrayList<>(); // closed last to first
+  private ChildProcess bounce;
+  private DropRepliesRelay relay;
+  private ChildProcess qemu;
+
+  RealVm(Guest guest) throws IOException {
+    this.guest = guest;
+    // Short: Unix socket paths must stay under 108 bytes.
+    this.dir = Files.createTempDirectory("bounce-realvm-");
+  }
+
+  /** Where bounce listens for the VMM. */
+  Path vhostUserSocket() {
+    return dir.resolve("vhost-user.sock");
+  }
+
+  /** bounce's host side: host applications connect here; guests reach {@code <this>_<port>}. */
+  Path udsPath() {
+    return dir.resolve("vsock.uds");
+  }
+
+  /** Starts {@code bounce vsock} from device/target/bounce.jar with the test's own JDK. */
+  void startBounce() throws IOException, InterruptedException {
+    Path jar = GuestImages.ROOT.resolve("device/target/bounce.jar");
+    if (!Files.isRegularFile(jar)) {
+      throw new AssertionError(
+          jar + " is missing: build it first (./mvnw -B verify -pl integration-tests -am)");
+    }
+    bounce =
+        started(
+            ChildProcess.start(
+                "bounce",
+                List.of(
+                    Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                    "--enable-native-access=ALL-UNNAMED",
+                    "-jar",
+                    jar.toString(),
+                    "vsock",
+                    "--guest-cid",
+                    Integer.toString(GUEST_CID),
+                    "--socket",
+                    vhostUserSocket().toString(),
+                    "--uds-path",
+                    udsPath().toString())));
+    if (bounce.await(Pattern.compile("bounce vsock: guest CID"), BOUNCE_START).isEmpty()) {
+      throw failure("bounce did not start serving within " + BOUNCE_START.toSeconds() + " s");
+    }
+  }
+
+  /** Puts a relay that drops every reply between QEMU and bounce: a broken backend to QEMU. */
+  void dropRepliesFromBounce() throws IOException {
+    relay = started(DropRepliesRelay.start(dir.resolve("relay.sock"), vhostUserSocket()));
+  }
+
+  /** A host application echoing what guests send to host {@code port}. */
+  HostEcho hostEcho(int port) throws IOException {
+    return started(new HostEcho(Path.of(udsPath() + "_" + port)));
+  }
+
+  /** Boots the guest; its init runs {@code steps} (see scripts/realvm/init) and powers off. */
+  void boot(String steps) throws IOException, InterruptedException {
+    Path socket = relay != null ? relay.path() : vhostUserSocket();
+    List<String> command = guest.command(GuestImages.prepared(), socket, steps, dir);
+    qemu = started(ChildProcess.start("qemu", command));
+  }
+
+  /** Waits for the guest's READY line of a listen step on {@code port}. */
+  void awaitListening(int port, Duration timeout) throws InterruptedException {
+    String ready = "BOUNCE-READY mode=listen port=" + port;
+    if (qemu.await(Pattern.compile(Pattern.quote(ready)), timeout).isEmpty()) {
+      throw failure(noLine("'" + ready + "'", timeout));
+    }
+  }
+
+  /**
+   * Waits for the result line of the guest's {@code mode} step and returns its fields.
+   *
+   * @throws AssertionError with the evidence when there is none in time or it reports an error
+   */
+  Map<String, String> awaitResult(String mode, Duration timeout) throws InterruptedException {
+    Optional<Matcher> found =
+        qemu.await(
+            Pattern.compile("BOUNCE-RESULT mode=" + Pattern.quote(mode) + " (.*)$"), timeout);
+    if (found.isEmpty()) throw failure(noLine("result line for its " + mode + " step", timeout));
+    Map<String, String> fields = new LinkedHashMap<>();
+    for (String field : found.get().group(1).split(" ")) {
+      int eq = field.indexOf('=');
+      if (eq > 0) fields.put(field.substring(0, eq), field.substring(eq + 1));
+      if (field.startsWith("error=")) {
+        throw failure("the guest's " + mode + " step failed: " + found.get().group());
+      }
+    }
+    return fields;
+  }
+
+  /** Waits for the guest's init to finish its steps (it powers the guest off next). */
+  void awaitPoweroff(Duration timeout) throws InterruptedException {
+    if (qemu.await(Pattern.compile("^BOUNCE-DONE$"), timeout).isEmpty()) {
+      throw failure(noLine("BOUNCE-DONE", timeout));
+    }
+  }
+
+  /** Whether the guest console has a line containing {@code text} (so far). */
+  boolean consoleHas(String text) throws InterruptedException {
+    return qemu.await(Pattern.compile(Pattern.quote(text)), Duration.ZERO).isPresent();
+  }
+
+  private String noLine(String what, Duration timeout) {
+    String why =
+        "the guest printed no "
+            + what
+            + " within "
+            + timeout.toSeconds()
+            + " s (QEMU "
+            + qemu.state()
+            + ")";
+    if (qemu.printedNothing()) {
+      why +=
+          "; QEMU printed nothing, so it never started the guest: that is what it does when the"
+              + " vhost-user backend does not answer its requests (see bounce's log)";
+    }
+    return why;
+  }
+
+  /** An assertion failure naming {@code what} went wrong, with everything needed to see why. */
+  AssertionError failure(String what) {
+    StringBuilder message = new StringBuilder(what).append("\n(").append(guest).append(")");
+    if (relay != null) message.append("\n--- relay ---\n").append(relay.summary());
+    if (qemu != null) {
+      message.append("\n--- guest console (QEMU output) ---\n").append(qemu.output());
+    }
+    if (bounce != null) message.append("\n--- bounce's log ---\n").append(bounce.output());
+    return new AssertionError(message.toString());
+  }
+
+  /** Fails with the evidence unless {@code expected} equals {@code actual}. */
+  void assertSame(Transfer expected, Transfer actual, String what) {
+    if (!expected.equals(actual)) {
+      throw failure(what + ": expected " + expected + ", got " + actual);
+    }
+  }
+
+  private <T extends AutoCloseable> T started(T resource) {
+    open.add(resource);
+    return resource;
+  }
+
+  @Override
+  public void close() throws Exception {
+    Exception first = null;
+    for (AutoCloseable resource : open.reversed()) {
+      try {
+        resource.close();
+      } catch (Exception e) {
+        if (first == null) first = e;
+      }
+    }
+    try (Stream<Path> files = Files.walk(dir)) {
+      files.sorted(Comparator.reverseOrder()).forEach(RealVm::delete);
+    }
+    if (first != null) throw first;
+  }
+
+  private static void delete(Path path) {
+    try {
+      Files.deleteIfExists(path);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+  }
+}
