@@ -29,6 +29,7 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
 
   private final UnixHost host;
   private ScheduledFuture<?> timeout;
+  private boolean answered;
 
   private ConnectRequest(UnixHost host) {
     this.host = host;
@@ -62,6 +63,9 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
     } finally {
       buf.release();
     }
+    // Lines already read after a refused request are not requests: the socket is closing.
+    if (answered) return;
+    answered = true;
     timeout.cancel(false);
     long port = guestPort(line);
     if (port < 0) {
@@ -80,7 +84,7 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
 
   @Override
   public void channelReadComplete(ChannelHandlerContext ctx) {
-    ctx.read(); // still waiting for the whole line
+    if (!answered) ctx.read(); // still waiting for the whole line
   }
 
   @Override

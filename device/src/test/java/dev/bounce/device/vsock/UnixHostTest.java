@@ -211,15 +211,17 @@ class UnixHostTest {
               });
       assertEquals(0, await(app).length, "a reply to '" + line + "'");
     }
-    // A well-formed request for a guest port nobody listens on: the guest's RST closes it.
+    // A well-formed request for a guest port nobody listens on: the guest's RST closes it. What
+    // follows the line in the same write is data, never a second request.
     Future<byte[]> app =
         hostApp(
             () -> {
-              try (SocketChannel ch = connectLine("CONNECT 6000\n")) {
+              try (SocketChannel ch = connectLine("CONNECT 6000\nCONNECT 6001\n")) {
                 return readToEof(ch);
               }
             });
     assertEquals(0, await(app).length);
+    assertEquals(0, rig.device.connectionCount(), "a connection outlived its refusal");
   }
 
   @Test
