@@ -69,7 +69,7 @@ public final class VsockDriver {
   private final DriverQueue.UsedConsumer onTxUsed = this::transmitted;
   private boolean postRx = true;
 
-  private final Map<Long, Socket> sockets = new HashMap<>();
+  private final LongMap<Socket> sockets = new LongMap<>();
   private final Map<Integer, ArrayDeque<Socket>> listeners = new HashMap<>();
   private int nextPort = FIRST_EPHEMERAL;
 
@@ -156,7 +156,6 @@ public final class VsockDriver {
     long txCnt;
     int announcedFwdCnt;
     int peerShutdown;
-    private final byte[] scratch = new byte[TX_CHUNK];
 
     Socket(int localPort, int peerPort, int type) {
       this.localPort = localPort;
@@ -175,6 +174,11 @@ public final class VsockDriver {
 
     public boolean isOpen() {
       return open && !reset;
+    }
+
+    /** A {@link #startConnect} still waiting for the device's RESPONSE or RST. */
+    public boolean isConnecting() {
+      return !open && !reset;
     }
 
     public boolean wasReset() {
@@ -360,16 +364,14 @@ public final class VsockDriver {
   }
 
   /**
-   * Connects to host port {@code hostPort}.
+   * Connects to host port {@code hostPort}, waiting for the answer.
    *
    * @throws IOException when the device answers RST (nothing listens) or nothing comes in time
    */
   public Socket connect(int hostPort, int type, Duration timeout) throws IOException {
-    Socket s = new Socket(nextPort++, hostPort, type);
-    sockets.put(key(s.localPort, s.peerPort), s);
-    postOrWait(s, Op.REQUEST, 0);
+    Socket s = startConnect(hostPort, type);
     long deadline = System.nanoTime() + timeout.toNanos();
-    while (!s.open && !s.reset) {
+    while (s.isConnecting()) {
       if (System.nanoTime() > deadline) {
         throw new IOException("no answer to REQUEST to host port " + hostPort);
       }
@@ -379,21 +381,44 @@ public final class VsockDriver {
     return s;
   }
 
+  /**
+   * Sends a REQUEST to host port {@code hostPort} and returns at once, as a non-blocking connect
+   * does: the socket {@link Socket#isConnecting} until the RESPONSE ({@link Socket#isOpen}) or an
+   * RST ({@link Socket#wasReset}) arrives while the driver is {@link #pump}ed.
+   */
+  public Socket startConnect(int hostPort, int type) throws IOException {
+    Socket s = new Socket(nextPort++, hostPort, type);
+    sockets.put(key(s.localPort, s.peerPort), s);
+    postOrWait(s, Op.REQUEST, 0);
+    return s;
+  }
+
   /** Accepts connections to guest port {@code port} from now on. */
   public void listen(int port) {
     listeners.putIfAbsent(port, new ArrayDeque<>());
   }
 
-  /** The next connection accepted on {@code port}. */
+  /** The next connection accepted on {@code port}, waiting for it. */
   public Socket accept(int port, Duration timeout) throws IOException {
-    ArrayDeque<Socket> queue = listeners.get(port);
-    if (queue == null) throw new IllegalStateException("not listening on " + port);
     long deadline = System.nanoTime() + timeout.toNanos();
-    while (queue.isEmpty()) {
+    Socket s;
+    while ((s = accepted(port)) == null) {
       if (System.nanoTime() > deadline) throw new IOException("nothing connected to " + port);
       pump(10);
     }
+    return s;
+  }
+
+  /** The next connection accepted on {@code port}, or null when none waits (no waiting). */
+  public Socket accepted(int port) {
+    ArrayDeque<Socket> queue = listeners.get(port);
+    if (queue == null) throw new IllegalStateException("not listening on " + port);
     return queue.pollFirst();
+  }
+
+  /** Sockets of this driver open, connecting, or closing (not yet reset). */
+  public int socketCount() {
+    return sockets.size();
   }
 
   /**
