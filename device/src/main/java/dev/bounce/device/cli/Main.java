@@ -68,7 +68,8 @@ public final class Main {
       System.err.println("bounce " + name + ": " + e.getMessage());
       return 2;
     } catch (Exception e) {
-      System.err.println("bounce " + name + ": " + e.getMessage());
+      // An exception without a message is a bug: its type says more than "null".
+      System.err.println("bounce " + name + ": " + (e.getMessage() == null ? e : e.getMessage()));
       return 1;
     }
   }

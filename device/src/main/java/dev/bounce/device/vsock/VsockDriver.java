@@ -1,11 +1,16 @@
 package dev.bounce.device.vsock;
 
 import dev.bounce.pool.Libc;
+import dev.bounce.pool.LittleEndian;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.frontend.Dma;
 import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestBuffers;
+import dev.bounce.vhost.protocol.ConfigSpace;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.protocol.Message;
+import dev.bounce.vhost.protocol.ProtocolFeature;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -106,6 +111,28 @@ public final class VsockDriver {
   public static FrontendSession.Options options(
       dev.bounce.vhost.frontend.Handshake handshake, int queueSize) {
     return new FrontendSession.Options(handshake, DRIVER_FEATURES, 2, queueSize, 0);
+  }
+
+  /**
+   * The guest CID the device announces in its config space (virtio 1.2 section 5.10.4), read with
+   * GET_CONFIG as QEMU's vhost-user-vsock does.
+   *
+   * @throws IOException when the backend did not negotiate the CONFIG protocol feature or answers
+   *     with something other than 8 bytes
+   */
+  public static long guestCid(FrontendSession session) throws IOException {
+    if (!session.negotiated(ProtocolFeature.CONFIG)) {
+      throw new IOException(
+          "the backend did not offer the CONFIG protocol feature, so the guest CID cannot be read"
+              + " (QEMU's vhost-user-vsock needs it too)");
+    }
+    try (Message<FrontendRequest> reply =
+        session.channel().call(FrontendRequest.GET_CONFIG, ConfigSpace.read(0, 8))) {
+      if (!(reply.payload() instanceof ConfigSpace config) || config.data().length != 8) {
+        throw new IOException("GET_CONFIG of the guest CID got " + reply.payload());
+      }
+      return MemorySegment.ofArray(config.data()).get(LittleEndian.LE64, 0);
+    }
   }
 
   public boolean seqpacketNegotiated() {
