@@ -86,6 +86,11 @@ final class FrontendCommand {
               new Flags.Flag(
                   "parallel", "N", "vsock: connections open at the same time (default 1)"),
               new Flags.Flag(
+                  "open-first",
+                  null,
+                  "vsock: the first --parallel connections are all established before any moves"
+                      + " a byte (a connection storm, then traffic)"),
+              new Flags.Flag(
                   "ping-pong",
                   null,
                   "vsock: instead of streams, --count round trips of --size bytes over one"
@@ -221,11 +226,14 @@ final class FrontendCommand {
           errors = stats.errors();
         } else {
           VsockWorkload.Result r =
-              workload.stream(direction, count, parallel, size, bytes, duration);
+              workload.stream(
+                  direction, count, parallel, size, bytes, FLAGS.has("open-first"), duration);
           System.out.print(
               json
                   ? "{\"connections\":"
                       + r.connections()
+                      + ",\"peak_open\":"
+                      + r.peakOpen()
                       + ",\"guest_to_host\":"
                       + r.guestToHost().json()
                       + ",\"host_to_guest\":"
@@ -233,6 +241,9 @@ final class FrontendCommand {
                       + "}\n"
                   : "connections: "
                       + r.connections()
+                      + " ("
+                      + r.peakOpen()
+                      + " open at once at most)"
                       + "\nguest to host:\n"
                       + r.guestToHost().text().indent(2)
                       + "host to guest:\n"

@@ -86,8 +86,12 @@ public final class VsockWorkload implements AutoCloseable {
     }
   }
 
-  /** What a stream workload did, per direction (a direction that carried nothing has no bytes). */
-  public record Result(Stats guestToHost, Stats hostToGuest, long connections) {
+  /**
+   * What a stream workload did, per direction (a direction that carried nothing has no bytes); how
+   * many connections ran, and how many were open (established at both ends) at the same time at
+   * most.
+   */
+  public record Result(Stats guestToHost, Stats hostToGuest, long connections, int peakOpen) {
     public long errors() {
       return guestToHost.errors() + hostToGuest.errors();
     }
@@ -110,6 +114,7 @@ public final class VsockWorkload implements AutoCloseable {
   private Stats toHostStats;
   private Stats toGuestStats;
   private long lastProgress;
+  private boolean holding;
 
   /**
    * A workload for {@code driver}'s guest against the host side at {@code udsPath}; listens at
@@ -140,10 +145,17 @@ public final class VsockWorkload implements AutoCloseable {
   /**
    * Runs {@code connections} stream connections, {@code parallel} at a time, each moving {@code
    * bytes} in writes of {@code size} the way {@code direction} says; stops early after {@code
-   * duration} (what was under way is counted as far as it got).
+   * duration} (what was under way is counted as far as it got). With {@code openFirst}, the first
+   * {@code parallel} connections are all established before any of them moves a byte.
    */
   public Result stream(
-      Direction direction, long connections, int parallel, int size, long bytes, Duration duration)
+      Direction direction,
+      long connections,
+      int parallel,
+      int size,
+      long bytes,
+      boolean openFirst,
+      Duration duration)
       throws IOException {
     if (size < 1 || size > MAX_SIZE) {
       throw new IllegalArgumentException("write size " + size + " is not 1.." + MAX_SIZE);
@@ -157,6 +169,8 @@ public final class VsockWorkload implements AutoCloseable {
     long deadline = System.nanoTime() + duration.toNanos();
     long started = 0;
     long finished = 0;
+    int peakOpen = 0;
+    holding = openFirst;
     lastProgress = System.nanoTime();
     toHostStats.start();
     toGuestStats.start();
@@ -173,14 +187,18 @@ public final class VsockWorkload implements AutoCloseable {
         progress = true;
       }
       progress |= step();
+      int open = 0;
       for (int i = links.size() - 1; i >= 0; i--) {
         Link link = links.get(i);
+        if (link.isOpen()) open++;
         if (link.done()) {
           links.remove(i);
           finished++;
           progress = true;
         }
       }
+      peakOpen = Math.max(peakOpen, open);
+      if (holding && open == Math.min(parallel, connections)) holding = false;
       if (started == finished && System.nanoTime() >= deadline) break;
       if (System.nanoTime() >= deadline + STALL_NANOS) {
         for (Link link : links)
@@ -193,7 +211,7 @@ public final class VsockWorkload implements AutoCloseable {
     }
     toHostStats.finish();
     toGuestStats.finish();
-    return new Result(toHostStats, toGuestStats, finished);
+    return new Result(toHostStats, toGuestStats, finished, peakOpen);
   }
 
   /**
@@ -468,7 +486,9 @@ public final class VsockWorkload implements AutoCloseable {
                 + " the guest)");
         return true;
       }
-      if (guest == null || guest.isConnecting() || host == null || !hostOpen()) return progress;
+      if (holding || guest == null || guest.isConnecting() || host == null || !hostOpen()) {
+        return progress;
+      }
       try {
         progress |= guestSend() | guestReceive() | hostSend() | hostReceive();
       } catch (IOException e) {
