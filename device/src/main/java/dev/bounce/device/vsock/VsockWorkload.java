@@ -54,7 +54,7 @@ public final class VsockWorkload implements AutoCloseable {
   public static final int MAX_SIZE = 1 << 20;
 
   /** No progress for this long: wait on the driver's notifications instead of spinning. */
-  static final long SPIN_NANOS = Duration.ofMillis(2).toNanos();
+  public static final long SPIN_NANOS = Duration.ofMillis(2).toNanos();
 
   private static final int PATTERN_SPREAD = 251;
   private static final int LINE_MAX = 64;
