@@ -47,6 +47,10 @@ public final class VsockBench {
   private static final long STREAM_BYTES = Long.getLong("bench.streamBytes", 256L << 20);
   private static final long ROUND_TRIPS = Long.getLong("bench.roundTrips", 20_000);
   private static final int ROUNDS = Integer.getInteger("bench.rounds", 5);
+
+  /** More flags for {@code bounce vsock}, for example {@code --tx-buffer-size 256K}. */
+  private static final String BACKEND_ARGS = System.getProperty("bench.backendArgs", "");
+
   private static final int MESSAGE = 64;
   private static final int[] SIZES = {4096, 65536};
   private static final Duration LIMIT = Duration.ofSeconds(120);
@@ -79,22 +83,17 @@ public final class VsockBench {
           STREAM_BYTES >> 20,
           ROUND_TRIPS,
           MESSAGE);
-      children.add(
-          child(
-              dir,
-              "bounce-vsock",
-              Main.class.getName(),
-              "vsock",
-              "--socket",
-              "" + vhost,
-              "--uds-path",
-              "" + uds));
+      List<String> vsock =
+          new ArrayList<>(List.of("vsock", "--socket", "" + vhost, "--uds-path", "" + uds));
+      if (!BACKEND_ARGS.isBlank()) vsock.addAll(List.of(BACKEND_ARGS.trim().split("\\s+")));
+      children.add(child(dir, "bounce-vsock", Main.class.getName(), vsock.toArray(String[]::new)));
       children.add(child(dir, "uds-peer", UdsPeer.class.getName(), "" + raw));
       for (Path p : List.of(vhost, uds, raw)) awaitFile(p, children);
       try (GuestRam ram = GuestRam.create(MemoryMode.SHARED, 0x4000_0000L, 256L << 20, 0, 0);
           FrontendSession session =
               FrontendSession.connect(vhost, ram, VsockDriver.options(Handshake.QEMU, 256))) {
-        VsockDriver driver = new VsockDriver(session, VsockDriver.guestCid(session), 64 * 1024);
+        VsockDriver driver =
+            new VsockDriver(session, VsockDriver.guestCid(session), VsockDriver.LINUX_BUFFER_SIZE);
         VsockBench bench = new VsockBench(raw);
         try (VsockWorkload w = new VsockWorkload(driver, uds)) {
           bench.workload = w;

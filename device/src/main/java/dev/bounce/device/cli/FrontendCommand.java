@@ -1,6 +1,5 @@
 package dev.bounce.device.cli;
 
-import dev.bounce.device.vsock.VsockDevice;
 import dev.bounce.device.vsock.VsockDriver;
 import dev.bounce.device.vsock.VsockWorkload;
 import dev.bounce.vhost.frontend.EchoDriver;
@@ -198,7 +197,7 @@ final class FrontendCommand {
     try (GuestRam ram = guestRam(mode, memory, pool);
         FrontendSession session = open(socket, ram, VsockDriver.options(handshake, queueSize))) {
       long cid = VsockDriver.guestCid(session);
-      VsockDriver driver = new VsockDriver(session, cid, VsockDevice.DEFAULT_BUFFER_SIZE);
+      VsockDriver driver = new VsockDriver(session, cid, VsockDriver.LINUX_BUFFER_SIZE);
       if (!json) {
         System.err.printf(
             "bounce frontend: %s; connected to %s; guest CID %d; host side %s; %s%n",

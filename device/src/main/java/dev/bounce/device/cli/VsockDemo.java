@@ -92,7 +92,7 @@ final class VsockDemo {
               + "; shared with the backend: the "
               + (POOL_SIZE >> 20)
               + " MiB DMA pool only, every buffer bounced through it");
-      VsockDriver driver = new VsockDriver(session, cid, 64 * 1024);
+      VsockDriver driver = new VsockDriver(session, cid, VsockDriver.LINUX_BUFFER_SIZE);
       VsockWorkload.Result result;
       try (VsockWorkload workload = new VsockWorkload(driver, uds)) {
         say(

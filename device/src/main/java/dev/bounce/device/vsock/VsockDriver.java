@@ -39,6 +39,12 @@ public final class VsockDriver {
   /** Linux 6.1's rx buffer: one writable descriptor, header included. */
   public static final int RX_BUFFER_SIZE = 3776;
 
+  /**
+   * Linux's default receive buffer per socket (VIRTIO_VSOCK_DEFAULT_BUF_SIZE, the buf_alloc a guest
+   * announces unless SO_VM_SOCKETS_BUFFER_SIZE changes it): the window host-to-guest bytes flow in.
+   */
+  public static final int LINUX_BUFFER_SIZE = 256 * 1024;
+
   /** Payload bytes per tx packet (Linux sends up to 64 KiB; smaller keeps the heap slots small). */
   public static final int TX_CHUNK = 16 * 1024;
 

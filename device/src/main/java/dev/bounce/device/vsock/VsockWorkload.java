@@ -261,14 +261,10 @@ public final class VsockWorkload implements AutoCloseable {
   private boolean step() throws IOException {
     boolean progress = driver.pump(0);
     SocketChannel accepted;
-    while ((accepted = hostListener.accept()) != null) {
-      Link link = awaitingHostAccept.pollFirst();
-      if (link == null) {
-        accepted.close(); // nothing of ours asked for it
-        continue;
-      }
+    // Only while a guest connection waits for its host end: accept(2) is a syscall per pass.
+    while (!awaitingHostAccept.isEmpty() && (accepted = hostListener.accept()) != null) {
       accepted.configureBlocking(false);
-      link.host = accepted;
+      awaitingHostAccept.pollFirst().host = accepted;
       progress = true;
     }
     VsockDriver.Socket s;
@@ -418,7 +414,8 @@ public final class VsockWorkload implements AutoCloseable {
     ByteBuffer line; // host-initiated: the OK line as it arrives
     boolean hostOpen;
     boolean hostOutputShut;
-    boolean guestShut;
+    boolean guestSendShut;
+    boolean guestShut; // both ways: the device answers with RST once the host took every byte
     boolean hostClosed;
     boolean failed;
 
@@ -437,7 +434,7 @@ public final class VsockWorkload implements AutoCloseable {
     }
 
     boolean done() {
-      return failed || (hostClosed && guestShut && (guest == null || !guest.isOpen()));
+      return failed || (hostClosed && guestShut && guest.wasReset());
     }
 
     void fail(String what) {
@@ -542,8 +539,14 @@ public final class VsockWorkload implements AutoCloseable {
         f.sent += n;
         progress = true;
       }
-      // The guest shuts its side when it sent everything and read to end of stream.
-      if (f.sendingDone() && toGuest.eof && !guestShut) {
+      // The guest shuts its sending down once it sent everything, and its receiving once it also
+      // read to end of stream.
+      if (f.sendingDone() && !guestSendShut) {
+        guest.shutdown(VsockHeader.SHUTDOWN_SEND);
+        guestSendShut = true;
+        progress = true;
+      }
+      if (guestSendShut && toGuest.eof && !guestShut) {
         guest.shutdown(VsockHeader.SHUTDOWN_BOTH);
         guestShut = true;
         progress = true;
@@ -584,9 +587,17 @@ public final class VsockWorkload implements AutoCloseable {
         f.sent += n;
         progress = true;
       }
-      if (f.sendingDone() && !hostOutputShut) {
+      // The host application half-closes only after the guest did, when the backend has nothing
+      // more to write to it: Netty 4.2.18's epoll drops a socket whose input was shut down from
+      // its epoll set, so a backend write that has to wait for room would fail.
+      if (f.sendingDone() && toHost.eof && !hostOutputShut) {
         host.shutdownOutput();
         hostOutputShut = true;
+        progress = true;
+      }
+      // It closes once the guest's side is gone: every byte it sent has arrived.
+      if (hostOutputShut && guestShut && guest.wasReset() && !hostClosed) {
+        closeHost();
         progress = true;
       }
       return progress;
@@ -603,7 +614,6 @@ public final class VsockWorkload implements AutoCloseable {
         if (n < 0) {
           f.eof = true;
           f.verify(this);
-          if (!failed && hostOutputShut) closeHost();
           break;
         }
         hostIn.flip();
