@@ -36,8 +36,10 @@ import java.util.zip.CRC32C;
  *   <li>bounce: {@code bounce vsock} in a second process; this process is the fake frontend (guest
  *       driver) and the host application, driven by {@link VsockWorkload} (one thread, spinning
  *       while work is in flight). Guest-to-host and host-to-guest streams, and ping-pong.
- *   <li>raw: {@link UdsPeer} in a second process; this process writes to it (or ping-pongs) over
- *       one Unix socket with the same loop, the same write sizes and the same checksums.
+ *   <li>raw: {@link UdsPeer} in a second process; this process writes to it (raw stream), writes
+ *       and reads back what it echoes (raw relay: like bounce's path, one process is both ends and
+ *       the second relays), or ping-pongs, over one Unix socket with the same loop, the same write
+ *       sizes and the same checksums.
  * </ul>
  *
  * Both second processes get this JVM's flags. After a warm-up round, every case runs once per
@@ -118,7 +120,8 @@ public final class VsockBench {
   private void round(String name, boolean keep) throws IOException {
     log("%s", name);
     for (int size : SIZES) {
-      measure(keep, "raw " + size, "MiB/s", rawStream(size));
+      measure(keep, "raw stream " + size, "MiB/s", rawStream(size));
+      measure(keep, "raw relay " + size, "MiB/s", rawRelay(size));
       for (VsockWorkload.Direction d :
           List.of(VsockWorkload.Direction.GUEST_TO_HOST, VsockWorkload.Direction.HOST_TO_GUEST)) {
         VsockWorkload.Result r = workload.stream(d, 1, 1, size, STREAM_BYTES, false, LIMIT);
@@ -138,40 +141,61 @@ public final class VsockBench {
     if (keep) samples.computeIfAbsent(name, n -> new ArrayList<>()).add(value);
   }
 
+  /**
+   * Medians over the rounds; a ratio is the median of each round's ratio (bounce and raw measured
+   * moments apart), which the machine's load swings between rounds do not move as much.
+   */
   private void report() {
     System.out.println();
-    System.out.println("medians of " + ROUNDS + " rounds (ratio: bounce / raw Unix socket)");
+    System.out.printf(
+        "medians of %d rounds; ratio = bounce / raw, per round. raw stream: this process writes,"
+            + " the peer reads. raw relay: this process writes and reads back what the peer"
+            + " echoes (the shape of bounce's path: one process is both ends, the second one"
+            + " relays)%n",
+        ROUNDS);
     for (int size : SIZES) {
-      double raw = median("raw " + size);
       for (String way : List.of("guest-to-host", "host-to-guest")) {
-        double b = median(way + " " + size);
+        String bounce = way + " " + size;
+        double stream = ratio(bounce, "raw stream " + size);
         System.out.printf(
             Locale.ROOT,
-            "  %-14s %5d KiB writes: %8.1f MiB/s, raw %8.1f MiB/s, ratio %.2f%s%n",
+            "  %-14s %2d KiB writes: %7.1f MiB/s; raw stream %7.1f MiB/s, ratio %.2f%s;"
+                + " raw relay %7.1f MiB/s, ratio %.2f%n",
             way,
             size / 1024,
-            b,
-            raw,
-            b / raw,
-            size == 65536
-                ? (b / raw >= 0.8 ? "  (goal >= 0.8: met)" : "  (goal >= 0.8: MISSED)")
-                : "");
+            median(bounce),
+            median("raw stream " + size),
+            stream,
+            size == 65536 ? (stream >= 0.8 ? " (goal >= 0.8: met)" : " (goal >= 0.8: MISSED)") : "",
+            median("raw relay " + size),
+            ratio(bounce, "raw relay " + size));
       }
     }
-    double b = median("bounce rtt");
-    double raw = median("raw rtt");
+    double rtt = ratio("bounce rtt", "raw rtt");
     System.out.printf(
         Locale.ROOT,
-        "  round trip, %d B:         %8.1f us,    raw %8.1f us,    ratio %.2f  (goal <= 2: %s)%n",
+        "  round trip, %d B:       %7.1f us;    raw %7.1f us, ratio %.2f (goal <= 2: %s)%n",
         MESSAGE,
-        b,
-        raw,
-        b / raw,
-        b / raw <= 2 ? "met" : "MISSED");
+        median("bounce rtt"),
+        median("raw rtt"),
+        rtt,
+        rtt <= 2 ? "met" : "MISSED");
+  }
+
+  private double ratio(String bounce, String raw) {
+    List<Double> b = samples.get(bounce);
+    List<Double> r = samples.get(raw);
+    List<Double> ratios = new ArrayList<>();
+    for (int i = 0; i < b.size(); i++) ratios.add(b.get(i) / r.get(i));
+    return median(ratios);
   }
 
   private double median(String name) {
-    double[] v = samples.get(name).stream().mapToDouble(Double::doubleValue).sorted().toArray();
+    return median(samples.get(name));
+  }
+
+  private static double median(List<Double> values) {
+    double[] v = values.stream().mapToDouble(Double::doubleValue).sorted().toArray();
     return v.length % 2 == 1 ? v[v.length / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
   }
 
@@ -202,6 +226,43 @@ public final class VsockBench {
       }
       double seconds = (System.nanoTime() - start) / 1e9;
       check(answer.getLong(0) == crc.getValue() ? 0 : 1, "the raw peer's checksum differs");
+      return STREAM_BYTES / seconds / (1 << 20);
+    }
+  }
+
+  /**
+   * Raw relay throughput: {@link #STREAM_BYTES} in writes of {@code size} to the echoing peer, read
+   * back at the same time, MiB/s.
+   */
+  private double rawRelay(int size) throws IOException {
+    try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+      ch.connect(UnixDomainSocketAddress.of(rawPath));
+      ch.write(ByteBuffer.wrap(new byte[] {'E'}));
+      ch.configureBlocking(false);
+      UdsPeer.Idle idle = new UdsPeer.Idle();
+      CRC32C sentCrc = new CRC32C();
+      CRC32C backCrc = new CRC32C();
+      ByteBuffer in = ByteBuffer.allocateDirect(256 * 1024);
+      long start = System.nanoTime();
+      long sent = 0;
+      long back = 0;
+      while (back < STREAM_BYTES) {
+        int n = 0;
+        if (sent < STREAM_BYTES) {
+          int off = (int) ((sent / size) % 251) + (int) (sent % size);
+          int len = (int) Math.min(size - sent % size, STREAM_BYTES - sent);
+          n = ch.write(rawPattern.slice(off, len));
+          if (n > 0) sentCrc.update(rawPattern.slice(off, n));
+          sent += n;
+        }
+        int m = ch.read(in.clear());
+        if (m < 0) throw new IOException("the raw peer closed mid-relay");
+        if (m > 0) backCrc.update(in.flip());
+        back += Math.max(m, 0);
+        idle.after(n > 0 || m > 0);
+      }
+      double seconds = (System.nanoTime() - start) / 1e9;
+      check(sentCrc.getValue() == backCrc.getValue() ? 0 : 1, "the relayed bytes differ");
       return STREAM_BYTES / seconds / (1 << 20);
     }
   }
