@@ -45,8 +45,10 @@ public final class VsockDriver {
    */
   public static final int LINUX_BUFFER_SIZE = 256 * 1024;
 
-  /** Payload bytes per tx packet (Linux sends up to 64 KiB; smaller keeps the heap slots small). */
-  public static final int TX_CHUNK = 16 * 1024;
+  /**
+   * Payload bytes per tx packet: at most 64 KiB, as Linux sends (VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
+   */
+  public static final int TX_CHUNK = VsockDevice.MAX_PACKET_PAYLOAD;
 
   /** The features this driver asks for; the session adds VERSION_1. */
   public static final long DRIVER_FEATURES =
