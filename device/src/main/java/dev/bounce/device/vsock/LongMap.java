@@ -27,10 +27,6 @@ final class LongMap<V> {
     return size;
   }
 
-  boolean isEmpty() {
-    return size == 0;
-  }
-
   /** The value for {@code key}, or null. */
   @SuppressWarnings("unchecked")
   V get(long key) {
