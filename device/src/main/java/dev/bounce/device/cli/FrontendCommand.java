@@ -1,5 +1,7 @@
 package dev.bounce.device.cli;
 
+import dev.bounce.device.vsock.VsockDriver;
+import dev.bounce.device.vsock.VsockWorkload;
 import dev.bounce.vhost.frontend.EchoDriver;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
@@ -30,7 +32,9 @@ final class FrontendCommand {
                   "device",
                   "TYPE",
                   "the device the backend serves: echo (the engine's test device), net"
-                      + " (virtio-net, 2 queues: transmits test frames, ethertype 0x88b5)"),
+                      + " (virtio-net, 2 queues: transmits test frames, ethertype 0x88b5), vsock"
+                      + " (virtio-vsock with a hybrid-vsock host side at --uds-path: streams"
+                      + " between guest and host applications, checksummed)"),
               new Flags.Flag(
                   "mode",
                   "MODE",
@@ -50,12 +54,48 @@ final class FrontendCommand {
                   "STYLE",
                   "negotiate like qemu (SET_MEM_TABLE; default), qemu-slots (ADD_MEM_REG), dpdk"),
               new Flags.Flag("listen", null, "listen at --socket for a backend in client mode"),
-              new Flags.Flag("count", "N", "operations to run (default 100000)"),
+              new Flags.Flag(
+                  "count",
+                  "N",
+                  "operations to run (default 100000); for vsock the connections (default 1), or"
+                      + " the round trips with --ping-pong"),
               new Flags.Flag(
                   "size",
                   "BYTES",
                   "bytes per operation (default 4096); for net the frame size, 60..1514"
-                      + " (default 64)"),
+                      + " (default 64); for vsock the bytes per write (or per message with"
+                      + " --ping-pong)"),
+              new Flags.Flag(
+                  "uds-path",
+                  "PATH",
+                  "vsock: the backend's host side (its --uds-path): host applications connect"
+                      + " there with 'CONNECT "
+                      + VsockWorkload.GUEST_PORT
+                      + "', and the guest connects to host port "
+                      + VsockWorkload.HOST_PORT
+                      + ", which this workload listens for at PATH_"
+                      + VsockWorkload.HOST_PORT
+                      + " (required for vsock)"),
+              new Flags.Flag(
+                  "direction",
+                  "WAY",
+                  "vsock: guest-to-host (guest-initiated connections), host-to-guest"
+                      + " (host-initiated), or both (every connection carries --bytes each way;"
+                      + " initiators alternate; default)"),
+              new Flags.Flag(
+                  "bytes", "SIZE", "vsock: bytes per connection and direction (default 1M)"),
+              new Flags.Flag(
+                  "parallel", "N", "vsock: connections open at the same time (default 1)"),
+              new Flags.Flag(
+                  "open-first",
+                  null,
+                  "vsock: the first --parallel connections are all established before any moves"
+                      + " a byte (a connection storm, then traffic)"),
+              new Flags.Flag(
+                  "ping-pong",
+                  null,
+                  "vsock: instead of streams, --count round trips of --size bytes over one"
+                      + " connection (the guest sends, the host application sends them back)"),
               new Flags.Flag("duration", "SECONDS", "stop after this long at most (default 60)"),
               new Flags.Flag("json", null, "print the result as one JSON object"),
               new Flags.Flag(
@@ -77,22 +117,25 @@ final class FrontendCommand {
     if (FLAGS.get("hostile", "").equals("list")) return listScenarios();
     Path socket = Path.of(FLAGS.require("socket"));
     String device = FLAGS.get("device", "echo");
-    if (!device.equals("echo") && !device.equals("net")) {
-      throw new UsageException("--device " + device + " is not known; echo and net are");
+    if (!List.of("echo", "net", "vsock").contains(device)) {
+      throw new UsageException("--device " + device + " is not known; echo, net and vsock are");
     }
     boolean net = device.equals("net");
+    boolean vsock = device.equals("vsock");
     MemoryMode mode = parse(() -> MemoryMode.ofFlag(FLAGS.get("mode", "shared")));
     Handshake handshake = parse(() -> Handshake.ofFlag(FLAGS.get("handshake", "qemu")));
     long memory = FLAGS.size("memory", 256L << 20);
     long[] pool = FLAGS.has("pool") ? DmaFlags.window(FLAGS.get("pool", "")) : new long[] {0, 0};
     int queueSize = (int) FLAGS.size("queue-size", 256);
-    long count = FLAGS.size("count", 100_000);
+    long count = FLAGS.size("count", vsock && !FLAGS.has("ping-pong") ? 1 : 100_000);
     int size = (int) FLAGS.size("size", net ? 64 : 4096);
     if (net) parse(() -> checkFrameSize(size));
     Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
     boolean json = FLAGS.has("json");
     if (FLAGS.has("hostile")) {
-      if (net) throw new UsageException("--hostile works with --device echo only");
+      if (!device.equals("echo")) {
+        throw new UsageException("--hostile works with --device echo only");
+      }
       if (mode == MemoryMode.DEVICE_POOL) {
         throw new UsageException("--hostile works with --mode shared or pool, not device-pool");
       }
@@ -105,6 +148,12 @@ final class FrontendCommand {
         mode != MemoryMode.SHARED || pool[1] != 0
             ? VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA)
             : 0;
+    if (vsock) {
+      FrontendSession.Options options =
+          VsockDriver.options(handshake, queueSize).withDriverFeatures(restrictedDma);
+      return vsock(socket, mode, options, memory, pool, count, size, json);
+    }
+
     FrontendSession.Options options =
         new FrontendSession.Options(
             handshake,
@@ -135,6 +184,96 @@ final class FrontendCommand {
       session.stop();
       System.out.print(json ? stats.json() + "\n" : stats.text());
       return stats.errors() == 0 ? 0 : 1;
+    }
+  }
+
+  /** --device vsock: streams or ping-pong between the guest and host applications. */
+  private static int vsock(
+      Path socket,
+      MemoryMode mode,
+      FrontendSession.Options options,
+      long memory,
+      long[] pool,
+      long count,
+      int size,
+      boolean json)
+      throws Exception {
+    Path udsPath = Path.of(FLAGS.require("uds-path"));
+    VsockWorkload.Direction direction =
+        parse(() -> VsockWorkload.Direction.ofFlag(FLAGS.get("direction", "both")));
+    long bytes = FLAGS.size("bytes", 1L << 20);
+    int parallel = (int) FLAGS.size("parallel", 1);
+    boolean pingPong = FLAGS.has("ping-pong");
+    if (size < 1 || size > VsockWorkload.MAX_SIZE) {
+      throw new UsageException("--size " + size + " is not 1.." + VsockWorkload.MAX_SIZE);
+    }
+    if (parallel < 1) throw new UsageException("--parallel must be at least 1");
+    Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
+    try (GuestRam ram = guestRam(mode, memory, pool);
+        FrontendSession session = open(socket, ram, options)) {
+      long cid = VsockDriver.guestCid(session);
+      VsockDriver driver = new VsockDriver(session, cid, VsockDriver.LINUX_BUFFER_SIZE);
+      if (!json) {
+        System.err.printf(
+            "bounce frontend: %s; connected to %s; guest CID %d; host side %s; %s%n",
+            ram,
+            socket,
+            cid,
+            udsPath,
+            pingPong
+                ? count + " round trips of " + size + " bytes"
+                : count
+                    + " connections ("
+                    + parallel
+                    + " at a time), "
+                    + bytes
+                    + " bytes "
+                    + direction.flag()
+                    + " each, in writes of "
+                    + size);
+      }
+      long errors;
+      try (VsockWorkload workload = new VsockWorkload(driver, udsPath)) {
+        if (pingPong) {
+          Stats stats = workload.pingPong(count, size, duration);
+          System.out.print(json ? stats.json() + "\n" : stats.text());
+          errors = stats.errors();
+        } else {
+          VsockWorkload.Result r =
+              workload.stream(
+                  direction, count, parallel, size, bytes, FLAGS.has("open-first"), duration);
+          System.out.print(
+              json
+                  ? "{\"connections\":"
+                      + r.connections()
+                      + ",\"peak_open\":"
+                      + r.peakOpen()
+                      + ",\"guest_to_host\":"
+                      + r.guestToHost().json()
+                      + ",\"host_to_guest\":"
+                      + r.hostToGuest().json()
+                      + "}\n"
+                  : "connections: "
+                      + r.connections()
+                      + " ("
+                      + r.peakOpen()
+                      + " open at once at most)"
+                      + "\nguest to host:\n"
+                      + r.guestToHost().text().indent(2)
+                      + "host to guest:\n"
+                      + r.hostToGuest().text().indent(2));
+          errors = r.errors();
+        }
+      }
+      if (driver.badPackets() > 0) {
+        System.err.println(
+            "bounce frontend: "
+                + driver.badPackets()
+                + " packets from the device broke a rule; the first: "
+                + driver.firstProblem());
+      }
+      session.stop();
+      return errors == 0 && driver.badPackets() == 0 ? 0 : 1;
     }
   }
 

@@ -18,11 +18,11 @@ public final class Main {
       List.of(
           new Command(
               "demo",
-              "shows a restricted pool at work: a memfd shared between two processes over a Unix"
-                  + " socket, the backend mapping only the pool and refusing addresses outside it",
+              "runs bounce vsock as a second process and the fake frontend against it: checksummed"
+                  + " streams both ways between guest sockets and host applications, through a"
+                  + " DMA pool",
               false,
-              PoolDemo::run),
-          new Command("demo-backend", "", true, PoolDemo::runBackend),
+              VsockDemo::run),
           new Command(
               "frontend",
               "the built-in fake frontend (a VMM and a guest driver in one): drives any vhost-user"
@@ -68,7 +68,8 @@ public final class Main {
       System.err.println("bounce " + name + ": " + e.getMessage());
       return 2;
     } catch (Exception e) {
-      System.err.println("bounce " + name + ": " + e.getMessage());
+      // An exception without a message is a bug: its type says more than "null".
+      System.err.println("bounce " + name + ": " + (e.getMessage() == null ? e : e.getMessage()));
       return 1;
     }
   }

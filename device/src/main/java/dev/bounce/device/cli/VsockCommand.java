@@ -76,12 +76,21 @@ final class VsockCommand {
     int threads = Math.min(vms.size(), Runtime.getRuntime().availableProcessors());
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(threads, "bounce-data")) {
-      for (VsockVm vm : vms) serve(vm, dma, control.next(), data.next(), open);
+      List<VsockDevice> devices = new ArrayList<>();
+      for (VsockVm vm : vms) devices.add(serve(vm, dma, control.next(), data.next(), open));
       Runtime.getRuntime()
           .addShutdownHook(
               new Thread(
                   () -> {
                     closeAll(open);
+                    for (VsockDevice d : devices) {
+                      System.err.println(
+                          "bounce vsock: guest CID "
+                              + d.guestCid()
+                              + ": "
+                              + d.guestErrors()
+                              + " guest errors");
+                    }
                     stopped.countDown();
                   }));
       stopped.await();
@@ -135,7 +144,7 @@ final class VsockCommand {
     return vms;
   }
 
-  private static void serve(
+  private static VsockDevice serve(
       VsockVm vm,
       RestrictedDma dma,
       IoEventLoop control,
@@ -163,6 +172,7 @@ final class VsockCommand {
             + vm.socket()
             + ", host side "
             + vm.udsPath());
+    return device;
   }
 
   private static void closeAll(List<AutoCloseable> open) {

@@ -13,10 +13,7 @@ import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.ArrayDeque;
-import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
-import java.util.Map;
 
 /**
  * The virtio-vsock device (virtio 1.2 section 5.10, device id 19) as QEMU's vhost-user-vsock uses
@@ -61,7 +58,7 @@ public final class VsockDevice implements VirtioDevice {
   private final int maxQueueSize;
   private final HostSide host;
 
-  private final Map<Long, VsockConnection> connections = new HashMap<>();
+  private final LongMap<VsockConnection> connections = new LongMap<>();
   private final ArrayDeque<VsockConnection> sending = new ArrayDeque<>();
   private final ArrayDeque<long[]> strayResets = new ArrayDeque<>();
   private final MemorySegment header = Arena.ofAuto().allocate(VsockHeader.SIZE);
@@ -165,7 +162,7 @@ public final class VsockDevice implements VirtioDevice {
 
   @Override
   public void reset() {
-    List<VsockConnection> all = new ArrayList<>(connections.values());
+    List<VsockConnection> all = connections.values();
     connections.clear();
     sending.clear();
     strayResets.clear();

@@ -1,11 +1,16 @@
 package dev.bounce.device.vsock;
 
 import dev.bounce.pool.Libc;
+import dev.bounce.pool.LittleEndian;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.frontend.Dma;
 import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestBuffers;
+import dev.bounce.vhost.protocol.ConfigSpace;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.protocol.Message;
+import dev.bounce.vhost.protocol.ProtocolFeature;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -34,8 +39,16 @@ public final class VsockDriver {
   /** Linux 6.1's rx buffer: one writable descriptor, header included. */
   public static final int RX_BUFFER_SIZE = 3776;
 
-  /** Payload bytes per tx packet (Linux sends up to 64 KiB; smaller keeps the heap slots small). */
-  public static final int TX_CHUNK = 16 * 1024;
+  /**
+   * Linux's default receive buffer per socket (VIRTIO_VSOCK_DEFAULT_BUF_SIZE, the buf_alloc a guest
+   * announces unless SO_VM_SOCKETS_BUFFER_SIZE changes it): the window host-to-guest bytes flow in.
+   */
+  public static final int LINUX_BUFFER_SIZE = 256 * 1024;
+
+  /**
+   * Payload bytes per tx packet: at most 64 KiB, as Linux sends (VIRTIO_VSOCK_MAX_PKT_BUF_SIZE).
+   */
+  public static final int TX_CHUNK = VsockDevice.MAX_PACKET_PAYLOAD;
 
   /** The features this driver asks for; the session adds VERSION_1. */
   public static final long DRIVER_FEATURES =
@@ -69,7 +82,7 @@ public final class VsockDriver {
   private final DriverQueue.UsedConsumer onTxUsed = this::transmitted;
   private boolean postRx = true;
 
-  private final Map<Long, Socket> sockets = new HashMap<>();
+  private final LongMap<Socket> sockets = new LongMap<>();
   private final Map<Integer, ArrayDeque<Socket>> listeners = new HashMap<>();
   private int nextPort = FIRST_EPHEMERAL;
 
@@ -106,6 +119,28 @@ public final class VsockDriver {
   public static FrontendSession.Options options(
       dev.bounce.vhost.frontend.Handshake handshake, int queueSize) {
     return new FrontendSession.Options(handshake, DRIVER_FEATURES, 2, queueSize, 0);
+  }
+
+  /**
+   * The guest CID the device announces in its config space (virtio 1.2 section 5.10.4), read with
+   * GET_CONFIG as QEMU's vhost-user-vsock does.
+   *
+   * @throws IOException when the backend did not negotiate the CONFIG protocol feature or answers
+   *     with something other than 8 bytes
+   */
+  public static long guestCid(FrontendSession session) throws IOException {
+    if (!session.negotiated(ProtocolFeature.CONFIG)) {
+      throw new IOException(
+          "the backend did not offer the CONFIG protocol feature, so the guest CID cannot be read"
+              + " (QEMU's vhost-user-vsock needs it too)");
+    }
+    try (Message<FrontendRequest> reply =
+        session.channel().call(FrontendRequest.GET_CONFIG, ConfigSpace.read(0, 8))) {
+      if (!(reply.payload() instanceof ConfigSpace config) || config.data().length != 8) {
+        throw new IOException("GET_CONFIG of the guest CID got " + reply.payload());
+      }
+      return MemorySegment.ofArray(config.data()).get(LittleEndian.LE64, 0);
+    }
   }
 
   public boolean seqpacketNegotiated() {
@@ -156,7 +191,6 @@ public final class VsockDriver {
     long txCnt;
     int announcedFwdCnt;
     int peerShutdown;
-    private final byte[] scratch = new byte[TX_CHUNK];
 
     Socket(int localPort, int peerPort, int type) {
       this.localPort = localPort;
@@ -175,6 +209,11 @@ public final class VsockDriver {
 
     public boolean isOpen() {
       return open && !reset;
+    }
+
+    /** A {@link #startConnect} still waiting for the device's RESPONSE or RST. */
+    public boolean isConnecting() {
+      return !open && !reset;
     }
 
     public boolean wasReset() {
@@ -360,16 +399,14 @@ public final class VsockDriver {
   }
 
   /**
-   * Connects to host port {@code hostPort}.
+   * Connects to host port {@code hostPort}, waiting for the answer.
    *
    * @throws IOException when the device answers RST (nothing listens) or nothing comes in time
    */
   public Socket connect(int hostPort, int type, Duration timeout) throws IOException {
-    Socket s = new Socket(nextPort++, hostPort, type);
-    sockets.put(key(s.localPort, s.peerPort), s);
-    postOrWait(s, Op.REQUEST, 0);
+    Socket s = startConnect(hostPort, type);
     long deadline = System.nanoTime() + timeout.toNanos();
-    while (!s.open && !s.reset) {
+    while (s.isConnecting()) {
       if (System.nanoTime() > deadline) {
         throw new IOException("no answer to REQUEST to host port " + hostPort);
       }
@@ -379,21 +416,44 @@ public final class VsockDriver {
     return s;
   }
 
+  /**
+   * Sends a REQUEST to host port {@code hostPort} and returns at once, as a non-blocking connect
+   * does: the socket {@link Socket#isConnecting} until the RESPONSE ({@link Socket#isOpen}) or an
+   * RST ({@link Socket#wasReset}) arrives while the driver is {@link #pump}ed.
+   */
+  public Socket startConnect(int hostPort, int type) throws IOException {
+    Socket s = new Socket(nextPort++, hostPort, type);
+    sockets.put(key(s.localPort, s.peerPort), s);
+    postOrWait(s, Op.REQUEST, 0);
+    return s;
+  }
+
   /** Accepts connections to guest port {@code port} from now on. */
   public void listen(int port) {
     listeners.putIfAbsent(port, new ArrayDeque<>());
   }
 
-  /** The next connection accepted on {@code port}. */
+  /** The next connection accepted on {@code port}, waiting for it. */
   public Socket accept(int port, Duration timeout) throws IOException {
-    ArrayDeque<Socket> queue = listeners.get(port);
-    if (queue == null) throw new IllegalStateException("not listening on " + port);
     long deadline = System.nanoTime() + timeout.toNanos();
-    while (queue.isEmpty()) {
+    Socket s;
+    while ((s = accepted(port)) == null) {
       if (System.nanoTime() > deadline) throw new IOException("nothing connected to " + port);
       pump(10);
     }
+    return s;
+  }
+
+  /** The next connection accepted on {@code port}, or null when none waits (no waiting). */
+  public Socket accepted(int port) {
+    ArrayDeque<Socket> queue = listeners.get(port);
+    if (queue == null) throw new IllegalStateException("not listening on " + port);
     return queue.pollFirst();
+  }
+
+  /** Sockets of this driver open, connecting, or closing (not yet reset). */
+  public int socketCount() {
+    return sockets.size();
   }
 
   /**

@@ -26,6 +26,7 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -211,8 +212,7 @@ class UnixHostTest {
               });
       assertEquals(0, await(app).length, "a reply to '" + line + "'");
     }
-    // A well-formed request for a guest port nobody listens on: the guest's RST closes it. What
-    // follows the line in the same write is data, never a second request.
+    // A well-formed request for a guest port nobody listens on: the guest's RST closes it.
     Future<byte[]> app =
         hostApp(
             () -> {
@@ -291,6 +291,214 @@ class UnixHostTest {
       }
     }
     assertEquals(0, rig.device.guestErrors());
+  }
+
+  @Test
+  void aGuestResetClosesTheHostSocketWhicheverSideConnected() throws Exception {
+    driver.listen(5000);
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      // Guest-initiated.
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  return readToEof(ch);
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      s.send(random(1000, 8), TIMEOUT);
+      s.reset();
+      byte[] got = await(app);
+      assertTrue(got.length <= 1000, "the host read " + got.length + " bytes");
+      // Host-initiated.
+      Future<byte[]> connected =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = connectLine("CONNECT 5000\n")) {
+                  assertTrue(readLine(ch).startsWith("OK "));
+                  return readToEof(ch);
+                }
+              });
+      VsockDriver.Socket t = driver.accept(5000, TIMEOUT);
+      t.reset();
+      assertEquals(0, await(connected).length);
+    }
+    awaitNoConnections();
+    assertEquals(0, rig.device.guestErrors());
+  }
+
+  @Test
+  void aGuestShutdownOfSendingIsEndOfStreamAndTheHostMayStillWrite() throws Exception {
+    byte[] toHost = random(50_000, 9);
+    byte[] toGuest = random(300_000, 10);
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  byte[] got = readToEof(ch);
+                  writeAll(ch, toGuest);
+                  ch.shutdownOutput();
+                  return got;
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      s.send(toHost, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_SEND);
+      assertArrayEquals(toGuest, s.readFully(toGuest.length, TIMEOUT));
+      s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      assertArrayEquals(toHost, await(app));
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  @Test
+  void aGuestShutdownOfReceivingFailsTheHostsWritesButNotItsReads() throws Exception {
+    byte[] toHost = random(100_000, 11);
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  long written = 0;
+                  IOException refused = null;
+                  while (refused == null) {
+                    try {
+                      writeAll(ch, random(64 * 1024, written));
+                      written += 64 * 1024;
+                    } catch (IOException e) {
+                      refused = e;
+                    }
+                    assertTrue(written < 64 << 20, "64 MiB written to a guest that shut RCV");
+                  }
+                  return readExactly(ch, toHost.length);
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_RCV);
+      s.send(toHost, TIMEOUT);
+      assertArrayEquals(toHost, await(app));
+      assertTrue(s.creditGivenFree() > 0);
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    assertEquals(0, driver.creditViolations());
+  }
+
+  @Test
+  void aHostThatWritesAndClosesHasEveryByteDeliveredBeforeTheEnd() throws Exception {
+    driver.listen(5000);
+    byte[] toGuest = random(1 << 20, 12); // more than every buffer on the way holds
+    Future<Void> app =
+        hostApp(
+            () -> {
+              try (SocketChannel ch = connectLine("CONNECT 5000\n")) {
+                assertTrue(readLine(ch).startsWith("OK "));
+                writeAll(ch, toGuest);
+              }
+              return null;
+            });
+    VsockDriver.Socket s = driver.accept(5000, TIMEOUT);
+    // Read until the host has written everything and closed; most of the bytes are then still
+    // on the way (buffered by the kernel, the device and the guest's credit).
+    ByteArrayOutputStream got = new ByteArrayOutputStream();
+    byte[] chunk = new byte[4096];
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (!app.isDone()) {
+      assertTrue(System.nanoTime() < deadline, "the host application did not finish");
+      int n = s.read(chunk, 0, chunk.length);
+      got.write(chunk, 0, n);
+      if (n == 0) driver.pump(1);
+    }
+    await(app);
+    got.write(s.readFully(toGuest.length - got.size(), TIMEOUT));
+    assertArrayEquals(toGuest, got.toByteArray());
+    s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+    s.shutdown(VsockHeader.SHUTDOWN_BOTH);
+    s.awaitReset(TIMEOUT);
+    awaitNoConnections();
+  }
+
+  @Test
+  void aGuestWithoutRxBuffersStallsTheHostWithBoundedMemoryUntilBuffersComeBack() throws Exception {
+    byte[] data = random(8 << 20, 13);
+    AtomicLong written = new AtomicLong();
+    try (ServerSocketChannel stalled = hostListener(1234);
+        ServerSocketChannel echo = hostListener(1235)) {
+      Future<Void> sender =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = stalled.accept()) {
+                  ByteBuffer b = ByteBuffer.wrap(data);
+                  while (b.hasRemaining()) written.addAndGet(ch.write(b));
+                  ch.shutdownOutput();
+                  readToEof(ch);
+                }
+                return null;
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      driver.postRxBuffers(false);
+      // The guest reads all it gets (credit is never what stops the host) until nothing comes.
+      ByteArrayOutputStream got = new ByteArrayOutputStream();
+      byte[] chunk = new byte[64 * 1024];
+      long quietSince = System.nanoTime();
+      while (System.nanoTime() - quietSince < TimeUnit.MILLISECONDS.toNanos(500)) {
+        int n = s.read(chunk, 0, chunk.length);
+        got.write(chunk, 0, n);
+        if (n > 0) quietSince = System.nanoTime();
+        driver.pump(10);
+      }
+      long stalledAt = written.get();
+      assertTrue(got.size() < data.length, "nothing stalled");
+      assertTrue(
+          got.size() <= 256 * (VsockDriver.RX_BUFFER_SIZE - VsockHeader.SIZE),
+          "more than the posted rx buffers hold arrived: " + got.size());
+      // Bounded: the device's buffer, a read in flight and the kernel's socket buffers.
+      assertTrue(
+          stalledAt - got.size() < 1 << 20,
+          "bytes held between host and guest: " + (stalledAt - got.size()));
+      // Another connection cannot even be answered now: the RESPONSE needs an rx buffer.
+      Future<byte[]> other =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = echo.accept()) {
+                  byte[] b = readExactly(ch, 100_000);
+                  writeAll(ch, b);
+                  return b;
+                }
+              });
+      VsockDriver.Socket t = driver.startConnect(1235, VsockHeader.TYPE_STREAM);
+      for (int i = 0; i < 20; i++) driver.pump(10);
+      assertTrue(t.isConnecting(), "answered without rx buffers");
+      assertEquals(stalledAt, written.get(), "the host went on writing into a stalled guest");
+      // Buffers come back: the other connection goes on, and the stalled one completes intact.
+      driver.postRxBuffers(true);
+      long deadline = System.nanoTime() + TIMEOUT.toNanos();
+      while (t.isConnecting()) {
+        assertTrue(System.nanoTime() < deadline, "no RESPONSE after buffers came back");
+        driver.pump(10);
+      }
+      byte[] small = random(100_000, 14);
+      t.send(small, TIMEOUT);
+      assertArrayEquals(small, t.readFully(small.length, TIMEOUT));
+      assertArrayEquals(small, await(other));
+      got.write(s.readFully(data.length - got.size(), TIMEOUT));
+      assertArrayEquals(data, got.toByteArray());
+      s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_BOTH);
+      await(sender);
+    }
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, rig.device.guestErrors());
+  }
+
+  private void awaitNoConnections() throws IOException {
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (rig.device.connectionCount() > 0) {
+      assertTrue(
+          System.nanoTime() < deadline,
+          rig.device.connectionCount() + " connections outlived both ends");
+      driver.pump(10);
+    }
   }
 
   // ---- SEQPACKET ----

@@ -211,6 +211,42 @@ class VsockDeviceTest {
     assertArrayEquals(random(20_000, 5), echo(t, random(20_000, 5)));
   }
 
+  @Test
+  void headersWithBadLengthsTypesOrAddressesAreAnsweredWithRst() throws Exception {
+    start(256);
+    int stream = VsockHeader.TYPE_STREAM;
+    // len over the 64 KiB packet limit (the payload need not follow: the header is refused).
+    driver.sendRaw(
+        VsockHeader.HOST_CID,
+        7100,
+        ECHO_PORT,
+        VsockDevice.MAX_PACKET_PAYLOAD + 1,
+        stream,
+        Op.RW,
+        0,
+        null);
+    awaitStrayReset(7100, 1);
+    // Control ops that claim a payload.
+    driver.sendRaw(VsockHeader.HOST_CID, 7101, ECHO_PORT, 8, stream, Op.SHUTDOWN, 3, new byte[8]);
+    awaitStrayReset(7101, 2);
+    driver.sendRaw(VsockHeader.HOST_CID, 7102, ECHO_PORT, 1, stream, Op.CREDIT_UPDATE, 0, null);
+    awaitStrayReset(7102, 3);
+    // A socket type that does not exist (1 stream, 2 seqpacket).
+    driver.sendRaw(VsockHeader.HOST_CID, 7103, ECHO_PORT, 0, 3, Op.REQUEST, 0, null);
+    awaitStrayReset(7103, 4);
+    // Addressed to another guest's CID instead of the host.
+    driver.sendRaw(5, 7104, ECHO_PORT, 0, stream, Op.REQUEST, 0, null);
+    awaitStrayReset(7104, 5);
+    // RW on a connection that does not exist.
+    driver.sendRaw(VsockHeader.HOST_CID, 7105, ECHO_PORT, 4, stream, Op.RW, 0, new byte[4]);
+    awaitStrayReset(7105, 6);
+    assertTrue(device.guestErrors() >= 5, "guest errors " + device.guestErrors());
+    assertEquals(0, device.connectionCount());
+    // Still serving.
+    VsockDriver.Socket t = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    assertArrayEquals(random(20_000, 15), echo(t, random(20_000, 15)));
+  }
+
   private void awaitStrayReset(int port, long count) throws IOException {
     long deadline = System.nanoTime() + TIMEOUT.toNanos();
     while (driver.resetsForNoSocket() < count) {

@@ -55,14 +55,9 @@ class VsockRestrictedDmaTest {
     Path socket = dir.resolve("vsock.sock");
     LoopbackHost host = new LoopbackHost().echo(ECHO_PORT);
     VsockDevice device = new VsockDevice(GUEST_CID, BUFFER, 64, 1024, host);
-    FrontendSession.Options plain = VsockDriver.options(Handshake.QEMU, 128);
     FrontendSession.Options options =
-        new FrontendSession.Options(
-            plain.handshake(),
-            plain.driverFeatures() | VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA),
-            plain.queues(),
-            plain.queueSize(),
-            plain.indirectEntries());
+        VsockDriver.options(Handshake.QEMU, 128)
+            .withDriverFeatures(VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA));
     try (EventLoops loops = new EventLoops(2, "vsock-dma-test");
         BackendServer server =
             BackendServer.listen(

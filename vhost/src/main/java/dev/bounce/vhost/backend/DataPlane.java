@@ -11,6 +11,7 @@ import dev.bounce.vhost.virtq.RingAddresses;
 import dev.bounce.vhost.virtq.SplitQueue;
 import dev.bounce.vhost.virtq.VirtqueueException;
 import io.netty.channel.IoEventLoop;
+import io.netty.channel.SingleThreadEventLoop;
 import java.lang.System.Logger.Level;
 import java.util.ArrayList;
 import java.util.List;
@@ -54,6 +55,7 @@ final class DataPlane implements DeviceContext {
   private final Vring[] rings;
   private final Runnable[] processTasks;
   private final Runnable[] pollTasks;
+  private final Runnable[] pollAfterIo;
   private final Runnable onConfigChanged;
   private GuestAddressSpace memory;
   private long features;
@@ -73,12 +75,22 @@ final class DataPlane implements DeviceContext {
     this.rings = new Vring[device.queueCount()];
     this.processTasks = new Runnable[rings.length];
     this.pollTasks = new Runnable[rings.length];
+    this.pollAfterIo = new Runnable[rings.length];
     for (int i = 0; i < rings.length; i++) {
       Vring ring = new Vring(i, device.maxQueueSize());
       rings[i] = ring;
       int index = i;
       processTasks[i] = () -> serve(index);
       pollTasks[i] = () -> poll(ring);
+      Runnable queuePoll = () -> loop.execute(pollTasks[index]);
+      // Netty runs queued tasks until none is left before it looks at fds again: a poll that
+      // queued itself again would starve every socket on this loop (a vsock host socket's reply
+      // waited out the whole window). Queued only after the loop's iteration, the next look
+      // comes after the next round of I/O.
+      pollAfterIo[i] =
+          loop instanceof SingleThreadEventLoop l
+              ? () -> l.executeAfterEventLoopIteration(queuePoll)
+              : queuePoll;
     }
   }
 
@@ -370,7 +382,7 @@ final class DataPlane implements DeviceContext {
   private void schedulePoll(Vring ring) {
     if (ring.pollScheduled) return;
     ring.pollScheduled = true;
-    loop.execute(pollTasks[ring.index]);
+    pollAfterIo[ring.index].run();
   }
 
   /**

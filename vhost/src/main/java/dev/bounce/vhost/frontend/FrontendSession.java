@@ -95,7 +95,12 @@ public final class FrontendSession implements AutoCloseable {
    *     none
    */
   public record Options(
-      Handshake handshake, long driverFeatures, int queues, int queueSize, int indirectEntries) {}
+      Handshake handshake, long driverFeatures, int queues, int queueSize, int indirectEntries) {
+    /** These options with {@code more} feature bits the driver supports. */
+    public Options withDriverFeatures(long more) {
+      return new Options(handshake, driverFeatures | more, queues, queueSize, indirectEntries);
+    }
+  }
 
   /** One queue as the guest driver uses it: the ring and its three eventfds. */
   public record Queue(DriverQueue ring, EventFd kick, EventFd call, EventFd err) {

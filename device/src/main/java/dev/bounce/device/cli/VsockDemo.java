@@ -1,0 +1,221 @@
+package dev.bounce.device.cli;
+
+import dev.bounce.device.vsock.VsockDriver;
+import dev.bounce.device.vsock.VsockWorkload;
+import dev.bounce.vhost.frontend.FrontendSession;
+import dev.bounce.vhost.frontend.GuestRam;
+import dev.bounce.vhost.frontend.Handshake;
+import dev.bounce.vhost.frontend.MemoryMode;
+import dev.bounce.vhost.frontend.Stats;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * {@code bounce demo}: {@code bounce vsock} runs as a second process, as it would beside a VMM; the
+ * fake frontend (a VMM and a Linux-like guest driver in this process) connects to it, shares only a
+ * DMA pool of guest memory (every buffer bounces through it, as a guest with a restricted DMA pool
+ * does), and streams checksummed bytes both ways between guest sockets and host applications on the
+ * backend's hybrid-vsock Unix sockets. Prints a summary; exits non-zero if anything failed.
+ */
+final class VsockDemo {
+  private static final long GUEST_CID = 3;
+  private static final long RAM_START = 0x4000_0000L;
+  private static final long RAM_SIZE = 64L << 20;
+  private static final long POOL_START = 0x8000_0000L;
+  private static final long POOL_SIZE = 16L << 20;
+  private static final int CONNECTIONS = 4;
+  private static final long BYTES = 4L << 20;
+  private static final int WRITE_SIZE = 64 * 1024;
+  private static final Duration LIMIT = Duration.ofSeconds(30);
+  private static final Pattern GUEST_ERRORS =
+      Pattern.compile("guest CID \\d+: (\\d+) guest errors");
+
+  private VsockDemo() {}
+
+  static int run(List<String> args) throws Exception {
+    Flags flags = new Flags("bounce demo", List.of());
+    if (!flags.parse(args)) return 0;
+    Path dir = Files.createTempDirectory("bounce-demo");
+    Path socket = dir.resolve("vhost.sock");
+    Path uds = dir.resolve("vm.vsock");
+    Path log = dir.resolve("backend.log");
+    Process backend = null;
+    try {
+      say(
+          "demo",
+          "starting the backend: bounce vsock --guest-cid "
+              + GUEST_CID
+              + " --socket "
+              + socket
+              + " --uds-path "
+              + uds);
+      backend = startBackend(socket, uds, log);
+      awaitListening(backend, socket, uds, log);
+      say("demo", "backend process " + backend.pid() + " listening");
+      VsockWorkload.Result result = traffic(socket, uds);
+      backend.destroy(); // SIGTERM: the daemon's way out; it reports its guest errors
+      boolean exited = backend.waitFor(10, TimeUnit.SECONDS);
+      String backendLog = Files.readString(log, StandardCharsets.UTF_8);
+      backendLog.lines().forEach(line -> say("backend", line));
+      Matcher m = GUEST_ERRORS.matcher(backendLog);
+      long guestErrors = m.find() ? Long.parseLong(m.group(1)) : -1;
+      return summary(result, guestErrors, exited);
+    } finally {
+      if (backend != null && backend.isAlive()) backend.destroyForcibly().waitFor();
+      deleteAll(dir);
+    }
+  }
+
+  /** The fake frontend's part: 4 connections, each carrying 4 MiB each way at once. */
+  private static VsockWorkload.Result traffic(Path socket, Path uds) throws Exception {
+    try (GuestRam ram =
+            GuestRam.create(MemoryMode.POOL, RAM_START, RAM_SIZE, POOL_START, POOL_SIZE);
+        FrontendSession session =
+            FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, 256))) {
+      long cid = VsockDriver.guestCid(session);
+      say(
+          "frontend",
+          "negotiated like QEMU 7.2 (features 0x"
+              + Long.toHexString(session.features())
+              + "), guest CID "
+              + cid
+              + "; shared with the backend: the "
+              + (POOL_SIZE >> 20)
+              + " MiB DMA pool only, every buffer bounced through it");
+      VsockDriver driver = new VsockDriver(session, cid, VsockDriver.LINUX_BUFFER_SIZE);
+      VsockWorkload.Result result;
+      try (VsockWorkload workload = new VsockWorkload(driver, uds)) {
+        say(
+            "frontend",
+            CONNECTIONS
+                + " connections at once: the guest connects to host port "
+                + VsockWorkload.HOST_PORT
+                + " ("
+                + uds.getFileName()
+                + "_"
+                + VsockWorkload.HOST_PORT
+                + "), host applications send 'CONNECT "
+                + VsockWorkload.GUEST_PORT
+                + "' to "
+                + uds.getFileName()
+                + "; "
+                + (BYTES >> 20)
+                + " MiB each way on each, CRC32C at both ends");
+        result =
+            workload.stream(
+                VsockWorkload.Direction.BOTH,
+                CONNECTIONS,
+                CONNECTIONS,
+                WRITE_SIZE,
+                BYTES,
+                true,
+                LIMIT);
+      }
+      if (driver.badPackets() > 0) {
+        result.guestToHost().error("the guest got a bad packet: " + driver.firstProblem());
+      }
+      session.stop();
+      return result;
+    }
+  }
+
+  private static int summary(VsockWorkload.Result r, long guestErrors, boolean exited) {
+    boolean ok =
+        r.errors() == 0
+            && r.connections() == CONNECTIONS
+            && r.guestToHost().bytes() == CONNECTIONS * BYTES
+            && r.hostToGuest().bytes() == CONNECTIONS * BYTES
+            && guestErrors == 0
+            && exited;
+    System.out.println();
+    System.out.println("summary:");
+    System.out.printf(
+        "  connections:   %d (%d open at once; half guest-initiated, half through CONNECT)%n",
+        r.connections(), r.peakOpen());
+    System.out.println("  guest -> host: " + way(r.guestToHost()));
+    System.out.println("  host -> guest: " + way(r.hostToGuest()));
+    System.out.println(
+        "  checksums:     "
+            + (r.errors() == 0
+                ? "OK (CRC32C equal at both ends of every stream)"
+                : "FAILED: " + firstError(r)));
+    System.out.println(
+        "  backend:       "
+            + (guestErrors < 0 ? "did not report its guest errors" : guestErrors + " guest errors")
+            + (exited ? ", exited on SIGTERM" : ", did NOT exit on SIGTERM"));
+    System.out.println("  result:        " + (ok ? "OK" : "FAILED"));
+    return ok ? 0 : 1;
+  }
+
+  private static String way(Stats s) {
+    return String.format(
+        Locale.ROOT,
+        "%.1f MiB in %.2f s (%.0f MiB/s), write latency p50 %.0f us",
+        s.bytes() / (double) (1 << 20),
+        s.seconds(),
+        s.bytes() / s.seconds() / (1 << 20),
+        s.percentileNanos(0.5) / 1e3);
+  }
+
+  private static String firstError(VsockWorkload.Result r) {
+    return r.guestToHost().errors() > 0
+        ? r.guestToHost().firstError()
+        : r.hostToGuest().firstError();
+  }
+
+  private static Process startBackend(Path socket, Path uds, Path log) throws IOException {
+    String java = ProcessHandle.current().info().command().orElse("java");
+    return new ProcessBuilder(
+            java,
+            "--enable-native-access=ALL-UNNAMED",
+            "-cp",
+            System.getProperty("java.class.path"),
+            Main.class.getName(),
+            "vsock",
+            "--guest-cid",
+            Long.toString(GUEST_CID),
+            "--socket",
+            socket.toString(),
+            "--uds-path",
+            uds.toString())
+        .redirectErrorStream(true)
+        .redirectOutput(log.toFile())
+        .start();
+  }
+
+  private static void awaitListening(Process backend, Path socket, Path uds, Path log)
+      throws IOException, InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+    while (!Files.exists(socket) || !Files.exists(uds)) {
+      if (!backend.isAlive() || System.nanoTime() > deadline) {
+        throw new IOException(
+            "the backend "
+                + (backend.isAlive() ? "did not listen within 20 s" : "exited")
+                + "; its output:\n"
+                + Files.readString(log, StandardCharsets.UTF_8));
+      }
+      Thread.sleep(20);
+    }
+  }
+
+  private static void deleteAll(Path dir) throws IOException {
+    try (Stream<Path> paths = Files.walk(dir)) {
+      for (Path p : paths.sorted(Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
+    }
+  }
+
+  private static void say(String who, String what) {
+    System.out.printf("[%-8s] %s%n", who, what);
+    System.out.flush();
+  }
+}
