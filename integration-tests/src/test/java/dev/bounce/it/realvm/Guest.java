@@ -22,13 +22,19 @@ enum Guest {
    */
   ARM64_VIRT_RESTRICTED_POOL(Arch.ARM64, true);
 
-  /** Where the restricted pool lies in guest memory (arm64 virt RAM starts at 0x40000000). */
+  /** Where the restricted pool lies in guest memory (inside RAM, see {@link #ARM64_RAM_BASE}). */
   static final long POOL_BASE = 0x5c00_0000L;
 
   static final long POOL_SIZE = 16L << 20;
 
   /** Guest RAM; QEMU shares it with the backend as one memfd. */
   private static final String RAM = "512M";
+
+  /** The name QEMU gives that memfd (its memory backend's type), as /proc/PID/maps shows it. */
+  static final String RAM_MEMFD = "memory-backend-memfd";
+
+  /** Where guest RAM starts in guest-physical space on arm64 virt. */
+  static final long ARM64_RAM_BASE = 0x4000_0000L;
 
   enum Arch {
     X86_64("x86_64", "qemu-system-x86_64", "ttyS0", List.of("-machine", "q35,memory-backend=mem")),

@@ -1,5 +1,6 @@
 package dev.bounce.it.realvm;
 
+import dev.bounce.pool.testing.ProcessMaps;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
@@ -50,29 +51,32 @@ final class RealVm implements AutoCloseable {
     return dir.resolve("vsock.uds");
   }
 
-  /** Starts {@code bounce vsock} from device/target/bounce.jar with the test's own JDK. */
-  void startBounce() throws IOException, InterruptedException {
+  /**
+   * Starts {@code bounce vsock} from device/target/bounce.jar with the test's own JDK; {@code
+   * flags} go after the ones every run needs (the restricted-DMA flags, say).
+   */
+  void startBounce(String... flags) throws IOException, InterruptedException {
     Path jar = GuestImages.ROOT.resolve("device/target/bounce.jar");
     if (!Files.isRegularFile(jar)) {
       throw new AssertionError(
           jar + " is missing: build it first (./mvnw -B verify -pl integration-tests -am)");
     }
-    bounce =
-        started(
-            ChildProcess.start(
-                "bounce",
-                List.of(
-                    Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                    "--enable-native-access=ALL-UNNAMED",
-                    "-jar",
-                    jar.toString(),
-                    "vsock",
-                    "--guest-cid",
-                    Integer.toString(GUEST_CID),
-                    "--socket",
-                    vhostUserSocket().toString(),
-                    "--uds-path",
-                    udsPath().toString())));
+    List<String> command =
+        new ArrayList<>(
+            List.of(
+                Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+                "--enable-native-access=ALL-UNNAMED",
+                "-jar",
+                jar.toString(),
+                "vsock",
+                "--guest-cid",
+                Integer.toString(GUEST_CID),
+                "--socket",
+                vhostUserSocket().toString(),
+                "--uds-path",
+                udsPath().toString()));
+    command.addAll(List.of(flags));
+    bounce = started(ChildProcess.start("bounce", command));
     if (bounce.await(Pattern.compile("bounce vsock: guest CID"), BOUNCE_START).isEmpty()) {
       throw failure("bounce did not start serving within " + BOUNCE_START.toSeconds() + " s");
     }
@@ -109,18 +113,30 @@ final class RealVm implements AutoCloseable {
    * @throws AssertionError with the evidence when there is none in time or it reports an error
    */
   Map<String, String> awaitResult(String mode, Duration timeout) throws InterruptedException {
+    Map<String, String> fields = awaitOutcome(mode, timeout);
+    if (fields.containsKey("error")) {
+      throw failure("the guest's " + mode + " step failed: error=" + fields.get("error"));
+    }
+    return fields;
+  }
+
+  /**
+   * {@link #awaitResult} for a step that may fail: its fields, with {@code error} (what failed and
+   * the errno's text, spaces and all) when it did.
+   */
+  Map<String, String> awaitOutcome(String mode, Duration timeout) throws InterruptedException {
     Optional<Matcher> found =
         qemu.await(
             Pattern.compile("BOUNCE-RESULT mode=" + Pattern.quote(mode) + " (.*)$"), timeout);
     if (found.isEmpty()) throw failure(noLine("result line for its " + mode + " step", timeout));
+    String line = found.get().group(1);
+    int error = line.indexOf(" error=");
     Map<String, String> fields = new LinkedHashMap<>();
-    for (String field : found.get().group(1).split(" ")) {
+    for (String field : (error < 0 ? line : line.substring(0, error)).split(" ")) {
       int eq = field.indexOf('=');
       if (eq > 0) fields.put(field.substring(0, eq), field.substring(eq + 1));
-      if (field.startsWith("error=")) {
-        throw failure("the guest's " + mode + " step failed: " + found.get().group());
-      }
     }
+    if (error >= 0) fields.put("error", line.substring(error + " error=".length()));
     return fields;
   }
 
@@ -129,6 +145,43 @@ final class RealVm implements AutoCloseable {
     if (qemu.await(Pattern.compile("^BOUNCE-DONE$"), timeout).isEmpty()) {
       throw failure(noLine("BOUNCE-DONE", timeout));
     }
+  }
+
+  /**
+   * Waits for a line of bounce's log in which {@code pattern} is found.
+   *
+   * @throws AssertionError with the evidence, naming {@code what} the line would have shown
+   */
+  Matcher awaitBounceLog(Pattern pattern, String what, Duration timeout)
+      throws InterruptedException {
+    return bounce
+        .await(pattern, timeout)
+        .orElseThrow(
+            () ->
+                failure(
+                    "bounce logged no line showing "
+                        + what
+                        + " within "
+                        + timeout.toSeconds()
+                        + " s (bounce "
+                        + bounce.state()
+                        + "; looked for /"
+                        + pattern
+                        + "/)"));
+  }
+
+  /** Whether bounce's process still runs (it serves one frontend after another until stopped). */
+  boolean bounceRuns() {
+    return bounce.isAlive();
+  }
+
+  /**
+   * What bounce has mapped of the guest RAM QEMU shares with it (QEMU's memfd is named after its
+   * memory backend), from bounce's /proc/PID/maps: while a guest runs, the only evidence of which
+   * guest pages bounce could touch.
+   */
+  List<ProcessMaps.Entry> bounceMappingsOfGuestRam() {
+    return ProcessMaps.ofMemfd(bounce.pid(), Guest.RAM_MEMFD);
   }
 
   /** Whether the guest console has a line containing {@code text} (so far). */

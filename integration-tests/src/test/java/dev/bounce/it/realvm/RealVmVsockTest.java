@@ -1,9 +1,19 @@
 package dev.bounce.it.realvm;
 
+import dev.bounce.pool.testing.ProcessMaps;
+import dev.bounce.vhost.frontend.FrontendChannel;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.protocol.ProtocolFeature;
+import dev.bounce.vhost.spi.VirtioFeatures;
 import java.io.IOException;
 import java.time.Duration;
+import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -31,33 +41,102 @@ class RealVmVsockTest {
 
   private static final Duration STEP = Duration.ofSeconds(60);
 
+  /** The guest's device-tree pool, given to bounce. */
+  private static final String POOL =
+      "0x" + Long.toHexString(Guest.POOL_BASE) + ":" + (Guest.POOL_SIZE >> 20) + "M";
+
+  /** The line bounce logs when a session with a pool ends (DmaMetrics). */
+  private static final Pattern SESSION_METRICS =
+      Pattern.compile(
+          "session over; restricted DMA: pool (\\d+) bytes, peak (\\d+) bytes in flight, pool"
+              + " violations per queue \\[([\\d, ]*)\\]");
+
   @ParameterizedTest(name = "{0}")
   @EnumSource(names = {"X86_Q35", "ARM64_VIRT"})
   void bytesFlowBothWaysBetweenGuestAndHost(Guest guest) throws Exception {
     try (RealVm vm = new RealVm(guest)) {
-      exchangeBothWays(vm);
+      vm.startBounce();
+      exchangeBothWays(vm, running -> {});
     }
   }
 
   /**
    * The guest bounces every vring and buffer of the device through a restricted DMA pool at
-   * 0x5c000000 (16 MiB). Today bounce maps all of guest memory; the restricted-DMA work adds {@code
-   * --pool 0x5c000000:16M --restricted-dma preferred} to {@link RealVm#startBounce}'s command for
-   * this guest, and then bounce maps only the pool.
+   * 0x5c000000 (16 MiB), and bounce is given that pool. Linux 6.1 does not know
+   * VIRTIO_F_RESTRICTED_DMA (bit 27), so the policy is preferred. That every address bounce saw was
+   * inside the pool is shown by bounce itself: while the guest runs it has mapped only the pool's
+   * 16 MiB of guest RAM, and when the guest is gone its metrics show buffers held in the pool and
+   * no address outside it on any queue.
    */
   @Test
   void bytesFlowThroughARestrictedDmaPool() throws Exception {
     try (RealVm vm = new RealVm(Guest.ARM64_VIRT_RESTRICTED_POOL)) {
-      exchangeBothWays(vm);
-      String pool = "created restricted DMA pool at 0x000000005c000000, size 16 MiB";
-      if (!vm.consoleHas(pool)) throw vm.failure("the guest did not log '" + pool + "'");
+      vm.startBounce("--pool", POOL, "--restricted-dma", "preferred");
+      exchangeBothWays(vm, RealVmVsockTest::assertOnlyThePoolIsMapped);
+      assertGuestCreatedThePool(vm);
+      Matcher metrics = vm.awaitBounceLog(SESSION_METRICS, "the session's pool metrics", STEP);
+      if (Long.parseLong(metrics.group(1)) != Guest.POOL_SIZE
+          || Long.parseLong(metrics.group(2)) == 0
+          || !Arrays.stream(metrics.group(3).split(", ")).allMatch("0"::equals)) {
+        throw vm.failure(
+            "bounce's pool metrics should show the 16 MiB pool, buffers in flight and no pool"
+                + " violation: "
+                + metrics.group());
+      }
     }
   }
 
-  private static void exchangeBothWays(RealVm vm) throws Exception {
+  /**
+   * The same guest with {@code --restricted-dma required}: its driver does not accept bit 27, so
+   * bounce refuses it. QEMU sends SET_FEATURES without asking for the answer and starts the rings
+   * anyway, so the guest sees a vsock device that never answers (its connect times out). bounce
+   * says why, serves no ring, and keeps serving the socket: the next frontend is offered the pool's
+   * features again.
+   */
+  @Test
+  void aGuestThatDoesNotAcceptRestrictedDmaIsRefusedWhenItIsRequired() throws Exception {
+    try (RealVm vm = new RealVm(Guest.ARM64_VIRT_RESTRICTED_POOL)) {
+      vm.hostEcho(HOST_PORT);
+      vm.startBounce("--pool", POOL, "--restricted-dma", "required");
+      vm.boot("connect:" + HOST_PORT + ":4096");
+      Map<String, String> connect = vm.awaitOutcome("connect", BOOT_AND_STEP);
+      if (!connect.containsKey("error")) {
+        throw vm.failure(
+            "the guest's vsock connect worked, but bounce with --restricted-dma required should"
+                + " have refused its driver (Linux 6.1 does not accept VIRTIO_F_RESTRICTED_DMA)");
+      }
+      if (!connect.get("error").contains("timed out")) {
+        throw vm.failure(
+            "the guest's connect should time out on a device that never answers, but failed with "
+                + connect.get("error"));
+      }
+      vm.awaitBounceLog(
+          Pattern.compile(
+              "SET_FEATURES .* failed: refusing the driver: it did not accept"
+                  + " VIRTIO_F_RESTRICTED_DMA \\(bit 27.* run bounce with --restricted-dma"
+                  + " preferred"),
+          "the refusal, why and what to do",
+          STEP);
+      vm.awaitBounceLog(
+          Pattern.compile(
+              "not serving ring \\d+ nor any other: the driver's features were refused"),
+          "that no ring is served",
+          STEP);
+      vm.awaitPoweroff(STEP);
+      assertGuestCreatedThePool(vm);
+      Matcher metrics = vm.awaitBounceLog(SESSION_METRICS, "the end of the session", STEP);
+      if (!metrics.group(2).equals("0")) {
+        throw vm.failure("a refused driver's buffers were served: " + metrics.group());
+      }
+      if (!vm.bounceRuns()) throw vm.failure("bounce ended after refusing a driver");
+      assertOffersWhatIommuPlatformNeeds(vm);
+    }
+  }
+
+  private static void exchangeBothWays(RealVm vm, Consumer<RealVm> whileTheGuestRuns)
+      throws Exception {
     Transfer pattern = Transfer.ofPattern(BYTES);
     HostEcho echo = vm.hostEcho(HOST_PORT);
-    vm.startBounce();
     vm.boot("connect:" + HOST_PORT + ":" + BYTES + ",listen:" + GUEST_PORT + ":" + BYTES);
 
     Map<String, String> connect = vm.awaitResult("connect", BOOT_AND_STEP);
@@ -67,6 +146,7 @@ class RealVmVsockTest {
     if (echo.error() != null) throw vm.failure("the host application failed: " + echo.error());
 
     vm.awaitListening(GUEST_PORT, STEP);
+    whileTheGuestRuns.accept(vm); // it waits for the host's connection
     Transfer back;
     try {
       back = HostConnection.echo(vm.udsPath(), GUEST_PORT, BYTES, STEP);
@@ -77,5 +157,58 @@ class RealVmVsockTest {
     vm.assertSame(pattern, Transfer.of(listen, "received"), "host to guest: what the guest got");
     vm.assertSame(pattern, back, "guest to host: the echo the host application got");
     vm.awaitPoweroff(STEP);
+  }
+
+  /** All of guest RAM bounce has mapped is the pool: its 16 MiB at its offset in QEMU's memfd. */
+  private static void assertOnlyThePoolIsMapped(RealVm vm) {
+    List<ProcessMaps.Entry> mapped = vm.bounceMappingsOfGuestRam();
+    long poolOffset = Guest.POOL_BASE - Guest.ARM64_RAM_BASE;
+    boolean onlyPool =
+        !mapped.isEmpty()
+            && mapped.stream().mapToLong(ProcessMaps.Entry::size).sum() == Guest.POOL_SIZE
+            && mapped.stream()
+                .allMatch(
+                    e ->
+                        e.offset() >= poolOffset
+                            && e.offset() + e.size() <= poolOffset + Guest.POOL_SIZE);
+    if (!onlyPool) {
+      throw vm.failure(
+          "while the guest runs, bounce should have mapped only the pool of QEMU's guest RAM (16"
+              + " MiB at memfd offset 0x"
+              + Long.toHexString(poolOffset)
+              + "); its /proc/PID/maps shows "
+              + mapped.stream()
+                  .map(e -> e.size() / 1024 + " KiB at offset 0x" + Long.toHexString(e.offset()))
+                  .toList());
+    }
+  }
+
+  private static void assertGuestCreatedThePool(RealVm vm) throws InterruptedException {
+    String pool = "created restricted DMA pool at 0x000000005c000000, size 16 MiB";
+    if (!vm.consoleHas(pool)) throw vm.failure("the guest did not log '" + pool + "'");
+  }
+
+  /**
+   * What QEMU's iommu_platform=on needs from a backend (REAL-PEERS.md), asked as a new frontend: so
+   * bounce also still serves its socket.
+   */
+  private static void assertOffersWhatIommuPlatformNeeds(RealVm vm) {
+    try (FrontendChannel next = FrontendChannel.connect(vm.vhostUserSocket())) {
+      long features = next.getU64(FrontendRequest.GET_FEATURES);
+      long protocol = next.getU64(FrontendRequest.GET_PROTOCOL_FEATURES);
+      if (!VirtioFeatures.has(features, VirtioFeatures.RESTRICTED_DMA)
+          || !VirtioFeatures.has(features, VirtioFeatures.ACCESS_PLATFORM)
+          || !ProtocolFeature.REPLY_ACK.in(protocol)
+          || !ProtocolFeature.BACKEND_REQ.in(protocol)) {
+        throw vm.failure(
+            "with a pool bounce should offer bits 27 and 33 and REPLY_ACK and BACKEND_REQ; it"
+                + " offers features 0x"
+                + Long.toHexString(features)
+                + ", protocol features "
+                + ProtocolFeature.describe(protocol));
+      }
+    } catch (IOException e) {
+      throw vm.failure("a new frontend cannot talk to bounce after the refusal: " + e);
+    }
   }
 }

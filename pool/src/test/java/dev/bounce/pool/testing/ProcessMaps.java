@@ -7,7 +7,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 
-/** The mappings of this process, from /proc/self/maps. */
+/** The mappings of this process or another one, from /proc/PID/maps. */
 public final class ProcessMaps {
   private ProcessMaps() {}
 
@@ -19,9 +19,18 @@ public final class ProcessMaps {
   }
 
   public static List<Entry> all() {
+    return read("self");
+  }
+
+  /** The mappings of process {@code pid} (a child bounce, say). */
+  public static List<Entry> all(long pid) {
+    return read(Long.toString(pid));
+  }
+
+  private static List<Entry> read(String process) {
     List<String> lines;
     try {
-      lines = Files.readAllLines(Path.of("/proc/self/maps"));
+      lines = Files.readAllLines(Path.of("/proc", process, "maps"));
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
@@ -46,7 +55,16 @@ public final class ProcessMaps {
    * /memfd:NAME (deleted)}.
    */
   public static List<Entry> ofMemfd(String name) {
+    return ofMemfd(all(), name);
+  }
+
+  /** {@link #ofMemfd(String)} in process {@code pid}. */
+  public static List<Entry> ofMemfd(long pid, String name) {
+    return ofMemfd(all(pid), name);
+  }
+
+  private static List<Entry> ofMemfd(List<Entry> entries, String name) {
     String path = "/memfd:" + name + " (deleted)";
-    return all().stream().filter(e -> e.path().equals(path)).toList();
+    return entries.stream().filter(e -> e.path().equals(path)).toList();
   }
 }

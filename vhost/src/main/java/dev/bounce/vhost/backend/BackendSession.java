@@ -99,6 +99,7 @@ public final class BackendSession implements AutoCloseable {
   private long ackedProtocolFeatures;
   private long status;
   private boolean refused;
+  private boolean warnedRingsRefused;
   private boolean warnedMemoryIgnored;
   private UnixSocket backendChannel;
   private boolean closed;
@@ -369,6 +370,7 @@ public final class BackendSession implements AutoCloseable {
     ackedFeatures = 0;
     status = 0;
     refused = false;
+    warnedRingsRefused = false;
     if (request == FrontendRequest.RESET_OWNER) owner = false;
   }
 
@@ -533,7 +535,25 @@ public final class BackendSession implements AutoCloseable {
       throw new RequestFailed(
           "ring " + index + ": polling without a kick eventfd is not supported; send an eventfd");
     }
+    if (refused) ringOfRefusedDriver(index);
     data.run(() -> data.start(index, kick));
+  }
+
+  /**
+   * QEMU sends SET_FEATURES without NEED_REPLY (REAL-PEERS.md), so it never learns of a refusal and
+   * starts the rings anyway; the device was never activated, so they are not served. Said once,
+   * since the guest then shows only a device that never answers (its vsock connect times out).
+   */
+  private void ringOfRefusedDriver(int index) {
+    if (warnedRingsRefused) return;
+    warnedRingsRefused = true;
+    LOG.log(
+        Level.WARNING,
+        "{0}: not serving ring {1} nor any other: the driver''s features were refused (see the"
+            + " SET_FEATURES line) and the frontend starts the rings anyway (QEMU does not ask for"
+            + " the answer to SET_FEATURES); the guest sees a device that never responds",
+        name,
+        index);
   }
 
   private int vringIndex(Message<FrontendRequest> m) throws RequestFailed {
