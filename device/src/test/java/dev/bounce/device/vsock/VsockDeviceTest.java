@@ -54,26 +54,7 @@ class VsockDeviceTest {
 
   /** Sends {@code data} and reads the echo at the same time, as far as credit allows. */
   private byte[] echo(VsockDriver.Socket s, byte[] data) throws IOException {
-    ByteArrayOutputStream back = new ByteArrayOutputStream();
-    byte[] chunk = new byte[8192];
-    int sent = 0;
-    long deadline = System.nanoTime() + TIMEOUT.toNanos();
-    while (back.size() < data.length) {
-      boolean progress = false;
-      if (sent < data.length) {
-        int n = s.trySend(data, sent, Math.min(data.length - sent, 32 * 1024), false);
-        sent += n;
-        progress |= n > 0;
-      }
-      int got = s.read(chunk, 0, chunk.length);
-      back.write(chunk, 0, got);
-      progress |= got > 0;
-      if (!progress) {
-        assertTrue(System.nanoTime() < deadline, "stalled: sent " + sent + ", back " + back.size());
-        driver.pump(10);
-      }
-    }
-    return back.toByteArray();
+    return VsockRig.echo(driver, s, data, TIMEOUT);
   }
 
   @Test
