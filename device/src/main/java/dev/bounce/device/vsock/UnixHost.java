@@ -11,7 +11,6 @@ import io.netty.channel.IoEventLoop;
 import io.netty.channel.WriteBufferWaterMark;
 import io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.netty.channel.epoll.EpollServerDomainSocketChannel;
-import io.netty.channel.epoll.KeepEpollInterest;
 import io.netty.channel.unix.DomainSocketAddress;
 import java.io.FileNotFoundException;
 import java.io.IOException;
@@ -54,7 +53,6 @@ public final class UnixHost implements HostSide, AutoCloseable {
     channel.config().setAutoRead(false);
     channel.config().setOption(ChannelOption.ALLOW_HALF_CLOSURE, true);
     channel.config().setWriteBufferWaterMark(WATER_MARK);
-    KeepEpollInterest.on(channel);
   }
 
   private final Path udsPath;
