@@ -369,7 +369,15 @@ public final class VsockDevice implements VirtioDevice {
       refuse(c, guestPort, hostPort, type);
       return;
     }
-    if (!c.fromGuest.writeFrom(chain, len)) {
+    // A stream's bytes go straight to a host end that takes them now; only what it leaves is kept.
+    boolean offered =
+        !c.isSeqpacket()
+            && len > 0
+            && c.fromGuest.isEmpty()
+            && (c.hostShutdown & VsockHeader.SHUTDOWN_RCV) == 0;
+    int rest = offered ? len - c.offer(chain, len) : len;
+    if (c.state != VsockConnection.State.ESTABLISHED) return; // the host end reset it meanwhile
+    if (!c.fromGuest.writeFrom(chain, rest)) {
       guestError(describeHeader() + ": the chain holds fewer payload bytes than len; reset", c);
       refuse(c, guestPort, hostPort, type);
       return;
@@ -384,7 +392,7 @@ public final class VsockDevice implements VirtioDevice {
       consumedFromGuest(c);
       return;
     }
-    c.endpoint.readable(c);
+    if (!offered || rest > 0) c.endpoint.readable(c);
   }
 
   private void peerShutdown(VsockConnection c, int guestPort, int hostPort, int type, int flags) {
