@@ -54,7 +54,9 @@ class FrontendEngineTest {
     /** Only the pool's memfd shared; the engine maps it, and never sees RAM. */
     POOL,
     /** All RAM shared with a pool inside it; the engine has the pool and maps only its window. */
-    SHARED_WITH_POOL;
+    SHARED_WITH_POOL,
+    /** Nothing shared: the engine owns the pool and hands it over; addresses are offsets. */
+    DEVICE_POOL;
 
     GuestRam create() throws Exception {
       return switch (this) {
@@ -62,13 +64,18 @@ class FrontendEngineTest {
         case POOL -> GuestRam.create(MemoryMode.POOL, RAM_START, RAM_SIZE, POOL_SLOT, POOL_SIZE);
         case SHARED_WITH_POOL ->
             GuestRam.create(MemoryMode.SHARED, RAM_START, RAM_SIZE, POOL_IN_RAM, POOL_SIZE);
+        case DEVICE_POOL -> GuestRam.create(MemoryMode.DEVICE_POOL, RAM_START, RAM_SIZE, 0, 0);
       };
     }
 
     RestrictedDma engineMemory() {
-      return this == SHARED_WITH_POOL
-          ? EchoEngine.pool(POOL_IN_RAM, POOL_SIZE)
-          : EchoEngine.anyMemory();
+      return switch (this) {
+        case SHARED, POOL -> EchoEngine.anyMemory();
+        case SHARED_WITH_POOL -> EchoEngine.pool(POOL_IN_RAM, POOL_SIZE);
+        case DEVICE_POOL ->
+            new RestrictedDma(
+                RestrictedDma.Policy.PREFERRED, new RestrictedDma.DeviceOwned(POOL_SIZE));
+      };
     }
   }
 
@@ -135,12 +142,14 @@ class FrontendEngineTest {
   /**
    * What /proc/self/maps shows while the session runs: the frontend maps all of its guest memory;
    * the engine maps what it was given (all of RAM; only the pool memfd; only the pool's window of
-   * RAM).
+   * RAM; its own pool, which the frontend maps too).
    */
   private static void assertMappings(Layout layout) {
     List<ProcessMaps.Entry> ram = ProcessMaps.ofMemfd("bounce-guest-ram");
     List<ProcessMaps.Entry> pool = ProcessMaps.ofMemfd("bounce-guest-pool");
-    String seen = "guest RAM mappings " + ram + ", pool mappings " + pool;
+    List<ProcessMaps.Entry> devicePool = ProcessMaps.ofMemfd("bounce-device-pool");
+    String seen =
+        "guest RAM mappings " + ram + ", pool mappings " + pool + ", device pool " + devicePool;
     switch (layout) {
       case SHARED -> {
         assertEquals(
@@ -162,6 +171,12 @@ class FrontendEngineTest {
             ram.stream()
                 .anyMatch(e -> e.size() == POOL_SIZE && e.offset() == POOL_IN_RAM - RAM_START),
             "the engine maps only the pool's pages of the RAM memfd: " + seen);
+      }
+      case DEVICE_POOL -> {
+        assertEquals(List.of(RAM_SIZE), sizes(ram), "RAM is never shared: " + seen);
+        assertEquals(List.of(), pool, seen);
+        assertEquals(
+            List.of(POOL_SIZE, POOL_SIZE), sizes(devicePool), "both map the pool: " + seen);
       }
     }
   }

@@ -11,6 +11,7 @@ import io.netty.channel.IoEventLoop;
 import io.netty.channel.WriteBufferWaterMark;
 import io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.netty.channel.epoll.EpollServerDomainSocketChannel;
+import io.netty.channel.epoll.KeepEpollInterest;
 import io.netty.channel.unix.DomainSocketAddress;
 import java.io.FileNotFoundException;
 import java.io.IOException;
@@ -53,6 +54,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
     channel.config().setAutoRead(false);
     channel.config().setOption(ChannelOption.ALLOW_HALF_CLOSURE, true);
     channel.config().setWriteBufferWaterMark(WATER_MARK);
+    KeepEpollInterest.on(channel);
   }
 
   private final Path udsPath;

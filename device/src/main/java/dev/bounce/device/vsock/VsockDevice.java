@@ -1,5 +1,6 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.pool.LittleEndian;
 import dev.bounce.vhost.spi.DeviceContext;
 import dev.bounce.vhost.spi.VirtioDevice;
 import dev.bounce.vhost.spi.VirtioFeatures;
@@ -17,8 +18,8 @@ import java.util.List;
 
 /**
  * The virtio-vsock device (virtio 1.2 section 5.10, device id 19) as QEMU's vhost-user-vsock uses
- * it: two queues, rx (0) and tx (1); QEMU keeps the event queue. The config space is the guest's
- * CID (u64, little endian). SEQPACKET (feature bit 1) is offered.
+ * it: rx (0) and tx (1), plus the event queue (2) when the frontend hands it over (QEMU keeps it).
+ * The config space is the guest's CID (u64, little endian). SEQPACKET (feature bit 1) is offered.
  *
  * <p>tx: each chain is a 44-byte header and its payload (Linux: two descriptors); the op is acted
  * on at once and the chain completed. rx: a connection with something to say (a RESPONSE, data the
@@ -35,6 +36,18 @@ public final class VsockDevice implements VirtioDevice {
   public static final int DEVICE_ID = 19;
   public static final int RX_QUEUE = 0;
   public static final int TX_QUEUE = 1;
+
+  /**
+   * The event queue. QEMU's vhost-user-vsock keeps it (and sets up only rx and tx); a frontend that
+   * hands it to the backend gets TRANSPORT_RESET through it.
+   */
+  public static final int EVENT_QUEUE = 2;
+
+  /** virtio_vsock_event_id VIRTIO_VSOCK_EVENT_TRANSPORT_RESET (virtio 1.2 section 5.10.6.7). */
+  static final int EVENT_TRANSPORT_RESET = 0;
+
+  /** struct virtio_vsock_event: one le32 id. */
+  static final int EVENT_SIZE = 4;
 
   /** VIRTIO_VSOCK_F_SEQPACKET. */
   public static final int F_SEQPACKET = 1;
@@ -68,6 +81,11 @@ public final class VsockDevice implements VirtioDevice {
   private boolean rxRequested;
   private DescriptorChain rxChain;
   private DescriptorChain txChain;
+  private DescriptorChain eventChain;
+  private final MemorySegment event = Arena.ofAuto().allocate(EVENT_SIZE);
+  private boolean rxStarted;
+  private boolean txStarted;
+  private boolean transportResetDue;
   private VsockConnection last;
 
   private long guestErrors;
@@ -111,7 +129,7 @@ public final class VsockDevice implements VirtioDevice {
 
   @Override
   public int queueCount() {
-    return 2;
+    return 3;
   }
 
   @Override
@@ -128,6 +146,8 @@ public final class VsockDevice implements VirtioDevice {
   public void activate(DeviceContext context) {
     this.context = context;
     this.seqpacket = VirtioFeatures.has(context.features(), F_SEQPACKET);
+    rxStarted = false;
+    txStarted = false;
     host.attach(this);
   }
 
@@ -137,9 +157,26 @@ public final class VsockDevice implements VirtioDevice {
       rxChain = queue.newChain();
       rxRunning = true;
       rxRequested = false;
+      noticeResume(rxStarted, queue);
+      rxStarted = true;
     } else if (index == TX_QUEUE) {
       txChain = queue.newChain();
+      noticeResume(txStarted, queue);
+      txStarted = true;
+    } else if (index == EVENT_QUEUE) {
+      eventChain = queue.newChain();
     }
+    if (transportResetDue) context.process(EVENT_QUEUE);
+  }
+
+  /**
+   * A ring that starts, for the first time since this device was activated, past index 0 was in use
+   * before: the guest has connections this device never saw (bounce restarted, or the device was
+   * reset, under a running guest). The guest must drop them: TRANSPORT_RESET (virtio 1.2 section
+   * 5.10.6.7), sent as soon as there is an event queue.
+   */
+  private void noticeResume(boolean startedBefore, SplitQueue queue) {
+    if (!startedBefore && queue.lastAvailIndex() != 0) transportResetDue = true;
   }
 
   @Override
@@ -157,6 +194,16 @@ public final class VsockDevice implements VirtioDevice {
     } else if (index == RX_QUEUE) {
       rxRequested = false;
       fillReceiveBuffers(queue);
+    } else if (index == EVENT_QUEUE && transportResetDue && queue.pop(eventChain)) {
+      event.set(LittleEndian.LE32, 0, EVENT_TRANSPORT_RESET);
+      eventChain.write(event, 0, EVENT_SIZE);
+      queue.addUsed(eventChain);
+      transportResetDue = false;
+      log(
+          Level.INFO,
+          "vsock: the guest's rings were in use before this device served them (bounce restarted"
+              + " or the device was reset under a running guest): sent TRANSPORT_RESET so that the"
+              + " guest drops the connections it had");
     }
   }
 

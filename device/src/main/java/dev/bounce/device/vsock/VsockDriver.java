@@ -35,6 +35,7 @@ import java.util.Map;
 public final class VsockDriver {
   public static final int RX_QUEUE = 0;
   public static final int TX_QUEUE = 1;
+  public static final int EVENT_QUEUE = 2;
 
   /** Linux 6.1's rx buffer: one writable descriptor, header included. */
   public static final int RX_BUFFER_SIZE = 3776;
@@ -91,6 +92,8 @@ public final class VsockDriver {
   private long badPackets;
   private long creditViolations;
   private String firstProblem;
+  private final DriverEvents events;
+  private long transportResets;
 
   public VsockDriver(FrontendSession session, long guestCid, int bufferSize) {
     if (session.queueCount() < 2) throw new IllegalArgumentException("vsock needs 2 queues");
@@ -113,12 +116,31 @@ public final class VsockDriver {
     this.txPayload = new long[txSize];
     this.txPayloadMapped = new long[txSize];
     this.txPayloadLength = new int[txSize];
+    this.events =
+        session.queueCount() > EVENT_QUEUE
+            ? new DriverEvents(session.queue(EVENT_QUEUE), buffers, this::transportReset)
+            : null;
   }
 
-  /** FrontendSession options for this driver: 2 queues of {@code queueSize}. */
+  /** FrontendSession options for this driver: rx, tx and event queues of {@code queueSize}. */
   public static FrontendSession.Options options(
       dev.bounce.vhost.frontend.Handshake handshake, int queueSize) {
-    return new FrontendSession.Options(handshake, DRIVER_FEATURES, 2, queueSize, 0);
+    return new FrontendSession.Options(handshake, DRIVER_FEATURES, 3, queueSize, 0);
+  }
+
+  /**
+   * The device said TRANSPORT_RESET (it restarted under this guest): every connection is gone, as
+   * Linux's virtio_vsock_reset_sock makes them; listening goes on.
+   */
+  private void transportReset() {
+    transportResets++;
+    for (Socket s : sockets.values()) s.reset = true;
+    sockets.clear();
+  }
+
+  /** TRANSPORT_RESET events the device sent. */
+  public long transportResets() {
+    return transportResets;
   }
 
   /**
@@ -736,6 +758,7 @@ public final class VsockDriver {
    */
   public boolean pump(int waitMillis) throws IOException {
     int work = rxRing.harvest(onRxUsed) + txRing.harvest(onTxUsed);
+    if (events != null) work += events.pump();
     while (!replies.isEmpty()) {
       Object[] r = replies.peekFirst();
       if (!post((Socket) r[0], (Integer) r[1], 0, null, 0, 0)) break;

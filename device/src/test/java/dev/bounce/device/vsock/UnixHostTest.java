@@ -501,6 +501,31 @@ class UnixHostTest {
     }
   }
 
+  @Test
+  void aHostThatHalfClosesStillReceivesEverythingTheGuestSends() throws Exception {
+    byte[] request = random(1000, 50);
+    byte[] response = random(4 << 20, 51); // far more than the socket and the channel buffer
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  writeAll(ch, request);
+                  ch.shutdownOutput(); // a request, then end of stream: the request/response idiom
+                  Thread.sleep(500); // let bounce fill the socket and wait for room
+                  return readToEof(ch);
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      assertArrayEquals(request, s.readFully(request.length, TIMEOUT));
+      s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      s.send(response, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_SEND);
+      assertArrayEquals(response, await(app));
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
   // ---- SEQPACKET ----
 
   static final int[] MESSAGE_SIZES = {1, 100, 3776, 3777, 10_000, 60_000, 2};

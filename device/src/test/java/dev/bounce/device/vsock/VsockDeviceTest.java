@@ -54,26 +54,7 @@ class VsockDeviceTest {
 
   /** Sends {@code data} and reads the echo at the same time, as far as credit allows. */
   private byte[] echo(VsockDriver.Socket s, byte[] data) throws IOException {
-    ByteArrayOutputStream back = new ByteArrayOutputStream();
-    byte[] chunk = new byte[8192];
-    int sent = 0;
-    long deadline = System.nanoTime() + TIMEOUT.toNanos();
-    while (back.size() < data.length) {
-      boolean progress = false;
-      if (sent < data.length) {
-        int n = s.trySend(data, sent, Math.min(data.length - sent, 32 * 1024), false);
-        sent += n;
-        progress |= n > 0;
-      }
-      int got = s.read(chunk, 0, chunk.length);
-      back.write(chunk, 0, got);
-      progress |= got > 0;
-      if (!progress) {
-        assertTrue(System.nanoTime() < deadline, "stalled: sent " + sent + ", back " + back.size());
-        driver.pump(10);
-      }
-    }
-    return back.toByteArray();
+    return VsockRig.echo(driver, s, data, TIMEOUT);
   }
 
   @Test
@@ -81,7 +62,7 @@ class VsockDeviceTest {
     start(256);
     assertArrayEquals(new byte[] {3, 0, 0, 0, 0, 0, 0, 0}, device.config());
     assertEquals(19, device.deviceId());
-    assertEquals(2, device.queueCount());
+    assertEquals(3, device.queueCount());
     assertTrue(driver.seqpacketNegotiated());
   }
 
@@ -284,5 +265,44 @@ class VsockDeviceTest {
       assertTrue(System.nanoTime() < deadline + TIMEOUT.toNanos(), "no RST from the guest");
       driver.pump(10);
     }
+  }
+
+  @Test
+  void aDeviceRestartedUnderARunningGuestSendsTransportReset() throws Exception {
+    start(256);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    assertArrayEquals(random(10_000, 30), echo(s, random(10_000, 30)));
+    assertEquals(0, driver.transportResets());
+    // bounce dies under the running guest; a new one comes up at the same socket.
+    Path socket = dir.resolve("vsock.sock");
+    rig.server.close();
+    LoopbackHost newHost = new LoopbackHost().echo(ECHO_PORT);
+    VsockDevice restarted = new VsockDevice(VsockRig.GUEST_CID, BUFFER, 64, 1024, newHost);
+    try (BackendServer second =
+        BackendServer.listen(
+            socket,
+            new BackendServer.Config("vsock", restarted, rig.loops.next(), rig.loops.next()))) {
+      rig.session.reconnect(socket);
+      long deadline = System.nanoTime() + TIMEOUT.toNanos();
+      while (driver.transportResets() == 0) {
+        assertTrue(System.nanoTime() < deadline, "no TRANSPORT_RESET from the restarted device");
+        driver.pump(10);
+      }
+      assertTrue(s.wasReset(), "the guest's connection must be gone");
+      // The guest connects afresh and the new device serves it.
+      VsockDriver.Socket t = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+      assertArrayEquals(random(10_000, 31), echo(t, random(10_000, 31)));
+      assertEquals(1, driver.transportResets(), "one restart, one reset");
+      assertEquals(0, restarted.guestErrors());
+    }
+  }
+
+  @Test
+  void aFreshGuestGetsNoTransportReset() throws Exception {
+    start(256);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    assertArrayEquals(random(1000, 32), echo(s, random(1000, 32)));
+    for (int i = 0; i < 20; i++) driver.pump(5);
+    assertEquals(0, driver.transportResets());
   }
 }

@@ -1,13 +1,18 @@
 package dev.bounce.device.vsock;
 
 import dev.bounce.vhost.backend.BackendServer;
+import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
 import dev.bounce.vhost.frontend.Handshake;
 import dev.bounce.vhost.frontend.MemoryMode;
 import dev.bounce.vhost.loop.EventLoops;
+import dev.bounce.vhost.spi.VirtioFeatures;
 import io.netty.channel.IoEventLoop;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
 import java.nio.file.Path;
+import java.time.Duration;
 
 /**
  * A vsock device served by the real engine on a real socket, with the fake frontend and {@link
@@ -32,7 +37,24 @@ final class VsockRig implements AutoCloseable {
   final FrontendSession session;
   final VsockDriver driver;
 
+  /** Where guest memory is and what bounce is told about it (restricted DMA, issue 7). */
+  record Memory(MemoryMode mode, long poolStart, long poolSize, RestrictedDma dma) {
+    /** All guest RAM shared, no pool: QEMU's share=on. */
+    static final Memory SHARED = new Memory(MemoryMode.SHARED, 0, 0, RestrictedDma.OFF);
+  }
+
   VsockRig(Path dir, int queueSize, int bufferSize, int maxConnections, HostFactory hostFactory)
+      throws Exception {
+    this(dir, queueSize, bufferSize, maxConnections, hostFactory, Memory.SHARED);
+  }
+
+  VsockRig(
+      Path dir,
+      int queueSize,
+      int bufferSize,
+      int maxConnections,
+      HostFactory hostFactory,
+      Memory memory)
       throws Exception {
     loops = new EventLoops(2, "vsock-test");
     try {
@@ -42,16 +64,57 @@ final class VsockRig implements AutoCloseable {
       device = new VsockDevice(GUEST_CID, bufferSize, maxConnections, 1024, host);
       Path socket = dir.resolve("vsock.sock");
       server =
-          BackendServer.listen(socket, new BackendServer.Config("vsock", device, control, data));
-      ram = GuestRam.create(MemoryMode.SHARED, RAM_START, RAM_SIZE, 0, 0);
+          BackendServer.listen(
+              socket, new BackendServer.Config("vsock", device, control, data, memory.dma()));
+      ram =
+          GuestRam.create(
+              memory.mode(), RAM_START, RAM_SIZE, memory.poolStart(), memory.poolSize());
+      // A guest that bounces through a pool keeps the restricted-DMA contract (bit 27).
+      long restricted =
+          memory.mode() == MemoryMode.SHARED
+              ? 0
+              : VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA);
       session =
-          FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, queueSize));
+          FrontendSession.connect(
+              socket,
+              ram,
+              VsockDriver.options(Handshake.QEMU, queueSize).withDriverFeatures(restricted));
       driver = new VsockDriver(session, GUEST_CID, bufferSize);
       driver.pump(0);
     } catch (Exception | Error e) {
       close();
       throw e;
     }
+  }
+
+  /**
+   * Sends {@code data} on {@code s} and reads what comes back at the same time, as far as credit
+   * allows, pumping {@code driver}; fails when nothing moves for {@code timeout}.
+   */
+  static byte[] echo(VsockDriver driver, VsockDriver.Socket s, byte[] data, Duration timeout)
+      throws IOException {
+    ByteArrayOutputStream back = new ByteArrayOutputStream();
+    byte[] chunk = new byte[8192];
+    int sent = 0;
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (back.size() < data.length) {
+      boolean progress = false;
+      if (sent < data.length) {
+        int n = s.trySend(data, sent, Math.min(data.length - sent, 32 * 1024), false);
+        sent += n;
+        progress |= n > 0;
+      }
+      int got = s.read(chunk, 0, chunk.length);
+      back.write(chunk, 0, got);
+      progress |= got > 0;
+      if (!progress) {
+        if (System.nanoTime() > deadline) {
+          throw new AssertionError("stalled: sent " + sent + ", back " + back.size());
+        }
+        driver.pump(10);
+      }
+    }
+    return back.toByteArray();
   }
 
   @Override
