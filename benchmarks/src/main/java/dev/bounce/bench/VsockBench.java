@@ -50,7 +50,7 @@ public final class VsockBench {
   private static final long ROUND_TRIPS = Long.getLong("bench.roundTrips", 20_000);
   private static final int ROUNDS = Integer.getInteger("bench.rounds", 5);
 
-  /** More flags for {@code bounce vsock}, for example {@code --tx-buffer-size 256K}. */
+  /** More flags for {@code bounce vsock}, for example {@code --tx-buffer-size 64K}. */
   private static final String BACKEND_ARGS = System.getProperty("bench.backendArgs", "");
 
   private static final int MESSAGE = 64;
@@ -194,7 +194,7 @@ public final class VsockBench {
     return median(samples.get(name));
   }
 
-  private static double median(List<Double> values) {
+  static double median(List<Double> values) {
     double[] v = values.stream().mapToDouble(Double::doubleValue).sorted().toArray();
     return v.length % 2 == 1 ? v[v.length / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
   }
@@ -298,8 +298,7 @@ public final class VsockBench {
   }
 
   /** A second JVM with this one's flags, running {@code mainClass}; its output goes to a log. */
-  private static Process child(Path dir, String name, String mainClass, String... args)
-      throws IOException {
+  static Process child(Path dir, String name, String mainClass, String... args) throws IOException {
     List<String> command = new ArrayList<>();
     command.add(ProcessHandle.current().info().command().orElse("java"));
     command.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
@@ -312,7 +311,7 @@ public final class VsockBench {
         .start();
   }
 
-  private static void awaitFile(Path path, List<Process> children)
+  static void awaitFile(Path path, List<Process> children)
       throws IOException, InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
     while (!Files.exists(path)) {
@@ -324,7 +323,7 @@ public final class VsockBench {
     }
   }
 
-  private static void log(String format, Object... args) {
+  static void log(String format, Object... args) {
     System.out.println("bench-vsock: " + String.format(Locale.ROOT, format, args));
     System.out.flush();
   }

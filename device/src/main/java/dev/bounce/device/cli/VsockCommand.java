@@ -49,7 +49,7 @@ final class VsockCommand {
                       new Flags.Flag(
                           "tx-buffer-size",
                           "B",
-                          "bytes buffered per connection and direction (default 64K); bounds memory"),
+                          "bytes buffered per connection and direction (default 256K, Linux's vsock buffer); bounds memory"),
                       new Flags.Flag(
                           "queue-size", "N", "the largest virtqueue size offered (default 1024)"),
                       new Flags.Flag(

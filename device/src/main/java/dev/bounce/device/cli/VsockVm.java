@@ -1,5 +1,6 @@
 package dev.bounce.device.cli;
 
+import dev.bounce.device.vsock.VsockDevice;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -12,7 +13,7 @@ import java.util.Set;
  */
 record VsockVm(long guestCid, Path socket, Path udsPath, int txBufferSize, int queueSize) {
   static final long DEFAULT_GUEST_CID = 3;
-  static final int DEFAULT_TX_BUFFER_SIZE = 64 * 1024;
+  static final int DEFAULT_TX_BUFFER_SIZE = VsockDevice.DEFAULT_BUFFER_SIZE;
   static final int DEFAULT_QUEUE_SIZE = 1024;
 
   private static final Set<String> KEYS =

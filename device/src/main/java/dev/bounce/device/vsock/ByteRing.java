@@ -127,6 +127,17 @@ final class ByteRing {
     return true;
   }
 
+  /**
+   * Counts {@code n} bytes as put in and taken out at once: they went from the guest straight to
+   * the host ({@link VsockConnection#offer}), so the counters (rx_cnt, fwd_cnt) stay exact. Only
+   * while empty, which keeps the bytes in order.
+   */
+  void passThrough(int n) {
+    if (!isEmpty()) throw new IllegalStateException("bytes wait in the ring: " + size());
+    head += n;
+    tail += n;
+  }
+
   /** Marks the end of a message at the current tail (SEQPACKET EOM). */
   boolean markEnd() {
     if (endsCount >= capacity + 1) return false;

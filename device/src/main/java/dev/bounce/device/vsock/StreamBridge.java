@@ -187,7 +187,14 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
         && (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_SEND) != 0
         && c.available() == 0) {
       outputShut = true;
-      ((DuplexChannel) channel).shutdownOutput();
+      // Netty's shutdownOutput fails every write the channel still holds (the guest's last bytes
+      // when the host reads slower than the guest sends): shut only once the writes before went.
+      channel
+          .writeAndFlush(Unpooled.EMPTY_BUFFER)
+          .addListener(
+              f -> {
+                if (f.isSuccess() && channel.isActive()) ((DuplexChannel) channel).shutdownOutput();
+              });
     }
   }
 

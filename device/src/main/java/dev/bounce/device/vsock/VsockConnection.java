@@ -1,5 +1,7 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.vhost.virtq.DescriptorChain;
+import dev.bounce.vhost.virtq.VirtqueueException;
 import java.lang.foreign.MemorySegment;
 
 /**
@@ -44,6 +46,13 @@ public final class VsockConnection {
   int hostShutdown;
   int peerShutdown;
   private boolean lastReadEndedMessage;
+
+  // A stream packet's payload the host may take straight from guest memory: set only during
+  // offer(), while fromGuest is empty (so bytes stay in order).
+  private DescriptorChain staged;
+  private int stagedLeft;
+  private int stagedTaken;
+  private VirtqueueException stagedFault;
 
   VsockConnection(VsockDevice device, int hostPort, int guestPort, int type, int bufferSize) {
     this.device = device;
@@ -100,7 +109,7 @@ public final class VsockConnection {
 
   /** Bytes from the guest waiting to be read. */
   public int available() {
-    return fromGuest.size();
+    return fromGuest.size() + stagedLeft;
   }
 
   /**
@@ -109,9 +118,51 @@ public final class VsockConnection {
    */
   public int read(MemorySegment dst, long dstOffset, int max) {
     int n = fromGuest.read(dst, dstOffset, max);
+    if (n < max && stagedLeft > 0) n += readStaged(dst, dstOffset + n, max - n);
     lastReadEndedMessage = fromGuest.takeEnd();
     if (n > 0 || lastReadEndedMessage) device.consumedFromGuest(this);
     return n;
+  }
+
+  /**
+   * Hands a stream packet's {@code len} payload bytes, at {@code chain}'s cursor, to the host end
+   * while they are still in guest memory: what it {@link #read}s during this {@link
+   * HostSide.HostEndpoint#readable} call is copied once, from the chain to its buffer, instead of
+   * through {@link #fromGuest} first. The rest stays at the cursor for the device to keep.
+   *
+   * @return the bytes the host took (counted as received and forwarded in {@link #fromGuest})
+   * @throws VirtqueueException when a descriptor of the chain was invalid
+   */
+  int offer(DescriptorChain chain, int len) throws VirtqueueException {
+    staged = chain;
+    stagedLeft = len;
+    stagedTaken = 0;
+    try {
+      endpoint.readable(this);
+    } finally {
+      staged = null;
+      stagedLeft = 0;
+    }
+    VirtqueueException fault = stagedFault;
+    stagedFault = null;
+    if (fault != null) throw fault;
+    return stagedTaken;
+  }
+
+  private int readStaged(MemorySegment dst, long dstOffset, int max) {
+    int want = Math.min(max, stagedLeft);
+    int got;
+    try {
+      got = (int) staged.read(dst, dstOffset, want);
+    } catch (VirtqueueException e) {
+      stagedFault = e;
+      got = 0;
+    }
+    fromGuest.passThrough(got);
+    stagedTaken += got;
+    // A chain shorter than its len: nothing more is offered; the device finds it short and resets.
+    stagedLeft = got < want ? 0 : stagedLeft - got;
+    return got;
   }
 
   /** Whether the last {@link #read} reached the end of a SEQPACKET message. */

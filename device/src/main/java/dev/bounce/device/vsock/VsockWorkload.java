@@ -595,8 +595,9 @@ public final class VsockWorkload implements AutoCloseable {
         hostOutputShut = true;
         progress = true;
       }
-      // It closes once the guest's side is gone: every byte it sent has arrived.
-      if (hostOutputShut && guestShut && guest.wasReset() && !hostClosed) {
+      // It closes once the guest's side is gone (every byte it sent has arrived) and it read to end
+      // of stream: the guest's reset can overtake the guest's last bytes still on their way here.
+      if (hostOutputShut && guestShut && guest.wasReset() && toHost.eof && !hostClosed) {
         closeHost();
         progress = true;
       }

@@ -501,6 +501,33 @@ class UnixHostTest {
     }
   }
 
+  @Test
+  void aHostThatReadsSlowlyGetsTheGuestsLastBytesBeforeEndOfStream() throws Exception {
+    byte[] data = random(4 << 20, 52);
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  // Slower than the guest: the channel always holds bytes when the guest's
+                  // SHUTDOWN comes, which must not drop them.
+                  ByteArrayOutputStream all = new ByteArrayOutputStream();
+                  ByteBuffer b = ByteBuffer.allocate(16 * 1024);
+                  while (ch.read(b.clear()) >= 0) {
+                    all.write(b.array(), 0, b.position());
+                    java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+                  }
+                  return all.toByteArray();
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      s.send(data, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_SEND);
+      assertArrayEquals(data, await(app));
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
   // ---- SEQPACKET ----
 
   static final int[] MESSAGE_SIZES = {1, 100, 3776, 3777, 10_000, 60_000, 2};

@@ -1,0 +1,186 @@
+package dev.bounce.bench;
+
+import dev.bounce.device.cli.Main;
+import dev.bounce.device.vsock.VsockDriver;
+import dev.bounce.device.vsock.VsockWorkload;
+import dev.bounce.vhost.frontend.FrontendSession;
+import dev.bounce.vhost.frontend.GuestRam;
+import dev.bounce.vhost.frontend.Handshake;
+import dev.bounce.vhost.frontend.MemoryMode;
+import dev.bounce.vhost.frontend.Stats;
+import dev.bounce.vhost.spi.VirtioFeatures;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.EnumMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+
+/**
+ * scripts/bench-dma: issue 7's benchmark, restricted versus shared, vsock 64 KiB streams through
+ * {@code bounce vsock}, from one run. One {@code bounce vsock} process per mode: shared (no pool,
+ * the guest shares all its RAM), {@code --pool} (Firecracker's layout: only the pool is shared and
+ * enforced) and {@code --device-pool} (the backend's own pool); this JVM is each one's fake
+ * frontend in the matching mode with {@link VsockDriver} as the guest (in the restricted modes it
+ * bounces every buffer through the pool, as Linux's restricted-dma-pool does: the guest-side copy
+ * is part of the cost) and the host application ({@link VsockWorkload}). After a warm-up round,
+ * every round streams each way once per mode, modes back to back; a ratio is the median of the
+ * per-round ratios to shared. Goal: restricted costs at most 10% (ratio at least 0.90).
+ */
+public final class VsockDmaBench {
+  private static final long STREAM_BYTES = Long.getLong("bench.streamBytes", 256L << 20);
+  private static final int ROUNDS = Integer.getInteger("bench.rounds", 5);
+  private static final int SIZE = Integer.getInteger("bench.writeSize", 64 * 1024);
+
+  private static final long RAM_START = 0x4000_0000L;
+  private static final long RAM_SIZE = 256L << 20;
+  private static final long POOL_START = 0x8000_0000L;
+  private static final long POOL_SIZE = 16L << 20;
+  private static final Duration LIMIT = Duration.ofSeconds(120);
+
+  private static final List<VsockWorkload.Direction> DIRECTIONS =
+      List.of(VsockWorkload.Direction.GUEST_TO_HOST, VsockWorkload.Direction.HOST_TO_GUEST);
+
+  /** "mode direction" -> MiB/s per round. */
+  private final Map<String, List<Double>> samples = new LinkedHashMap<>();
+
+  private VsockDmaBench() {}
+
+  public static void main(String[] args) throws Exception {
+    Path dir = Files.createTempDirectory("bench-dma");
+    List<Process> children = new ArrayList<>();
+    List<AutoCloseable> open = new ArrayList<>();
+    try {
+      VsockBench.log(
+          "%d cores, load average %s; %d rounds after a warm-up; streams of %d MiB in %d-byte"
+              + " writes; pool %d MiB",
+          Runtime.getRuntime().availableProcessors(),
+          Files.readString(Path.of("/proc/loadavg")).trim(),
+          ROUNDS,
+          STREAM_BYTES >> 20,
+          SIZE,
+          POOL_SIZE >> 20);
+      Map<MemoryMode, VsockWorkload> workloads = new EnumMap<>(MemoryMode.class);
+      for (MemoryMode mode : MemoryMode.values()) {
+        Path vhost = dir.resolve(mode.flag() + ".sock");
+        Path uds = dir.resolve(mode.flag() + ".vsock");
+        List<String> flags =
+            new ArrayList<>(List.of("vsock", "--socket", "" + vhost, "--uds-path", "" + uds));
+        flags.addAll(poolFlags(mode));
+        children.add(
+            VsockBench.child(
+                dir,
+                "bounce-vsock-" + mode.flag(),
+                Main.class.getName(),
+                flags.toArray(String[]::new)));
+        VsockBench.awaitFile(vhost, children);
+        VsockBench.awaitFile(uds, children);
+        GuestRam ram =
+            GuestRam.create(
+                mode,
+                RAM_START,
+                RAM_SIZE,
+                mode == MemoryMode.POOL ? POOL_START : 0,
+                mode == MemoryMode.POOL ? POOL_SIZE : 0);
+        open.add(ram);
+        FrontendSession.Options options = VsockDriver.options(Handshake.QEMU, 256);
+        if (mode != MemoryMode.SHARED) {
+          options = options.withDriverFeatures(VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA));
+        }
+        FrontendSession session = FrontendSession.connect(vhost, ram, options);
+        open.add(session);
+        VsockDriver driver =
+            new VsockDriver(session, VsockDriver.guestCid(session), VsockDriver.LINUX_BUFFER_SIZE);
+        VsockWorkload workload = new VsockWorkload(driver, uds);
+        open.add(workload);
+        workloads.put(mode, workload);
+      }
+      VsockDmaBench bench = new VsockDmaBench();
+      bench.round("warm-up", workloads, false);
+      for (int r = 1; r <= ROUNDS; r++) bench.round("round " + r + "/" + ROUNDS, workloads, true);
+      bench.report();
+    } finally {
+      for (int i = open.size() - 1; i >= 0; i--) open.get(i).close();
+      for (Process p : children) {
+        p.destroy();
+        if (!p.waitFor(10, TimeUnit.SECONDS)) p.destroyForcibly();
+      }
+      try (Stream<Path> paths = Files.walk(dir)) {
+        for (Path p : paths.sorted(Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
+      }
+    }
+  }
+
+  private static List<String> poolFlags(MemoryMode mode) {
+    return switch (mode) {
+      case SHARED -> List.of();
+      case POOL ->
+          List.of(
+              "--pool",
+              String.format("0x%x:%dM", POOL_START, POOL_SIZE >> 20),
+              "--restricted-dma",
+              "required");
+      case DEVICE_POOL ->
+          List.of("--device-pool", (POOL_SIZE >> 20) + "M", "--restricted-dma", "required");
+    };
+  }
+
+  private void round(String name, Map<MemoryMode, VsockWorkload> workloads, boolean keep)
+      throws IOException {
+    VsockBench.log("%s", name);
+    for (VsockWorkload.Direction d : DIRECTIONS) {
+      for (Map.Entry<MemoryMode, VsockWorkload> e : workloads.entrySet()) {
+        VsockWorkload.Result r = e.getValue().stream(d, 1, 1, SIZE, STREAM_BYTES, false, LIMIT);
+        if (r.errors() != 0) {
+          throw new IOException(
+              "a measurement failed: "
+                  + r.guestToHost().firstError()
+                  + " "
+                  + r.hostToGuest().firstError());
+        }
+        Stats s = d == VsockWorkload.Direction.GUEST_TO_HOST ? r.guestToHost() : r.hostToGuest();
+        double rate = s.bytes() / s.seconds() / (1 << 20);
+        String key = e.getKey().flag() + " " + d.flag();
+        VsockBench.log("  %-28s %8.1f MiB/s", key, rate);
+        if (keep) samples.computeIfAbsent(key, k -> new ArrayList<>()).add(rate);
+      }
+    }
+  }
+
+  private void report() {
+    System.out.println();
+    System.out.printf(
+        Locale.ROOT,
+        "restricted versus shared, vsock %d KiB writes, medians of %d rounds; ratio = the median"
+            + " of each round's mode / shared (goal >= 0.90)%n",
+        SIZE / 1024,
+        ROUNDS);
+    for (VsockWorkload.Direction d : DIRECTIONS) {
+      List<Double> shared = samples.get(MemoryMode.SHARED.flag() + " " + d.flag());
+      for (MemoryMode mode : MemoryMode.values()) {
+        List<Double> rates = samples.get(mode.flag() + " " + d.flag());
+        String ratio = "";
+        if (mode != MemoryMode.SHARED) {
+          List<Double> ratios = new ArrayList<>();
+          for (int i = 0; i < rates.size(); i++) ratios.add(rates.get(i) / shared.get(i));
+          double m = VsockBench.median(ratios);
+          ratio = String.format(Locale.ROOT, "  ratio %.2f (%s)", m, m >= 0.9 ? "met" : "MISSED");
+        }
+        System.out.printf(
+            Locale.ROOT,
+            "  %-14s %-12s %8.1f MiB/s%s%n",
+            d.flag(),
+            mode.flag(),
+            VsockBench.median(rates),
+            ratio);
+      }
+    }
+  }
+}
