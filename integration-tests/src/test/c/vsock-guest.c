@@ -2,17 +2,25 @@
  * vsock-guest: the program the real-VM tests run inside the Linux guest (scripts/realvm builds it
  * static for x86_64 and arm64 and puts it in the initramfs; /init runs it once per step).
  *
- *   vsock-guest connect PORT BYTES   connects to the host (CID 2) on PORT, sends BYTES of the
- *                                    pattern and reads BYTES back (the host echoes)
- *   vsock-guest listen PORT BYTES    listens on PORT, prints a READY line, accepts one connection,
- *                                    reads BYTES and echoes them as they come
+ *   vsock-guest connect PORT BYTES    connects to the host (CID 2) on PORT, sends BYTES of the
+ *                                     pattern and reads BYTES back (the host echoes)
+ *   vsock-guest listen PORT BYTES     listens on PORT, prints a READY line, accepts one connection,
+ *                                     reads BYTES and echoes them as they come
+ *   vsock-guest net-send IFACE FRAMES sends FRAMES Ethernet frames on IFACE (AF_PACKET), each
+ *                                     carrying the next NET_PAYLOAD bytes of the pattern, and
+ *                                     waits until the device has taken them all
+ *   vsock-guest net-echo IFACE FRAMES the same, for a backend that sends every frame back on the
+ *                                     port it came from: receives each one back (NET_WINDOW in
+ *                                     flight at most, so the guest's receive buffers never run out)
  *
  * Both directions are counted and checksummed (CRC-32, as java.util.zip.CRC32) so the host can
  * check them against its own side. The lengths are fixed in advance, so neither side depends on
  * half-close. Result lines (one write each, parsed by dev.bounce.it.realvm.RealVm):
  *   BOUNCE-READY mode=listen port=P
  *   BOUNCE-RESULT mode=M port=P sent=N sent_crc=X received=N received_crc=X ok
+ *   BOUNCE-RESULT mode=M iface=I mac=A sent=N sent_crc=X received=N received_crc=X ok
  *   BOUNCE-RESULT mode=M port=P ... error=<what failed>: <strerror>
+ * (net: sent and received count payload bytes; the frame headers are not in the CRC.)
  */
 #include <errno.h>
 #include <poll.h>
@@ -21,11 +29,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/sockios.h>
 #include <linux/vm_sockets.h>
 
 #define TIMEOUT_SECONDS 120
+
+/* IEEE 802's local experimental EtherType: nothing else in the guest sends or takes it. */
+#define NET_ETHERTYPE 0x88b5
+#define NET_PAYLOAD 1024
+#define NET_WINDOW 32
+/* How long a frame may take to come back, or the device to take what was sent. */
+#define NET_WAIT_MS 10000
 
 /* The byte at offset i of every stream the tests send; TestPattern in the Java harness is the same. */
 static uint8_t pattern(uint64_t i) { return (uint8_t)(i * 31 + (i >> 8) + 7); }
@@ -49,7 +70,7 @@ static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n) {
 
 struct result {
   const char *mode;
-  unsigned port;
+  char where[96]; /* port=P, or iface=I mac=A */
   uint64_t sent, received;
   uint32_t sent_crc, received_crc;
 };
@@ -58,9 +79,9 @@ static void report(const struct result *r, const char *failed) {
   int error = errno; /* of the call that failed, before anything here can change it */
   char line[512];
   int n = snprintf(line, sizeof line,
-                   "BOUNCE-RESULT mode=%s port=%u sent=%llu sent_crc=%08x received=%llu "
+                   "BOUNCE-RESULT mode=%s %s sent=%llu sent_crc=%08x received=%llu "
                    "received_crc=%08x",
-                   r->mode, r->port, (unsigned long long)r->sent, r->sent_crc,
+                   r->mode, r->where, (unsigned long long)r->sent, r->sent_crc,
                    (unsigned long long)r->received, r->received_crc);
   if (failed)
     n += snprintf(line + n, sizeof line - n, " error=%s: %s\n", failed, strerror(error));
@@ -127,6 +148,78 @@ static const char *exchange(int fd, struct result *r, uint64_t total, int echo) 
   return NULL;
 }
 
+/*
+ * Sends `frames` frames from iface's own MAC address to itself (so a frame sent back is addressed
+ * to the guest) and, with echo, takes each one back, checking its header and length. The socket
+ * bypasses the qdisc: a frame the device cannot take now (no carrier yet, ring full) fails with
+ * ENOBUFS and is sent again, instead of being dropped silently.
+ */
+static const char *net(int fd, struct result *r, const char *iface, uint64_t frames, int echo) {
+  struct ifreq ifr = {0};
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", iface);
+  if (ioctl(fd, SIOCGIFINDEX, &ifr) < 0) return "SIOCGIFINDEX";
+  int index = ifr.ifr_ifindex;
+  if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0) return "SIOCGIFHWADDR";
+  const uint8_t *mac = (const uint8_t *)ifr.ifr_hwaddr.sa_data;
+  snprintf(r->where, sizeof r->where, "iface=%s mac=%02x:%02x:%02x:%02x:%02x:%02x", iface, mac[0],
+           mac[1], mac[2], mac[3], mac[4], mac[5]);
+  int one = 1;
+  if (setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof one) < 0)
+    return "PACKET_QDISC_BYPASS";
+  struct sockaddr_ll me = {.sll_family = AF_PACKET,
+                           .sll_protocol = htons(NET_ETHERTYPE),
+                           .sll_ifindex = index};
+  if (bind(fd, (struct sockaddr *)&me, sizeof me) < 0) return "bind";
+
+  static uint8_t out[ETH_HLEN + NET_PAYLOAD], in[ETH_FRAME_LEN + 64];
+  memcpy(out, mac, ETH_ALEN);
+  memcpy(out + ETH_ALEN, mac, ETH_ALEN);
+  out[12] = NET_ETHERTYPE >> 8;
+  out[13] = NET_ETHERTYPE & 0xff;
+  uint64_t sent = 0, received = 0;
+  while (sent < frames || (echo && received < frames)) {
+    if (sent < frames && (!echo || sent - received < NET_WINDOW)) {
+      for (int i = 0; i < NET_PAYLOAD; i++) out[ETH_HLEN + i] = pattern(r->sent + i);
+      if (send(fd, out, sizeof out, 0) < 0) {
+        if (errno != ENOBUFS) return "send";
+        usleep(1000);
+        continue;
+      }
+      r->sent_crc = crc_update(r->sent_crc, out + ETH_HLEN, NET_PAYLOAD);
+      r->sent += NET_PAYLOAD;
+      sent++;
+      continue;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ready = poll(&p, 1, NET_WAIT_MS);
+    if (ready == 0) errno = ETIMEDOUT;
+    if (ready <= 0) return "poll (waiting for a frame to come back)";
+    struct sockaddr_ll from;
+    socklen_t from_len = sizeof from;
+    ssize_t n = recvfrom(fd, in, sizeof in, 0, (struct sockaddr *)&from, &from_len);
+    if (n < 0) return "recvfrom";
+    if (from.sll_pkttype == PACKET_OUTGOING) continue;
+    if (n != (ssize_t)sizeof out || memcmp(in, out, ETH_HLEN) != 0) {
+      errno = EBADMSG;
+      return "recvfrom (a frame that is not one the guest sent)";
+    }
+    r->received_crc = crc_update(r->received_crc, in + ETH_HLEN, NET_PAYLOAD);
+    r->received += NET_PAYLOAD;
+    received++;
+  }
+  /* What the socket still holds is in frames the device has not given back yet. */
+  for (int waited = 0;; waited += 10) {
+    int queued;
+    if (ioctl(fd, SIOCOUTQ, &queued) < 0) return "SIOCOUTQ";
+    if (queued == 0) return NULL;
+    if (waited >= NET_WAIT_MS) {
+      errno = ETIMEDOUT;
+      return "SIOCOUTQ (the device did not take every frame)";
+    }
+    usleep(10000);
+  }
+}
+
 static char timeout_line[256];
 
 static void timed_out(int signal) {
@@ -135,40 +228,58 @@ static void timed_out(int signal) {
   _exit(1);
 }
 
+/* From now on, a step stuck anywhere still ends in a result line saying where it was. */
+static void arm_timeout(const struct result *r) {
+  snprintf(timeout_line, sizeof timeout_line,
+           "BOUNCE-RESULT mode=%s %s error=timeout: no progress in %d s\n", r->mode, r->where,
+           TIMEOUT_SECONDS);
+}
+
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: vsock-guest connect|listen PORT BYTES\n");
+    fprintf(stderr, "usage: vsock-guest connect|listen PORT BYTES | net-send|net-echo IFACE FRAMES\n");
     return 2;
   }
   crc_init();
-  struct result r = {.mode = argv[1], .port = (unsigned)strtoul(argv[2], NULL, 10)};
+  struct result r = {.mode = argv[1]};
   uint64_t total = strtoull(argv[3], NULL, 10);
   int listening = strcmp(argv[1], "listen") == 0;
+  int net_echo = strcmp(argv[1], "net-echo") == 0;
+  if (net_echo || strcmp(argv[1], "net-send") == 0) {
+    snprintf(r.where, sizeof r.where, "iface=%s", argv[2]);
+    arm_timeout(&r);
+    signal(SIGALRM, timed_out);
+    alarm(TIMEOUT_SECONDS);
+    int fd = socket(AF_PACKET, SOCK_RAW, htons(NET_ETHERTYPE));
+    if (fd < 0) return report(&r, "socket"), 1;
+    const char *failed = net(fd, &r, argv[2], total, net_echo);
+    report(&r, failed);
+    return failed ? 1 : 0;
+  }
   if (!listening && strcmp(argv[1], "connect") != 0) {
     fprintf(stderr, "vsock-guest: unknown mode %s\n", argv[1]);
     return 2;
   }
-  /* A step stuck in connect or accept must still end in a result line. */
-  snprintf(timeout_line, sizeof timeout_line,
-           "BOUNCE-RESULT mode=%s port=%u error=timeout: no progress in %d s\n", r.mode, r.port,
-           TIMEOUT_SECONDS);
+  unsigned port = (unsigned)strtoul(argv[2], NULL, 10);
+  snprintf(r.where, sizeof r.where, "port=%u", port);
+  arm_timeout(&r);
   signal(SIGALRM, timed_out);
   alarm(TIMEOUT_SECONDS);
 
   int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
   if (fd < 0) return report(&r, "socket"), 1;
   if (listening) {
-    struct sockaddr_vm me = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = r.port};
+    struct sockaddr_vm me = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
     if (bind(fd, (struct sockaddr *)&me, sizeof me) < 0) return report(&r, "bind"), 1;
     if (listen(fd, 1) < 0) return report(&r, "listen"), 1;
-    printf("BOUNCE-READY mode=listen port=%u\n", r.port);
+    printf("BOUNCE-READY mode=listen port=%u\n", port);
     fflush(stdout);
     int conn = accept(fd, NULL, NULL);
     if (conn < 0) return report(&r, "accept"), 1;
     close(fd);
     fd = conn;
   } else {
-    struct sockaddr_vm host = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = r.port};
+    struct sockaddr_vm host = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = port};
     if (connect(fd, (struct sockaddr *)&host, sizeof host) < 0) return report(&r, "connect"), 1;
   }
   const char *failed = exchange(fd, &r, total, listening);
