@@ -8,13 +8,13 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * The guests the harness boots under QEMU 7.2 (TCG: KVM cannot run guests on these machines), each
- * with a vhost-user vsock device on the socket it is given. ../shared/reference/REAL-PEERS.md (not
- * in the repo) records why each option is there.
+ * with the vhost-user devices it is given ({@link VhostUserDevice}).
+ * ../shared/reference/REAL-PEERS.md (not in the repo) records why each option is there.
  */
 enum Guest {
-  /** q35 with vhost-user-vsock-pci and Debian's amd64 kernel. */
+  /** q35 (PCI devices) with Debian's amd64 kernel. */
   X86_Q35(Arch.X86_64, false),
-  /** virt with vhost-user-vsock-device on virtio-mmio (modern: force-legacy=false). */
+  /** virt with devices on virtio-mmio (modern: force-legacy=false) and our arm64 kernel. */
   ARM64_VIRT(Arch.ARM64, false),
   /**
    * virt whose device tree puts a restricted-dma-pool on the device's transport, and the device
@@ -66,11 +66,12 @@ enum Guest {
   }
 
   /**
-   * The QEMU command that boots this guest against the backend at {@code socket} and makes it run
+   * The QEMU command that boots this guest with {@code devices} (in that order) and makes it run
    * {@code steps} (the bounce.run= list scripts/realvm/init reads). Files it needs go to {@code
-   * dir}.
+   * dir}. On the restricted-pool guest the pool is on the first device's transport, and that device
+   * uses it (iommu_platform=on); any further device is outside the pool.
    */
-  List<String> command(GuestImages images, Path socket, String steps, Path dir)
+  List<String> command(GuestImages images, List<VhostUserDevice> devices, String steps, Path dir)
       throws IOException, InterruptedException {
     List<String> command = machine();
     command.addAll(
@@ -80,24 +81,12 @@ enum Guest {
             "-initrd",
             images.initramfs(arch).toString(),
             "-append",
-            "console=" + arch.console + " panic=-1 bounce.run=" + steps,
-            "-chardev",
-            "socket,id=vu,path=" + socket));
-    if (arch == Arch.X86_64) {
-      command.addAll(List.of("-device", "vhost-user-vsock-pci,chardev=vu"));
-      return command;
+            "console=" + arch.console + " panic=-1 bounce.run=" + steps));
+    if (arch == Arch.ARM64) command.addAll(List.of("-global", "virtio-mmio.force-legacy=false"));
+    if (restrictedPool) command.addAll(List.of("-dtb", restrictedPoolDtb(dir).toString()));
+    for (int i = 0; i < devices.size(); i++) {
+      command.addAll(devices.get(i).qemuOptions(arch, restrictedPool && i == 0));
     }
-    command.addAll(List.of("-global", "virtio-mmio.force-legacy=false"));
-    if (!restrictedPool) {
-      command.addAll(List.of("-device", "vhost-user-vsock-device,chardev=vu"));
-      return command;
-    }
-    command.addAll(
-        List.of(
-            "-dtb",
-            restrictedPoolDtb(dir).toString(),
-            "-device",
-            "vhost-user-vsock-device,chardev=vu,iommu_platform=on"));
     return command;
   }
 

@@ -1,5 +1,6 @@
 package dev.bounce.it.realvm;
 
+import dev.bounce.it.TestPmd;
 import dev.bounce.pool.testing.ProcessMaps;
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -17,10 +18,12 @@ import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 /**
- * One real-VM run: bounce as its own process ({@code bounce vsock}, the command users run), host
- * applications on its host side, and a QEMU guest whose scripts/realvm/init runs vsock-guest steps
- * and prints result lines. Every failure it reports carries the guest console and bounce's log.
- * {@link #close} kills QEMU and bounce and removes the run's folder, whatever happened.
+ * One real-VM run: a QEMU guest whose scripts/realvm/init runs vsock-guest steps and prints result
+ * lines, and the vhost-user backends of its devices: bounce as its own process ({@code bounce
+ * vsock}, the command users run) with host applications on its host side, for a vsock device;
+ * DPDK's vhost backend ({@link TestPmd}) for a net device. Every failure it reports carries the
+ * guest console and the backends' logs. {@link #close} kills QEMU and the backends and removes the
+ * run's folder, whatever happened.
  */
 final class RealVm implements AutoCloseable {
   /** The guest's CID (QEMU's vhost-user-vsock reads it from the backend's config space). */
@@ -33,6 +36,7 @@ final class RealVm implements AutoCloseable {
   private final List<AutoCloseable> open = new ArrayList<>(); // closed last to first
   private ChildProcess bounce;
   private DropRepliesRelay relay;
+  private TestPmd testpmd;
   private ChildProcess qemu;
 
   RealVm(Guest guest) throws IOException {
@@ -87,15 +91,45 @@ final class RealVm implements AutoCloseable {
     relay = started(DropRepliesRelay.start(dir.resolve("relay.sock"), vhostUserSocket()));
   }
 
+  /**
+   * Starts dpdk-testpmd as the backend of a net device for the guest, forwarding in {@code
+   * forwardMode} ({@code io}: every frame back to the guest; {@code rxonly}: counted and freed).
+   */
+  void startTestPmd(String forwardMode) throws IOException, InterruptedException {
+    GuestImages.prepared(); // it installs DPDK where it is missing, as it fails when it cannot
+    testpmd = started(TestPmd.start(dir, forwardMode));
+    testpmd.awaitListening();
+  }
+
+  /**
+   * Stops testpmd and returns its port statistics: call it once the guest is done.
+   *
+   * @throws AssertionError with the evidence when testpmd does not report them
+   */
+  TestPmd.Result finishTestPmd() throws IOException, InterruptedException {
+    try {
+      return testpmd.finish();
+    } catch (AssertionError e) {
+      throw failure(e.getMessage());
+    }
+  }
+
   /** A host application echoing what guests send to host {@code port}. */
   HostEcho hostEcho(int port) throws IOException {
     return started(new HostEcho(Path.of(udsPath() + "_" + port)));
   }
 
-  /** Boots the guest; its init runs {@code steps} (see scripts/realvm/init) and powers off. */
+  /**
+   * Boots the guest with a device for each backend started (vsock on bounce, net on testpmd); its
+   * init runs {@code steps} (see scripts/realvm/init) and powers off.
+   */
   void boot(String steps) throws IOException, InterruptedException {
-    Path socket = relay != null ? relay.path() : vhostUserSocket();
-    List<String> command = guest.command(GuestImages.prepared(), socket, steps, dir);
+    List<VhostUserDevice> devices = new ArrayList<>();
+    if (bounce != null) {
+      devices.add(VhostUserDevice.vsock(relay != null ? relay.path() : vhostUserSocket()));
+    }
+    if (testpmd != null) devices.add(VhostUserDevice.net(testpmd.socket()));
+    List<String> command = guest.command(GuestImages.prepared(), devices, steps, dir);
     qemu = started(ChildProcess.start("qemu", command));
   }
 
@@ -200,8 +234,8 @@ final class RealVm implements AutoCloseable {
             + ")";
     if (qemu.printedNothing()) {
       why +=
-          "; QEMU printed nothing, so it never started the guest: that is what it does when the"
-              + " vhost-user backend does not answer its requests (see bounce's log)";
+          "; QEMU printed nothing, so it never started the guest: that is what it does when a"
+              + " vhost-user backend does not answer its requests (see the backends' logs)";
     }
     return why;
   }
@@ -214,7 +248,16 @@ final class RealVm implements AutoCloseable {
       message.append("\n--- guest console (QEMU output) ---\n").append(qemu.output());
     }
     if (bounce != null) message.append("\n--- bounce's log ---\n").append(bounce.output());
+    if (testpmd != null) message.append("\n--- dpdk-testpmd's output ---\n").append(testpmdLog());
     return new AssertionError(message.toString());
+  }
+
+  private String testpmdLog() {
+    try {
+      return testpmd.output();
+    } catch (IOException e) {
+      return "(unreadable: " + e + ")";
+    }
   }
 
   /** Fails with the evidence unless {@code expected} equals {@code actual}. */
