@@ -18,7 +18,7 @@ import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 /**
- * One real-VM run: a QEMU guest whose scripts/realvm/init runs vsock-guest steps and prints result
+ * One real-VM run: a QEMU guest whose scripts/realvm/init runs bounce-guest steps and prints result
  * lines, and the vhost-user backends of its devices: bounce as its own process ({@code bounce
  * vsock}, the command users run) with host applications on its host side, for a vsock device;
  * DPDK's vhost backend ({@link TestPmd}) for a net device. Every failure it reports carries the

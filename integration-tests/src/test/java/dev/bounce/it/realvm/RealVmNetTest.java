@@ -13,7 +13,7 @@ import org.junit.jupiter.params.provider.EnumSource;
  * The net guests (x86 q35 with virtio-net-pci, arm64 virt with virtio-net-device on modern
  * virtio-mmio) under QEMU 7.2 with a Linux 6.1 guest driver, against DPDK 22.11's vhost backend
  * (dpdk-testpmd's net_vhost0) until bounce has a net device: that one then only swaps the backend.
- * The guest sends frames from an AF_PACKET socket (vsock-guest net-send/net-echo), each carrying
+ * The guest sends frames from an AF_PACKET socket (bounce-guest net-send/net-echo), each carrying
  * the next 1 KiB of the test pattern, counted and checksummed.
  */
 @Tag("realvm")
@@ -22,7 +22,7 @@ class RealVmNetTest {
   /** Eight rounds of the guest's 256-entry rings. */
   private static final int FRAMES = 2048;
 
-  /** The pattern bytes in each frame (NET_PAYLOAD in vsock-guest.c). */
+  /** The pattern bytes in each frame (NET_PAYLOAD in bounce-guest.c). */
   private static final long PAYLOAD = 1024;
 
   /** Covers the boot (about 10 s for x86 under TCG on an idle machine) on a busy one. */

@@ -4,7 +4,7 @@ import java.util.zip.CRC32;
 
 /**
  * The bytes every real-VM stream carries: byte i is {@code i * 31 + (i >> 8) + 7}, as pattern() in
- * integration-tests/src/test/c/vsock-guest.c, so host and guest can each check what arrived.
+ * integration-tests/src/test/c/bounce-guest.c, so host and guest can each check what arrived.
  */
 final class TestPattern {
   private TestPattern() {}
@@ -17,7 +17,7 @@ final class TestPattern {
     }
   }
 
-  /** CRC-32 of the first {@code length} pattern bytes (what vsock-guest prints as sent_crc). */
+  /** CRC-32 of the first {@code length} pattern bytes (what bounce-guest prints as sent_crc). */
   static long crc(long length) {
     CRC32 crc = new CRC32();
     byte[] chunk = new byte[64 * 1024];

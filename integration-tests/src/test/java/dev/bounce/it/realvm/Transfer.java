@@ -2,7 +2,7 @@ package dev.bounce.it.realvm;
 
 import java.util.Map;
 
-/** One direction's count and CRC-32, as vsock-guest prints them and as the host side saw them. */
+/** One direction's count and CRC-32, as bounce-guest prints them and as the host side saw them. */
 record Transfer(long bytes, long crc) {
   /** What sending {@code bytes} of the {@link TestPattern} amounts to. */
   static Transfer ofPattern(long bytes) {

@@ -1,15 +1,15 @@
 /*
- * vsock-guest: the program the real-VM tests run inside the Linux guest (scripts/realvm builds it
+ * bounce-guest: the program the real-VM tests run inside the Linux guest (scripts/realvm builds it
  * static for x86_64 and arm64 and puts it in the initramfs; /init runs it once per step).
  *
- *   vsock-guest connect PORT BYTES    connects to the host (CID 2) on PORT, sends BYTES of the
+ *   bounce-guest connect PORT BYTES    connects to the host (CID 2) on PORT, sends BYTES of the
  *                                     pattern and reads BYTES back (the host echoes)
- *   vsock-guest listen PORT BYTES     listens on PORT, prints a READY line, accepts one connection,
+ *   bounce-guest listen PORT BYTES     listens on PORT, prints a READY line, accepts one connection,
  *                                     reads BYTES and echoes them as they come
- *   vsock-guest net-send IFACE FRAMES sends FRAMES Ethernet frames on IFACE (AF_PACKET), each
+ *   bounce-guest net-send IFACE FRAMES sends FRAMES Ethernet frames on IFACE (AF_PACKET), each
  *                                     carrying the next NET_PAYLOAD bytes of the pattern, and
  *                                     waits until the device has taken them all
- *   vsock-guest net-echo IFACE FRAMES the same, for a backend that sends every frame back on the
+ *   bounce-guest net-echo IFACE FRAMES the same, for a backend that sends every frame back on the
  *                                     port it came from: receives each one back (NET_WINDOW in
  *                                     flight at most, so the guest's receive buffers never run out)
  *
@@ -237,7 +237,7 @@ static void arm_timeout(const struct result *r) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: vsock-guest connect|listen PORT BYTES | net-send|net-echo IFACE FRAMES\n");
+    fprintf(stderr, "usage: bounce-guest connect|listen PORT BYTES | net-send|net-echo IFACE FRAMES\n");
     return 2;
   }
   crc_init();
@@ -257,7 +257,7 @@ int main(int argc, char **argv) {
     return failed ? 1 : 0;
   }
   if (!listening && strcmp(argv[1], "connect") != 0) {
-    fprintf(stderr, "vsock-guest: unknown mode %s\n", argv[1]);
+    fprintf(stderr, "bounce-guest: unknown mode %s\n", argv[1]);
     return 2;
   }
   unsigned port = (unsigned)strtoul(argv[2], NULL, 10);
