@@ -634,9 +634,21 @@ public final class VsockDriver {
   }
 
   /** After the test read from {@code s}: announce credit when a quarter freed or all is read. */
+  /**
+   * The reader took bytes: tell the device of its credit as Linux does, once a quarter of the
+   * buffer was read, when everything was read, or when the device's view of the free space (what it
+   * sent minus what it heard was read) is under one full packet. Without the last, a SEQPACKET
+   * message larger than what the device believes is free would wait for a credit update that the
+   * reader, waiting for the rest of that message, never sends.
+   */
   private void consumed(Socket s) throws IOException {
     int unannounced = (int) s.in.consumed() - s.announcedFwdCnt;
-    if (unannounced != 0 && (unannounced >= bufferSize / 4 || s.in.isEmpty()) && !s.reset) {
+    int deviceSeesFree = bufferSize - ((int) s.in.produced() - s.announcedFwdCnt);
+    boolean worthIt =
+        unannounced >= bufferSize / 4
+            || s.in.isEmpty()
+            || deviceSeesFree < Math.min(bufferSize, VsockDevice.MAX_PACKET_PAYLOAD);
+    if (unannounced != 0 && worthIt && !s.reset) {
       postOrWait(s, Op.CREDIT_UPDATE, 0);
     }
   }
