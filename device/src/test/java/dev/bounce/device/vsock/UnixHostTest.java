@@ -81,6 +81,18 @@ class UnixHostTest {
     return ch;
   }
 
+  /** A host application that accepts one connection and sends its first {@code n} bytes back. */
+  private Future<byte[]> echoOnce(ServerSocketChannel listener, int n) {
+    return hostApp(
+        () -> {
+          try (SocketChannel ch = listener.accept()) {
+            byte[] got = readExactly(ch, n);
+            writeAll(ch, got);
+            return got;
+          }
+        });
+  }
+
   /** Runs a host application on its own thread while the test thread drives the guest. */
   private <T> Future<T> hostApp(Callable<T> app) {
     return hostApps.submit(app);
@@ -242,15 +254,7 @@ class UnixHostTest {
       assertTrue(sent < data.length, "a host that never reads took all " + sent + " bytes");
       assertEquals(0, s.credit(), "the device must give no more credit");
       // Another connection goes on meanwhile.
-      Future<byte[]> other =
-          hostApp(
-              () -> {
-                try (SocketChannel ch = echo.accept()) {
-                  byte[] got = readExactly(ch, 100_000);
-                  writeAll(ch, got);
-                  return got;
-                }
-              });
+      Future<byte[]> other = echoOnce(echo, 100_000);
       VsockDriver.Socket t = driver.connect(1235, VsockHeader.TYPE_STREAM, TIMEOUT);
       byte[] small = random(100_000, 6);
       t.send(small, TIMEOUT);
@@ -460,15 +464,7 @@ class UnixHostTest {
           stalledAt - got.size() < 1 << 20,
           "bytes held between host and guest: " + (stalledAt - got.size()));
       // Another connection cannot even be answered now: the RESPONSE needs an rx buffer.
-      Future<byte[]> other =
-          hostApp(
-              () -> {
-                try (SocketChannel ch = echo.accept()) {
-                  byte[] b = readExactly(ch, 100_000);
-                  writeAll(ch, b);
-                  return b;
-                }
-              });
+      Future<byte[]> other = echoOnce(echo, 100_000);
       VsockDriver.Socket t = driver.startConnect(1235, VsockHeader.TYPE_STREAM);
       for (int i = 0; i < 20; i++) driver.pump(10);
       assertTrue(t.isConnecting(), "answered without rx buffers");
