@@ -1,7 +1,6 @@
 package dev.bounce.device.vsock;
 
 import dev.bounce.pool.LittleEndian;
-import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.frontend.Dma;
 import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.FrontendSession;
@@ -54,11 +53,7 @@ final class DriverEvents {
       mapped[head] = m;
       posted++;
     }
-    try {
-      ring.kick(queue.kick());
-    } catch (NativeException e) {
-      throw new IOException("kicking the event queue: " + e.getMessage(), e);
-    }
+    queue.notifyDevice();
     return events;
   }
 

@@ -1,8 +1,6 @@
 package dev.bounce.device.vsock;
 
-import dev.bounce.pool.Libc;
 import dev.bounce.pool.LittleEndian;
-import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.frontend.Dma;
 import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.FrontendSession;
@@ -780,31 +778,15 @@ public final class VsockDriver {
     refill();
     kick();
     if (work > 0 || waitMillis <= 0) return work > 0;
-    boolean ready = rxRing.enableUsedNotifications() || txRing.enableUsedNotifications();
-    if (!ready) {
-      try {
-        awaitEither(waitMillis);
-      } catch (NativeException e) {
-        throw new IOException("waiting on the call eventfds: " + e.getMessage(), e);
-      }
-    }
+    boolean ready = rxRing.enableUsedNotifications() | txRing.enableUsedNotifications();
+    if (!ready) FrontendSession.Queue.awaitUsed(rx, tx, waitMillis);
     rxRing.disableUsedNotifications();
     txRing.disableUsedNotifications();
     return false;
   }
 
   private void kick() throws IOException {
-    try {
-      rxRing.kick(rx.kick());
-      txRing.kick(tx.kick());
-    } catch (NativeException e) {
-      throw new IOException("kicking the device: " + e.getMessage(), e);
-    }
-  }
-
-  private void awaitEither(int timeoutMillis) throws NativeException {
-    Libc.pollIn(rx.call().fd().value(), tx.call().fd().value(), timeoutMillis);
-    rx.call().drain();
-    tx.call().drain();
+    rx.notifyDevice();
+    tx.notifyDevice();
   }
 }

@@ -23,6 +23,7 @@ import static dev.bounce.vhost.protocol.FrontendRequest.SET_VRING_KICK;
 
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.Fd;
+import dev.bounce.pool.Libc;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.protocol.BackendRequest;
 import dev.bounce.vhost.protocol.BackendRequests;
@@ -104,6 +105,36 @@ public final class FrontendSession implements AutoCloseable {
 
   /** One queue as the guest driver uses it: the ring and its three eventfds. */
   public record Queue(DriverQueue ring, EventFd kick, EventFd call, EventFd err) {
+    /** Publishes what the driver added and kicks the device if the ring says it must. */
+    public void notifyDevice() throws IOException {
+      try {
+        ring.kick(kick);
+      } catch (NativeException e) {
+        throw new IOException("kicking queue " + ring.index() + ": " + e.getMessage(), e);
+      }
+    }
+
+    /**
+     * Waits up to {@code timeoutMillis} for a used-buffer notification on {@code a} or {@code b}
+     * (null: not that one), then drains both call eventfds.
+     *
+     * @return whether one came
+     */
+    public static boolean awaitUsed(Queue a, Queue b, int timeoutMillis) throws IOException {
+      try {
+        boolean ready =
+            Libc.pollIn(
+                a == null ? -1 : a.call().fd().value(),
+                b == null ? -1 : b.call().fd().value(),
+                timeoutMillis);
+        if (a != null) a.call().drain();
+        if (b != null) b.call().drain();
+        return ready;
+      } catch (NativeException e) {
+        throw new IOException("waiting on the call eventfds: " + e.getMessage(), e);
+      }
+    }
+
     void close() {
       kick.close();
       call.close();

@@ -5,8 +5,6 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 
-import dev.bounce.pool.Libc;
-import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.protocol.ConfigSpace;
 import dev.bounce.vhost.protocol.FrontendRequest;
 import dev.bounce.vhost.protocol.Message;
@@ -480,12 +478,8 @@ public final class NetDriver {
   }
 
   private void kick() throws IOException {
-    try {
-      rxRing.kick(rx.kick());
-      txRing.kick(tx.kick());
-    } catch (NativeException e) {
-      throw new IOException("kicking the device: " + e.getMessage(), e);
-    }
+    rx.notifyDevice();
+    tx.notifyDevice();
   }
 
   // ---- transmit ----
@@ -753,11 +747,7 @@ public final class NetDriver {
                     : txRing.enableUsedNotifications()))
             || (waitRx && rxRing.enableUsedNotifications());
     if (!ready) {
-      try {
-        ready = awaitEither(waitTx ? tx : null, waitRx ? rx : null, WAIT_MILLIS);
-      } catch (NativeException e) {
-        throw new IOException("waiting on the call eventfds: " + e.getMessage(), e);
-      }
+      ready = FrontendSession.Queue.awaitUsed(waitTx ? tx : null, waitRx ? rx : null, WAIT_MILLIS);
     }
     txRing.disableUsedNotifications();
     rxRing.disableUsedNotifications();
@@ -777,19 +767,6 @@ public final class NetDriver {
               txRing.inFlight(),
               rxRing.inFlight()));
     }
-  }
-
-  /** poll(2) on the call eventfds of {@code a} and {@code b} (null: not that one), then drains. */
-  private boolean awaitEither(FrontendSession.Queue a, FrontendSession.Queue b, int timeoutMillis)
-      throws NativeException {
-    boolean ready =
-        Libc.pollIn(
-            a == null ? -1 : a.call().fd().value(),
-            b == null ? -1 : b.call().fd().value(),
-            timeoutMillis);
-    if (a != null) a.call().drain();
-    if (b != null) b.call().drain();
-    return ready;
   }
 
   // ---- what happened ----
