@@ -88,6 +88,7 @@ public final class BackendSession implements AutoCloseable {
   private final DataPlane data;
   private final RestrictedDma dma;
   private final DevicePool devicePool;
+  private boolean devicePoolSent;
   private final Runnable onClose;
   private final IoEventLoop controlLoop;
   private final MessageReader reader;
@@ -140,8 +141,7 @@ public final class BackendSession implements AutoCloseable {
       RestrictedDma dma,
       Runnable onClose)
       throws NativeException {
-    int flags = Libc.fcntl(socket.fd().value(), Libc.F_GETFL, 0);
-    Libc.fcntl(socket.fd().value(), F_SETFL, flags | O_NONBLOCK);
+    nonBlocking(socket);
     DevicePool devicePool =
         dma.pool() instanceof RestrictedDma.DeviceOwned(long size) ? DevicePool.create(size) : null;
     BackendSession session;
@@ -306,7 +306,13 @@ public final class BackendSession implements AutoCloseable {
       case SET_BACKEND_REQ_FD -> {
         // Kept open for the session: QEMU reads end-of-file on it as the backend going away.
         if (backendChannel != null) backendChannel.close();
-        backendChannel = UnixSocket.adopt(m.takeFd(0));
+        UnixSocket channel = UnixSocket.adopt(m.takeFd(0));
+        try {
+          backendChannel = nonBlocking(channel);
+        } catch (NativeException e) {
+          channel.close();
+          throw e;
+        }
         if (devicePool != null && negotiated(SHMEM)) sendDevicePool();
       }
       case GET_SHMEM_CONFIG -> {
@@ -320,6 +326,15 @@ public final class BackendSession implements AutoCloseable {
           throw new RequestFailed(
               m.request().label() + " is not supported by this backend (not negotiated)");
     }
+  }
+
+  /**
+   * The control loop must never wait on a frontend's socket: both of its sockets get O_NONBLOCK.
+   */
+  private static UnixSocket nonBlocking(UnixSocket socket) throws NativeException {
+    int flags = Libc.fcntl(socket.fd().value(), Libc.F_GETFL, 0);
+    Libc.fcntl(socket.fd().value(), F_SETFL, flags | O_NONBLOCK);
+    return socket;
   }
 
   private long offeredFeatures() {
@@ -339,13 +354,19 @@ public final class BackendSession implements AutoCloseable {
     // RESTRICTED-DMA.md, "Policy": refused features are never applied, so the device is never
     // activated and no ring starts; SET_STATUS keeps FEATURES_OK clear from now on.
     String refusal = dma.refusal(features);
-    if (refusal == null && devicePool != null && !negotiated(SHMEM)) {
+    if (refusal == null && devicePool != null && !devicePoolSent) {
       // Its memory table is never mapped and its ring addresses would be read as offsets into a
-      // pool it never received: nothing it does could work.
-      refusal =
-          "refusing the frontend: bounce owns the pool (--device-pool) but the frontend did not"
-              + " negotiate VHOST_USER_PROTOCOL_F_SHMEM, so it cannot receive it; run bounce with"
-              + " --pool GPA:SIZE for this VMM";
+      // pool it never received: nothing it does could work. A frontend that set up its backend
+      // channel before negotiating SHMEM gets the pool now.
+      if (negotiated(SHMEM) && backendChannel != null) sendDevicePool();
+      if (!devicePoolSent) {
+        refusal =
+            "refusing the frontend: bounce owns the pool (--device-pool) but the frontend"
+                + (negotiated(SHMEM)
+                    ? " gave no backend channel (SET_BACKEND_REQ_FD) to receive it on"
+                    : " did not negotiate VHOST_USER_PROTOCOL_F_SHMEM, so it cannot receive it")
+                + "; run bounce with --pool GPA:SIZE for this VMM";
+      }
     }
     refused = refusal != null;
     if (refused) throw new RequestFailed(refusal);
@@ -401,7 +422,9 @@ public final class BackendSession implements AutoCloseable {
 
   /** BACKEND_SHMEM_MAP of the device pool; see {@link #sendToFrontend} for why no reply. */
   private void sendDevicePool() {
-    sendToFrontend(BackendRequest.SHMEM_MAP, devicePool.mapping(), devicePool.fd());
+    devicePoolSent =
+        sendToFrontend(BackendRequest.SHMEM_MAP, devicePool.mapping(), devicePool.fd());
+    if (!devicePoolSent) return;
     LOG.log(
         Level.INFO,
         "{0}: handed the device pool to the frontend (BACKEND_SHMEM_MAP, shmid {1}, {2} bytes)",
@@ -635,14 +658,25 @@ public final class BackendSession implements AutoCloseable {
    * control loop never waits on the frontend (a frontend that serves its channel only between its
    * own requests would deadlock with a backend waiting for its reply).
    */
-  private void sendToFrontend(BackendRequest request, Payload payload, Fd... fds) {
+  private boolean sendToFrontend(BackendRequest request, Payload payload, Fd... fds) {
     ByteBuf message = Unpooled.directBuffer(Header.SIZE + payload.size());
     try {
       BackendRequests.encode(message, request, payload, false);
       backendChannel.send(
           MemorySegment.ofBuffer(message.nioBuffer(0, message.readableBytes())), fds);
+      return true;
     } catch (IOException e) {
-      LOG.log(Level.WARNING, "{0}: sending {1}: {2}", name, request.label(), e.getMessage());
+      // A frontend that does not read its channel (or is gone) may have half a message in it:
+      // the channel is dropped rather than left corrupt.
+      LOG.log(
+          Level.WARNING,
+          "{0}: sending {1}: {2}; no more back-end requests to this frontend",
+          name,
+          request.label(),
+          e.getMessage());
+      backendChannel.close();
+      backendChannel = null;
+      return false;
     } finally {
       message.release();
     }
@@ -666,9 +700,9 @@ public final class BackendSession implements AutoCloseable {
   private void logDmaMetrics() {
     if (!dma.enabled()) return;
     try {
-      LOG.log(Level.INFO, "{0}: session over; {1}", name, data.call(data::dmaMetrics));
-    } catch (Exception e) {
-      LOG.log(Level.WARNING, "{0}: reading the restricted-DMA metrics: {1}", name, e);
+      LOG.log(Level.INFO, "{0}: session over; {1}", name, dmaMetrics());
+    } catch (IllegalStateException e) {
+      LOG.log(Level.WARNING, "{0}: {1}", name, e.getMessage());
     }
   }
 

@@ -458,14 +458,10 @@ final class DataPlane implements DeviceContext {
     }
   }
 
-  long guestErrors(int index) {
-    return rings[index].guestErrors;
-  }
-
   /** The restricted-DMA figures so far; on the data loop. */
   DmaMetrics dmaMetrics() {
     long poolSize =
-        memory instanceof RestrictedPool pool && pool.regionCount() > 0 ? pool.size() : 0;
+        memory instanceof RestrictedPool pool && pool.mapped().regionCount() > 0 ? pool.size() : 0;
     long peak = 0;
     List<Long> violations = new ArrayList<>(rings.length);
     for (Vring ring : rings) {
@@ -476,7 +472,12 @@ final class DataPlane implements DeviceContext {
   }
 
   private void attach(Vring ring) throws VirtqueueException {
-    boolean resumed = ring.queue.attach(memory);
+    boolean resumed;
+    try {
+      resumed = ring.queue.attach(memory); // reads used.idx: a truncated memfd faults here too
+    } catch (InternalError fault) {
+      throw ring.queue.memoryFault(fault);
+    }
     if (resumed) {
       LOG.log(
           Level.INFO,

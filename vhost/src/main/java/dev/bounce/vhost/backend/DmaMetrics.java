@@ -16,10 +16,6 @@ public record DmaMetrics(long poolSize, long peakBytesInFlight, List<Long> viola
     violations = List.copyOf(violations);
   }
 
-  public long totalViolations() {
-    return violations.stream().mapToLong(Long::longValue).sum();
-  }
-
   @Override
   public String toString() {
     return "restricted DMA: pool "

@@ -191,10 +191,10 @@ public final class FrontendSession implements AutoCloseable {
     }
   }
 
-  /** qemu72-vsock-pci-x86.log and qemu72-net-pci-x86.log, in that order. */
   /**
-   * The sequence of qemu72-vsock-pci-x86.log; {@code resuming} the rings that already exist, as
-   * QEMU does when its backend reconnects: same features, each ring set up where it stands.
+   * The sequence of qemu72-vsock-pci-x86.log and qemu72-net-pci-x86.log; {@code resuming} the rings
+   * that already exist, as QEMU does when its backend reconnects: same features, each ring set up
+   * where it stands.
    */
   private void negotiateLikeQemu(boolean resuming) throws IOException {
     offeredFeatures = channel.getU64(GET_FEATURES);

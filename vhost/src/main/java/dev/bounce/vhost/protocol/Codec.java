@@ -62,7 +62,6 @@ final class Codec {
     return Format.hex(Integer.toUnsignedLong(h.flags()));
   }
 
-  /** Decodes a message whose header has been checked. Throws without closing the fds. */
   /**
    * Decodes a request on {@code channel} ("front-end", "back-end") whose code means {@code request}
    * there (null: unknown); every fd given is closed on any failure.

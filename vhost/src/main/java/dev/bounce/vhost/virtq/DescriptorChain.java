@@ -162,7 +162,7 @@ public final class DescriptorChain {
         throw queue.fail(
             VirtqueueException.refused(
                 Reason.DESCRIPTOR_OUTSIDE_MEMORY,
-                queue.queueIndex(),
+                queue.index(),
                 describe(i),
                 queue.accessFailure(addr, len)));
       }
@@ -188,7 +188,7 @@ public final class DescriptorChain {
   /** Switches the walk to the indirect table that descriptor {@code i} points at. */
   private void enterIndirect(int i, long addr, long len, int flags) throws VirtqueueException {
     // Section 2.7.5.3.1: INDIRECT only when VIRTIO_F_INDIRECT_DESC was negotiated.
-    if (!queue.indirectNegotiated()) {
+    if (!queue.indirectDescriptors()) {
       throw failAt(
           Reason.INDIRECT_NOT_NEGOTIATED, describe(i) + " points at an indirect table", addr, len);
     }
@@ -215,7 +215,7 @@ public final class DescriptorChain {
       throw queue.fail(
           VirtqueueException.refused(
               Reason.INDIRECT_TABLE_OUTSIDE_MEMORY,
-              queue.queueIndex(),
+              queue.index(),
               describe(i) + " points at an indirect table",
               queue.accessFailure(addr, len)));
     }
@@ -361,13 +361,13 @@ public final class DescriptorChain {
   // ---- errors ----
 
   private VirtqueueException fail(Reason reason, String detail) {
-    return queue.fail(VirtqueueException.of(reason, queue.queueIndex(), detail));
+    return queue.fail(VirtqueueException.of(reason, queue.index(), detail));
   }
 
   private VirtqueueException failAt(Reason reason, String detail, long addr, long len) {
     return queue.fail(
         VirtqueueException.at(
-            reason, queue.queueIndex(), detail, AddressKind.GUEST_PHYSICAL, addr, len));
+            reason, queue.index(), detail, AddressKind.GUEST_PHYSICAL, addr, len));
   }
 
   /** Names descriptor {@code i} of this chain for a message. */
@@ -384,6 +384,6 @@ public final class DescriptorChain {
 
   @Override
   public String toString() {
-    return "descriptor chain " + head + " of virtqueue " + queue.queueIndex();
+    return "descriptor chain " + head + " of virtqueue " + queue.index();
   }
 }

@@ -562,10 +562,6 @@ public final class SplitQueue {
     return index;
   }
 
-  public int maxSize() {
-    return maxSize;
-  }
-
   public int size() {
     return size;
   }
@@ -613,14 +609,6 @@ public final class SplitQueue {
     broken = true;
     if (error == null) error = e;
     return e;
-  }
-
-  int queueIndex() {
-    return index;
-  }
-
-  boolean indirectNegotiated() {
-    return indirectDescriptors;
   }
 
   /**
