@@ -235,6 +235,35 @@ class RestrictedDmaTest {
     }
   }
 
+  /**
+   * A frontend that negotiates SHMEM but never gives a backend channel cannot have received the
+   * pool: its SET_FEATURES is refused instead of starting rings whose offsets point nowhere.
+   */
+  @Test
+  void aFrontendThatNeverTookTheDevicePoolIsRefused() throws Exception {
+    Path socket = dir.resolve("engine.sock");
+    try (EchoEngine engine = EchoEngine.listen(socket, Mode.DEVICE_POOL.engine(), 1);
+        FrontendChannel channel = FrontendChannel.connect(socket)) {
+      long offered = channel.getU64(FrontendRequest.GET_FEATURES);
+      channel.getU64(FrontendRequest.GET_PROTOCOL_FEATURES);
+      channel.send(
+          FrontendRequest.SET_PROTOCOL_FEATURES,
+          new U64(ProtocolFeature.maskOf(ProtocolFeature.REPLY_ACK, ProtocolFeature.SHMEM)),
+          false);
+      long features =
+          offered
+              & (ECHO_FEATURES
+                  | RESTRICTED_DMA
+                  | VirtioFeatures.bit(VirtioFeatures.VERSION_1)
+                  | VirtioFeatures.bit(VirtioFeatures.PROTOCOL_FEATURES));
+      FrontendChannel.Refused refused =
+          assertThrows(
+              FrontendChannel.Refused.class,
+              () -> channel.ack(FrontendRequest.SET_FEATURES, new U64(features)));
+      assertEquals(FrontendRequest.SET_FEATURES, refused.request());
+    }
+  }
+
   // ---- the policy matrix ----
 
   static Stream<Arguments> policyMatrix() {
