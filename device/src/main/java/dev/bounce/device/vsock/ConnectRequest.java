@@ -30,6 +30,7 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
   private final UnixHost host;
   private ScheduledFuture<?> timeout;
   private boolean answered;
+  private boolean admitted;
 
   private ConnectRequest(UnixHost host) {
     this.host = host;
@@ -45,6 +46,11 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
 
   @Override
   public void channelActive(ChannelHandlerContext ctx) {
+    if (!host.admitConnectRequest()) {
+      ctx.close();
+      return;
+    }
+    admitted = true;
     timeout =
         ctx.executor()
             .schedule(
@@ -67,6 +73,7 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
     if (answered) return;
     answered = true;
     timeout.cancel(false);
+    release();
     long port = guestPort(line);
     if (port < 0) {
       refuse(ctx, "sent '" + printable(line) + "' instead of 'CONNECT <port>'");
@@ -104,10 +111,20 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
   @Override
   public void channelInactive(ChannelHandlerContext ctx) {
     if (timeout != null) timeout.cancel(false);
+    release();
+  }
+
+  /** This application no longer counts as owing a CONNECT request. */
+  private void release() {
+    if (admitted) {
+      admitted = false;
+      host.connectRequestDone();
+    }
   }
 
   private void refuse(ChannelHandlerContext ctx, String what) {
     if (timeout != null) timeout.cancel(false);
+    release();
     LOG.log(Level.INFO, "vsock: a host application at " + host.udsPath() + " " + what + "; closed");
     ctx.close();
   }

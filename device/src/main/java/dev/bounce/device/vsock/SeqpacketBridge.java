@@ -25,7 +25,9 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
   private final UnixHost owner;
   private final SeqpacketSocket socket;
   private final boolean hostInitiated;
-  private final Arena arena = Arena.ofShared();
+  // Everything here runs on the data loop; each buffer is allocated when its direction first
+  // carries a message, so an idle connection costs no buffer at all.
+  private final Arena arena = Arena.ofConfined();
   private FdWatch watch;
   private ScheduledFuture<?> connectTimeout;
   private VsockConnection connection;
@@ -55,6 +57,10 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
 
   /** A host application connected to {@code <uds-path>.seqpacket}: wait for its CONNECT. */
   static void awaitConnect(UnixHost owner, SeqpacketSocket socket) {
+    if (!owner.admitConnectRequest()) {
+      socket.close();
+      return;
+    }
     SeqpacketBridge b = new SeqpacketBridge(owner, socket, null, true);
     b.awaitingConnect = true;
     b.connectTimeout =
@@ -72,15 +78,13 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
   /** A guest connection whose host end {@code socket} just connected. */
   static SeqpacketBridge forGuest(UnixHost owner, SeqpacketSocket socket, VsockConnection c) {
     SeqpacketBridge b = new SeqpacketBridge(owner, socket, c, false);
-    b.buffers(c);
     b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
     return b;
   }
 
-  private void buffers(VsockConnection c) {
-    int size = c.fromGuest.capacity();
-    toHost = arena.allocate(size);
-    fromHost = arena.allocate(size);
+  /** A message buffer: the connection's buffer size, which is also the largest message. */
+  private MemorySegment buffer(VsockConnection c) {
+    return arena.allocate(c.fromGuest.capacity());
   }
 
   private void onEvent() {
@@ -105,6 +109,7 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
     long n = socket.receive(line);
     if (n == Libc.WOULD_BLOCK) return;
     awaitingConnect = false;
+    owner.connectRequestDone();
     connectTimeout.cancel(false);
     if (n == 0) {
       refuse("closed before a CONNECT message");
@@ -140,7 +145,7 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
   @Override
   public void connected(VsockConnection c) {
     connection = c;
-    buffers(c);
+    toHost = buffer(c);
     byte[] ok =
         ("OK " + Integer.toUnsignedString(c.hostPort()) + "\n").getBytes(StandardCharsets.US_ASCII);
     MemorySegment.copy(MemorySegment.ofArray(ok), 0, toHost, 0, ok.length);
@@ -183,6 +188,10 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
     if (ended) return;
     ended = true;
     if (connectTimeout != null) connectTimeout.cancel(false);
+    if (awaitingConnect) {
+      awaitingConnect = false;
+      owner.connectRequestDone();
+    }
     if (watch != null) watch.close();
     socket.close();
     arena.close();
@@ -201,6 +210,10 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
         fromHostPending = false;
       }
       if (hostEof || (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_RCV) != 0) return;
+      if (fromHost == null) {
+        if (socket.nextMessageLength() == Libc.WOULD_BLOCK) return;
+        fromHost = buffer(c);
+      }
       long n = socket.receive(fromHost);
       if (n == Libc.WOULD_BLOCK) return;
       if (n == 0) {
@@ -237,6 +250,13 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
       }
       VsockConnection c = connection;
       if (c == null) return;
+      if (toHost == null) {
+        if (c.available() == 0) {
+          shutOutputIfGuestDone(c);
+          return;
+        }
+        toHost = buffer(c);
+      }
       int room = (int) toHost.byteSize() - toHostLength;
       int n = c.read(toHost, toHostLength, room);
       toHostLength += n;
@@ -246,14 +266,19 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
         if (room == 0) {
           LOG.log(Level.INFO, "vsock: a guest message on " + c + " outgrew its buffer; reset");
           c.reset();
-        } else if (!outputShut
-            && toHostLength == 0
-            && (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_SEND) != 0) {
-          outputShut = true;
-          socket.shutdownOutput();
+        } else if (toHostLength == 0) {
+          shutOutputIfGuestDone(c);
         }
         return;
       }
+    }
+  }
+
+  /** The guest shut down its sending and every message of it went: the host reads end of stream. */
+  private void shutOutputIfGuestDone(VsockConnection c) throws NativeException {
+    if (!outputShut && (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_SEND) != 0) {
+      outputShut = true;
+      socket.shutdownOutput();
     }
   }
 }

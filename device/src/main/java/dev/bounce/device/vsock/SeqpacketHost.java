@@ -8,6 +8,7 @@ import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
 
 /**
  * The SEQPACKET half of {@link UnixHost}, with the names ARCHITECTURE.md gives: a host application
@@ -22,11 +23,14 @@ final class SeqpacketHost implements AutoCloseable {
 
   private final UnixHost owner;
   private final SeqpacketSocket listener;
-  private final FdWatch watch;
+  private final IoEventLoop loop;
+  private FdWatch watch;
+  private boolean closed;
 
   private SeqpacketHost(UnixHost owner, SeqpacketSocket listener, IoEventLoop loop) {
     this.owner = owner;
     this.listener = listener;
+    this.loop = loop;
     this.watch = FdWatch.start(loop, listener.fd(), this::accept);
   }
 
@@ -46,8 +50,19 @@ final class SeqpacketHost implements AutoCloseable {
         SeqpacketBridge.awaitConnect(owner, s);
       }
     } catch (NativeException e) {
-      LOG.log(Level.WARNING, "vsock: accepting at " + listener + ": " + e.getMessage());
+      // Out of fds, say: the connection stays in the backlog and the level-triggered listener
+      // would wake the loop at once, for ever. Stop watching for a second, as Netty's acceptor
+      // does.
+      LOG.log(
+          Level.WARNING,
+          "vsock: accepting at " + listener + ": " + e.getMessage() + "; pausing for 1 s");
+      watch.close();
+      loop.schedule(this::resume, 1, TimeUnit.SECONDS);
     }
+  }
+
+  private void resume() {
+    if (!closed) watch = FdWatch.start(loop, listener.fd(), this::accept);
   }
 
   /** A guest SEQPACKET connection to {@code target}: its endpoint, or null when none listens. */
@@ -64,6 +79,7 @@ final class SeqpacketHost implements AutoCloseable {
 
   @Override
   public void close() {
+    closed = true;
     watch.close();
     listener.close();
   }

@@ -42,6 +42,12 @@ public final class UnixHost implements HostSide, AutoCloseable {
   /** Host ports for host-initiated connections, as Firecracker allocates them: from 2^30 up. */
   static final int FIRST_HOST_PORT = 1 << 30;
 
+  /**
+   * Host applications connected but not yet past their CONNECT request: each holds an fd and a
+   * timer until then, so there may not be more than this many at once.
+   */
+  static final int MAX_AWAITING_CONNECT = 128;
+
   /** Outbound bytes a host channel may hold before the guest's side of it stops being read. */
   static final WriteBufferWaterMark WATER_MARK = new WriteBufferWaterMark(32 * 1024, 128 * 1024);
 
@@ -61,6 +67,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
   private SeqpacketHost seqpacket;
   private final Set<Integer> hostPortsInUse = new HashSet<>();
   private int nextHostPort = FIRST_HOST_PORT;
+  private int awaitingConnect;
   private VsockDevice device;
 
   private UnixHost(Path udsPath, IoEventLoop loop, Channel listener) {
@@ -211,6 +218,29 @@ public final class UnixHost implements HostSide, AutoCloseable {
 
   private static int next(int port) {
     return port == Integer.MAX_VALUE ? FIRST_HOST_PORT : port + 1;
+  }
+
+  /**
+   * A host application connected and owes its CONNECT request: false (close it) when {@link
+   * #MAX_AWAITING_CONNECT} already do. Each true is matched by one {@link #connectRequestDone}.
+   */
+  boolean admitConnectRequest() {
+    if (awaitingConnect >= MAX_AWAITING_CONNECT) {
+      LOG.log(
+          Level.WARNING,
+          "vsock: "
+              + MAX_AWAITING_CONNECT
+              + " host applications at "
+              + udsPath
+              + " have not sent CONNECT yet; closing another one");
+      return false;
+    }
+    awaitingConnect++;
+    return true;
+  }
+
+  void connectRequestDone() {
+    awaitingConnect--;
   }
 
   /** A host-initiated connection ended: its host port may be handed out again. */

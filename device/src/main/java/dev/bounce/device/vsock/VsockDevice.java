@@ -410,6 +410,15 @@ public final class VsockDevice implements VirtioDevice {
       refuse(c, guestPort, hostPort, type);
       return;
     }
+    if (len == 0) {
+      // An empty packet carries nothing. An empty SEQPACKET message could not reach a host
+      // SOCK_SEQPACKET reader (it reads as end of stream) and would hold a boundary without using
+      // credit, so a guest could grow the ring's boundaries without bound: it is dropped.
+      if (c.isSeqpacket() && (flags & VsockHeader.SEQ_EOM) != 0) {
+        guestError(describeHeader() + ": an empty SEQPACKET message; dropped", c);
+      }
+      return;
+    }
     if (len > c.fromGuest.free()) {
       guestError(
           describeHeader()

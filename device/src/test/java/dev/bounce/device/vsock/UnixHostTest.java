@@ -20,6 +20,8 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Random;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutorService;
@@ -234,6 +236,48 @@ class UnixHostTest {
             });
     assertEquals(0, await(app).length);
     assertEquals(0, rig.device.connectionCount(), "a connection outlived its refusal");
+  }
+
+  @Test
+  void hostApplicationsThatNeverSendConnectAreBounded() throws Exception {
+    List<SocketChannel> silent = new ArrayList<>();
+    try {
+      for (int i = 0; i < UnixHost.MAX_AWAITING_CONNECT; i++) {
+        silent.add(SocketChannel.open(UnixDomainSocketAddress.of(uds)));
+      }
+      // One more is closed at once rather than holding an fd and a timer.
+      Future<byte[]> extra =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = SocketChannel.open(UnixDomainSocketAddress.of(uds))) {
+                  return readToEof(ch);
+                }
+              });
+      long started = System.nanoTime();
+      assertEquals(0, await(extra).length);
+      long waitedMillis = (System.nanoTime() - started) / 1_000_000;
+      assertTrue(
+          waitedMillis < ConnectRequest.TIMEOUT_SECONDS * 1000 / 2,
+          "closed after " + waitedMillis + " ms: by the CONNECT timeout, not at once");
+    } finally {
+      for (SocketChannel ch : silent) ch.close();
+    }
+    // Once they are gone, a host application is served again.
+    driver.listen(5000);
+    Future<String> ok =
+        hostApp(
+            () -> {
+              long deadline = System.nanoTime() + TIMEOUT.toNanos();
+              while (true) {
+                try (SocketChannel ch = connectLine("CONNECT 5000\n")) {
+                  return readLine(ch);
+                } catch (IOException closedBeforeOk) {
+                  assertTrue(System.nanoTime() < deadline, "never admitted again");
+                  Thread.sleep(20);
+                }
+              }
+            });
+    assertTrue(await(ok).startsWith("OK "));
   }
 
   @Test

@@ -161,6 +161,33 @@ class VsockDeviceTest {
   }
 
   @Test
+  void emptySeqpacketMessagesAreDroppedAndCostNothing() throws Exception {
+    start(256);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_SEQPACKET, TIMEOUT);
+    long errors = device.guestErrors();
+    for (int i = 0; i < 100; i++) {
+      driver.sendRaw(
+          VsockHeader.HOST_CID,
+          s.localPort(),
+          ECHO_PORT,
+          0,
+          VsockHeader.TYPE_SEQPACKET,
+          Op.RW,
+          VsockHeader.SEQ_EOM,
+          null);
+    }
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (device.guestErrors() < errors + 100) {
+      assertTrue(System.nanoTime() < deadline, "guest errors " + device.guestErrors());
+      driver.pump(10);
+    }
+    // The connection goes on, and the next real message is the first the host sees and echoes.
+    s.sendMessage(random(500, 40), TIMEOUT);
+    assertArrayEquals(random(500, 40), s.readMessage(TIMEOUT));
+    assertTrue(s.isOpen());
+  }
+
+  @Test
   void malformedPacketsAreAnsweredWithRstAndTheDeviceGoesOn() throws Exception {
     start(256);
     // An unknown op: RST back to the sender's port.
