@@ -16,16 +16,13 @@ import java.util.concurrent.TimeUnit;
  * The first line a host application sends on {@code <uds-path>}: {@code CONNECT <port>\n}, as
  * vhost-device-vsock and Firecracker take it. Once read, this handler and the line decoder leave
  * the pipeline to a {@link StreamBridge}; bytes sent after the line go to the guest unchanged. A
- * bad line, an over-long one, or none within {@link #TIMEOUT_SECONDS} closes the socket with a log
- * line.
+ * bad line, an over-long one, or none within the host's patience closes the socket with a log line.
  */
 final class ConnectRequest extends ChannelInboundHandlerAdapter {
   private static final System.Logger LOG = System.getLogger(ConnectRequest.class.getName());
 
   /** "CONNECT 4294967295" is 18 bytes; room for spaces, never for a flood. */
   static final int MAX_LINE = 64;
-
-  static final long TIMEOUT_SECONDS = 10;
 
   private final UnixHost host;
   private ScheduledFuture<?> timeout;
@@ -54,9 +51,9 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
     timeout =
         ctx.executor()
             .schedule(
-                () -> refuse(ctx, "sent no CONNECT line within " + TIMEOUT_SECONDS + " s"),
-                TIMEOUT_SECONDS,
-                TimeUnit.SECONDS);
+                () -> refuse(ctx, "sent no CONNECT line within " + host.patience()),
+                host.patience().toMillis(),
+                TimeUnit.MILLISECONDS);
     ctx.read();
   }
 
@@ -80,10 +77,22 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
       return;
     }
     StreamBridge bridge = new StreamBridge(host, null, true);
-    if (host.hostConnect((int) port, VsockHeader.TYPE_STREAM, bridge) == null) {
+    VsockConnection c = host.hostConnect((int) port, VsockHeader.TYPE_STREAM, bridge);
+    if (c == null) {
       ctx.close();
       return;
     }
+    // A guest that neither accepts nor refuses would hold the connection slot and the socket.
+    ctx.executor()
+        .schedule(
+            () -> {
+              if (!c.isOpen() && !c.isClosed()) {
+                logUnanswered(port);
+                c.reset();
+              }
+            },
+            host.patience().toMillis(),
+            TimeUnit.MILLISECONDS);
     // Bytes after the line, already read, reach the bridge as the decoder leaves.
     ctx.pipeline().replace(this, "bridge", bridge);
     ctx.pipeline().remove("line");
@@ -127,6 +136,18 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
     release();
     LOG.log(Level.INFO, "vsock: a host application at " + host.udsPath() + " " + what + "; closed");
     ctx.close();
+  }
+
+  private void logUnanswered(long port) {
+    LOG.log(
+        Level.INFO,
+        "vsock: guest port "
+            + port
+            + " answered a host application at "
+            + host.udsPath()
+            + " neither way within "
+            + host.patience()
+            + "; reset");
   }
 
   /** The port of a {@code CONNECT <port>} line (vsock ports are u32), or -1. */

@@ -67,11 +67,9 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
         owner
             .loop()
             .schedule(
-                () ->
-                    b.refuse(
-                        "sent no CONNECT message within " + ConnectRequest.TIMEOUT_SECONDS + " s"),
-                ConnectRequest.TIMEOUT_SECONDS,
-                TimeUnit.SECONDS);
+                () -> b.refuse("sent no CONNECT message within " + owner.patience()),
+                owner.patience().toMillis(),
+                TimeUnit.MILLISECONDS);
     b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
   }
 

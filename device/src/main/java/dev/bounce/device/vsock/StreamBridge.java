@@ -10,6 +10,7 @@ import io.netty.channel.socket.ChannelInputShutdownEvent;
 import io.netty.channel.socket.DuplexChannel;
 import java.lang.System.Logger.Level;
 import java.nio.charset.StandardCharsets;
+import java.util.concurrent.TimeUnit;
 
 /**
  * One vsock stream connection tied to one host Unix-socket channel. Neither side can make the other
@@ -98,6 +99,11 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     if (hostInitiated) host.releaseHostPort(c.hostPort());
     if (channel != null) {
       channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
+      // A host that never reads would keep the channel, its fd and its unsent bytes for ever,
+      // outside every connection limit: what it has not taken by then is dropped.
+      channel
+          .eventLoop()
+          .schedule(() -> channel.close(), host.patience().toMillis(), TimeUnit.MILLISECONDS);
     }
   }
 

@@ -16,6 +16,7 @@ import java.io.FileNotFoundException;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.HashSet;
 import java.util.Set;
 
@@ -41,6 +42,9 @@ public final class UnixHost implements HostSide, AutoCloseable {
 
   /** Host ports for host-initiated connections, as Firecracker allocates them: from 2^30 up. */
   static final int FIRST_HOST_PORT = 1 << 30;
+
+  /** What {@link #patience()} is unless a test asks for less. */
+  static final Duration DEFAULT_PATIENCE = Duration.ofSeconds(10);
 
   /**
    * Host applications connected but not yet past their CONNECT request: each holds an fd and a
@@ -68,12 +72,14 @@ public final class UnixHost implements HostSide, AutoCloseable {
   private final Set<Integer> hostPortsInUse = new HashSet<>();
   private int nextHostPort = FIRST_HOST_PORT;
   private int awaitingConnect;
+  private final Duration patience;
   private VsockDevice device;
 
-  private UnixHost(Path udsPath, IoEventLoop loop, Channel listener) {
+  private UnixHost(Path udsPath, IoEventLoop loop, Channel listener, Duration patience) {
     this.udsPath = udsPath;
     this.loop = loop;
     this.listener = listener;
+    this.patience = patience;
   }
 
   /**
@@ -83,6 +89,16 @@ public final class UnixHost implements HostSide, AutoCloseable {
    * @throws IOException when the path is taken by something other than a stale socket
    */
   public static UnixHost listen(Path udsPath, IoEventLoop loop) throws IOException {
+    return listen(udsPath, loop, DEFAULT_PATIENCE);
+  }
+
+  /**
+   * {@link #listen(Path, IoEventLoop)} with {@code patience}: how long a host application may take
+   * to send its CONNECT request, a guest to answer it, and a closed connection's channel to deliver
+   * the guest's last bytes.
+   */
+  public static UnixHost listen(Path udsPath, IoEventLoop loop, Duration patience)
+      throws IOException {
     UnixListener.removeStale(udsPath);
     UnixHost[] self = new UnixHost[1];
     ChannelFuture bound =
@@ -101,7 +117,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
     if (!bound.isSuccess()) {
       throw new IOException("cannot listen at " + udsPath + ": " + bound.cause(), bound.cause());
     }
-    self[0] = new UnixHost(udsPath, loop, bound.channel());
+    self[0] = new UnixHost(udsPath, loop, bound.channel(), patience);
     try {
       self[0].seqpacket = SeqpacketHost.listen(self[0], SeqpacketHost.pathFor(udsPath), loop);
     } catch (IOException | RuntimeException e) {
@@ -246,6 +262,11 @@ public final class UnixHost implements HostSide, AutoCloseable {
   /** A host-initiated connection ended: its host port may be handed out again. */
   void releaseHostPort(int hostPort) {
     hostPortsInUse.remove(hostPort);
+  }
+
+  /** How long a peer may keep a socket open without moving on (see {@link #listen}). */
+  Duration patience() {
+    return patience;
   }
 
   /** The data loop every host socket lives on. */

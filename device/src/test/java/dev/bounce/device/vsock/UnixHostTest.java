@@ -44,6 +44,9 @@ class UnixHostTest {
   static final int BUFFER = 64 * 1024;
   static final Duration TIMEOUT = Duration.ofSeconds(20);
 
+  /** The host side's patience with silent peers, short so that its tests are quick. */
+  static final Duration PATIENCE = Duration.ofSeconds(2);
+
   @TempDir Path dir;
 
   private Path uds;
@@ -54,7 +57,7 @@ class UnixHostTest {
   @BeforeEach
   void start() throws Exception {
     uds = dir.resolve("vm.vsock");
-    rig = new VsockRig(dir, 256, BUFFER, 64, loop -> UnixHost.listen(uds, loop));
+    rig = new VsockRig(dir, 256, BUFFER, 64, loop -> UnixHost.listen(uds, loop, PATIENCE));
     driver = rig.driver;
     hostApps = Executors.newCachedThreadPool();
   }
@@ -257,7 +260,7 @@ class UnixHostTest {
       assertEquals(0, await(extra).length);
       long waitedMillis = (System.nanoTime() - started) / 1_000_000;
       assertTrue(
-          waitedMillis < ConnectRequest.TIMEOUT_SECONDS * 1000 / 2,
+          waitedMillis < PATIENCE.toMillis() / 2,
           "closed after " + waitedMillis + " ms: by the CONNECT timeout, not at once");
     } finally {
       for (SocketChannel ch : silent) ch.close();
@@ -278,6 +281,42 @@ class UnixHostTest {
               }
             });
     assertTrue(await(ok).startsWith("OK "));
+  }
+
+  @Test
+  void aHostApplicationThatSendsNothingIsClosedAfterThePatience() throws Exception {
+    Future<Long> app =
+        hostApp(
+            () -> {
+              long started = System.nanoTime();
+              try (SocketChannel ch = SocketChannel.open(UnixDomainSocketAddress.of(uds))) {
+                assertEquals(0, readToEof(ch).length);
+              }
+              return (System.nanoTime() - started) / 1_000_000;
+            });
+    long closedAfterMillis = await(app);
+    assertTrue(closedAfterMillis >= PATIENCE.toMillis() - 100, "closed after " + closedAfterMillis);
+  }
+
+  @Test
+  void aGuestThatNeverAnswersAConnectLosesItAfterThePatience() throws Exception {
+    driver.listen(5000);
+    Future<byte[]> app =
+        hostApp(
+            () -> {
+              try (SocketChannel ch = connectLine("CONNECT 5000\n")) {
+                return readToEof(ch);
+              }
+            });
+    // The guest does not run at all for longer than the patience: REQUEST stays unanswered.
+    Thread.sleep(PATIENCE.toMillis() + 500);
+    assertEquals(0, await(app).length, "an OK for a connection the guest never accepted");
+    // The REQUEST then reaches the guest, which accepts, and the device answers with RST.
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (rig.device.connectionCount() > 0) {
+      assertTrue(System.nanoTime() < deadline, "the unanswered connection is still held");
+      driver.pump(10);
+    }
   }
 
   @Test
