@@ -12,11 +12,11 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * An in-memory {@link HostSide} for tests and the demo until the Unix-socket host side exists: host
- * ports that echo every byte (and every SEQPACKET message) back to the guest, and host peers that
- * connect to guest listeners, send bytes and collect what comes back. Echoing honours
- * back-pressure: bytes are taken from the guest only as fast as the guest takes the echo, so a
- * guest that stops receiving stalls its connection with bounded memory.
+ * An in-memory {@link HostSide} for tests of the device alone (no sockets): host ports that echo
+ * every byte (and every SEQPACKET message) back to the guest, and host peers that connect to guest
+ * listeners, send bytes and collect what comes back. Echoing honours back-pressure: bytes are taken
+ * from the guest only as fast as the guest takes the echo, so a guest that stops receiving stalls
+ * its connection with bounded memory.
  *
  * <p>{@link #echo} may be called before the device starts; the {@link Peer} methods may be called
  * from any thread (they run on the device's data loop and wait).
@@ -28,7 +28,6 @@ public final class LoopbackHost implements HostSide {
   private final MemorySegment scratch = MemorySegment.ofArray(new byte[CHUNK]);
   private volatile VsockDevice device;
   private volatile int echoConnections;
-  private final List<VsockConnection> accepted = new ArrayList<>();
 
   /** Guest connections to host port {@code port} are accepted and echoed. */
   public synchronized LoopbackHost echo(int port) {
@@ -42,9 +41,7 @@ public final class LoopbackHost implements HostSide {
   }
 
   @Override
-  public void detach() {
-    accepted.clear();
-  }
+  public void detach() {}
 
   @Override
   public HostEndpoint guestConnect(VsockConnection connection) {
@@ -52,7 +49,6 @@ public final class LoopbackHost implements HostSide {
       if (!echoPorts.contains(connection.hostPort())) return null;
     }
     echoConnections++;
-    accepted.add(connection);
     return echoEndpoint;
   }
 
@@ -82,9 +78,7 @@ public final class LoopbackHost implements HostSide {
         }
 
         @Override
-        public void closed(VsockConnection c) {
-          accepted.remove(c);
-        }
+        public void closed(VsockConnection c) {}
       };
 
   /** Moves what the guest sent back to it, as far as the room for the echo allows. */

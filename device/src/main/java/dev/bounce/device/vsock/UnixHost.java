@@ -178,8 +178,11 @@ public final class UnixHost implements HostSide, AutoCloseable {
     return cause.getMessage() != null ? cause.getMessage() : cause.toString();
   }
 
-  private static void refusedGuest(VsockConnection connection, Path target, String why) {
-    LOG.log(
+  /** The guest may retry without end: the line goes through the device's rate limit. */
+  private void refusedGuest(VsockConnection connection, Path target, String why) {
+    VsockDevice d = device;
+    if (d == null) return;
+    d.log(
         Level.INFO,
         "vsock: guest "
             + connection.guestCid()

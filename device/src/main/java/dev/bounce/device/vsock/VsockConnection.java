@@ -28,7 +28,6 @@ public final class VsockConnection {
   static final int SEND_RESPONSE = 2;
   static final int SEND_CREDIT = 4;
   static final int SEND_SHUTDOWN = 8;
-  static final int SEND_RST = 16;
 
   private final VsockDevice device;
   private final int hostPort;

@@ -95,7 +95,6 @@ public final class VsockDevice implements VirtioDevice {
   private VsockConnection last;
 
   private long guestErrors;
-  private long droppedResets;
   private long logged;
 
   public VsockDevice(
@@ -541,7 +540,13 @@ public final class VsockDevice implements VirtioDevice {
 
   private void strayReset(int guestPort, int hostPort, int type) {
     if (strayResets.size() >= MAX_STRAY_RESETS) {
-      droppedResets++;
+      // The guest posts no rx buffers while it keeps sending: its RST for this port is lost.
+      log(
+          Level.WARNING,
+          "vsock: "
+              + MAX_STRAY_RESETS
+              + " RSTs wait for rx buffers the guest does not post; dropped the one for guest port "
+              + Integer.toUnsignedString(guestPort));
       return;
     }
     strayResets.addLast(new long[] {guestPort, hostPort, VsockHeader.knownType(type) ? type : 1});
@@ -632,9 +637,7 @@ public final class VsockDevice implements VirtioDevice {
     int flags = 0;
     int payload = 0;
     int p = c.pending;
-    if ((p & VsockConnection.SEND_RST) != 0) {
-      op = Op.RST;
-    } else if ((p & VsockConnection.SEND_REQUEST) != 0) {
+    if ((p & VsockConnection.SEND_REQUEST) != 0) {
       op = Op.REQUEST;
       c.pending &= ~VsockConnection.SEND_REQUEST;
     } else if ((p & VsockConnection.SEND_RESPONSE) != 0) {
@@ -688,10 +691,6 @@ public final class VsockDevice implements VirtioDevice {
       if (c.endpoint != null && c.toGuest.free() > 0) c.endpoint.writable(c);
     }
     queue.addUsed(chain.headIndex(), (int) chain.bytesWritten());
-    if (op == Op.RST) {
-      forget(c);
-      close(c);
-    }
   }
 
   private static long writableBytes(DescriptorChain chain) throws VirtqueueException {
@@ -727,7 +726,8 @@ public final class VsockDevice implements VirtioDevice {
     log(Level.WARNING, c == null ? what : what + " (" + c + ")");
   }
 
-  private void log(Level level, String what) {
+  /** Logs a line the guest caused, rate-limited so that a guest cannot flood the host's log. */
+  void log(Level level, String what) {
     logged++;
     if (logged <= LOG_FIRST || logged % 1000 == 0) {
       LOG.log(level, logged > LOG_FIRST ? what + " (" + logged + " such lines so far)" : what);

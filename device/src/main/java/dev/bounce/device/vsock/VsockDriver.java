@@ -391,7 +391,7 @@ public final class VsockDriver {
     public void reset() throws IOException {
       postOrWait(this, Op.RST, 0);
       reset = true;
-      sockets.remove(key(localPort, peerPort));
+      sockets.remove(VsockConnection.key(localPort, peerPort));
     }
 
     /** Waits until the peer resets the socket. */
@@ -412,10 +412,6 @@ public final class VsockDriver {
         pump(10);
       }
     }
-  }
-
-  private static long key(int localPort, int peerPort) {
-    return ((long) localPort << 32) | Integer.toUnsignedLong(peerPort);
   }
 
   /**
@@ -443,7 +439,7 @@ public final class VsockDriver {
    */
   public Socket startConnect(int hostPort, int type) throws IOException {
     Socket s = new Socket(nextPort++, hostPort, type);
-    sockets.put(key(s.localPort, s.peerPort), s);
+    sockets.put(VsockConnection.key(s.localPort, s.peerPort), s);
     postOrWait(s, Op.REQUEST, 0);
     return s;
   }
@@ -631,7 +627,6 @@ public final class VsockDriver {
     }
   }
 
-  /** After the test read from {@code s}: announce credit when a quarter freed or all is read. */
   /**
    * The reader took bytes: tell the device of its credit as Linux does, once a quarter of the
    * buffer was read, when everything was read, or when the device's view of the free space (what it
@@ -710,14 +705,14 @@ public final class VsockDriver {
       problem("len " + len + " but the buffer holds " + (length - VsockHeader.SIZE) + " bytes");
       return;
     }
-    Socket s = sockets.get(key(localPort, peerPort));
+    Socket s = sockets.get(VsockConnection.key(localPort, peerPort));
     if (op == Op.RST) {
       if (s == null) {
         resetsForNoSocket++;
         lastStrayResetPort = localPort;
       } else {
         s.reset = true;
-        sockets.remove(key(localPort, peerPort));
+        sockets.remove(VsockConnection.key(localPort, peerPort));
       }
       return;
     }
@@ -727,7 +722,7 @@ public final class VsockDriver {
         s.open = true;
         s.peerBufAlloc = VsockHeader.bufAlloc(heap, at);
         s.peerFwdCnt = VsockHeader.fwdCnt(heap, at);
-        sockets.put(key(localPort, peerPort), s);
+        sockets.put(VsockConnection.key(localPort, peerPort), s);
         listeners.get(localPort).addLast(s);
         replies.addLast(new Object[] {s, Op.RESPONSE});
       } else {

@@ -69,10 +69,6 @@ public final class FdWatch implements AutoCloseable {
     return new FdWatch(loop, registration);
   }
 
-  public IoEventLoop loop() {
-    return loop;
-  }
-
   /** Stops watching. Safe from any thread, and more than once. */
   @Override
   public void close() {
