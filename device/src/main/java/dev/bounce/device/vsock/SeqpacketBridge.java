@@ -85,21 +85,40 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
     return arena.allocate(c.fromGuest.capacity());
   }
 
+  /** The socket may have changed both ways (edge-triggered: go as far as possible in each). */
   private void onEvent() {
+    step(bothWays);
+  }
+
+  // Made once: a method reference made per call would allocate per packet.
+  private final Step bothWays =
+      () -> {
+        if (awaitingConnect) {
+          readConnect();
+        } else {
+          fromHost();
+          toHost();
+        }
+      };
+  private final Step guestToHost = this::toHost;
+  private final Step hostToGuest = this::fromHost;
+
+  /** One direction's work; a socket error resets the connection (or ends a pending request). */
+  private void step(Step work) {
     if (ended) return;
     try {
-      if (awaitingConnect) {
-        readConnect();
-      } else {
-        fromHost();
-        toHost();
-      }
+      work.run();
     } catch (NativeException e) {
       LOG.log(Level.DEBUG, "vsock: " + socket + ": " + e.getMessage());
       VsockConnection c = connection;
       if (c != null && !c.isClosed()) c.reset(); // closed() then releases the socket
       else end();
     }
+  }
+
+  @FunctionalInterface
+  private interface Step {
+    void run() throws NativeException;
   }
 
   private void readConnect() throws NativeException {
@@ -154,12 +173,12 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
 
   @Override
   public void readable(VsockConnection c) {
-    onEvent();
+    step(guestToHost); // only the guest's side changed: no recv(2) per packet for nothing
   }
 
   @Override
   public void writable(VsockConnection c) {
-    onEvent();
+    step(hostToGuest);
   }
 
   @Override

@@ -185,7 +185,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
       ByteBuf buf = channel.alloc().directBuffer(want);
       int n = c.read(NettyMemory.of(buf), buf.writerIndex(), want);
       buf.writerIndex(buf.writerIndex() + n);
-      channel.write(buf);
+      channel.write(buf, channel.voidPromise()); // a failure reaches exceptionCaught
       wrote = true;
     }
     if (wrote) channel.flush();
