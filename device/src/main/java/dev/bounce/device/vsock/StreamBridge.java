@@ -163,7 +163,11 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     if (c == null || !c.isOpen() || !channel.isActive()) return;
     if (pending != null) {
       int n =
-          c.write(NettyMemory.of(pending), pending.readerIndex(), pending.readableBytes(), false);
+          c.write(
+              NettyMemory.of(pending),
+              NettyMemory.offset(pending, pending.readerIndex()),
+              pending.readableBytes(),
+              false);
       pending.skipBytes(n);
       if (pending.isReadable()) return; // the rest waits for writable()
       releasePending();
@@ -183,7 +187,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     while (channel.isWritable() && c.available() > 0) {
       int want = Math.min(c.available(), CHUNK);
       ByteBuf buf = channel.alloc().directBuffer(want);
-      int n = c.read(NettyMemory.of(buf), buf.writerIndex(), want);
+      int n = c.read(NettyMemory.of(buf), NettyMemory.offset(buf, buf.writerIndex()), want);
       buf.writerIndex(buf.writerIndex() + n);
       channel.write(buf, channel.voidPromise()); // a failure reaches exceptionCaught
       wrote = true;

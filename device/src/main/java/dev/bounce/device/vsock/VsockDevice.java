@@ -79,7 +79,7 @@ public final class VsockDevice implements VirtioDevice {
 
   private final LongMap<VsockConnection> connections = new LongMap<>();
   private final ArrayDeque<VsockConnection> sending = new ArrayDeque<>();
-  private final ArrayDeque<long[]> strayResets = new ArrayDeque<>();
+  private final ResetQueue strayResets = new ResetQueue(MAX_STRAY_RESETS);
   private final MemorySegment header = Arena.ofAuto().allocate(VsockHeader.SIZE);
   private DeviceContext context;
   private boolean seqpacket;
@@ -282,7 +282,9 @@ public final class VsockDevice implements VirtioDevice {
   private void transmitted(DescriptorChain chain) throws VirtqueueException {
     long got = chain.read(header, 0, VsockHeader.SIZE);
     if (got < VsockHeader.SIZE) {
-      guestError("a tx chain of " + got + " bytes is shorter than the 44-byte header", null);
+      if (guestErrorLogged()) {
+        warn("a tx chain of " + got + " bytes is shorter than the 44-byte header", null);
+      }
       return;
     }
     long srcCid = VsockHeader.srcCid(header, 0);
@@ -294,8 +296,9 @@ public final class VsockDevice implements VirtioDevice {
     int op = VsockHeader.op(header, 0);
     int flags = VsockHeader.flags(header, 0);
     if (srcCid != guestCid) {
-      guestError(
-          "a packet from CID " + srcCid + ", not the guest's " + guestCid + ": dropped", null);
+      if (guestErrorLogged()) {
+        warn("a packet from CID " + srcCid + ", not the guest's " + guestCid + ": dropped", null);
+      }
       return;
     }
     if (op == Op.RST) {
@@ -322,7 +325,9 @@ public final class VsockDevice implements VirtioDevice {
       wrong = "type " + type + " on a connection of type " + c.type();
     }
     if (wrong != null) {
-      guestError(describeHeader() + ": " + wrong + "; answered with RST", null);
+      if (guestErrorLogged()) {
+        warn(describeHeader() + ": " + wrong + "; answered with RST", null);
+      }
       refuse(c, srcPort, dstPort, type);
       return;
     }
@@ -353,14 +358,18 @@ public final class VsockDevice implements VirtioDevice {
 
   private void request(VsockConnection existing, int guestPort, int hostPort, int type) {
     if (existing != null) {
-      guestError(describeHeader() + ": REQUEST on a connection that exists; reset", null);
+      if (guestErrorLogged()) {
+        warn(describeHeader() + ": REQUEST on a connection that exists; reset", null);
+      }
       refuse(existing, guestPort, hostPort, type);
       return;
     }
     if (connections.size() >= maxConnections) {
-      log(
-          Level.WARNING,
-          "vsock: " + maxConnections + " connections open; refusing " + describeHeader());
+      if (logs()) {
+        print(
+            Level.WARNING,
+            "vsock: " + maxConnections + " connections open; refusing " + describeHeader());
+      }
       refuse(null, guestPort, hostPort, type);
       return;
     }
@@ -369,7 +378,11 @@ public final class VsockDevice implements VirtioDevice {
     c.peerFwdCnt = VsockHeader.fwdCnt(header, 0);
     HostSide.HostEndpoint endpoint = host.guestConnect(c);
     if (endpoint == null) {
-      log(Level.DEBUG, "vsock: nothing listens on host port " + Integer.toUnsignedString(hostPort));
+      if (logs()) {
+        print(
+            Level.DEBUG,
+            "vsock: nothing listens on host port " + Integer.toUnsignedString(hostPort));
+      }
       refuse(null, guestPort, hostPort, type);
       return;
     }
@@ -382,7 +395,9 @@ public final class VsockDevice implements VirtioDevice {
 
   private void response(VsockConnection c, int guestPort, int hostPort, int type) {
     if (c == null || c.state != VsockConnection.State.CONNECTING) {
-      guestError(describeHeader() + ": RESPONSE to no request; reset", null);
+      if (guestErrorLogged()) {
+        warn(describeHeader() + ": RESPONSE to no request; reset", null);
+      }
       refuse(c, guestPort, hostPort, type);
       return;
     }
@@ -405,7 +420,9 @@ public final class VsockDevice implements VirtioDevice {
       return;
     }
     if ((c.peerShutdown & VsockHeader.SHUTDOWN_SEND) != 0) {
-      guestError(describeHeader() + ": data after the guest shut down sending; reset", c);
+      if (guestErrorLogged()) {
+        warn(describeHeader() + ": data after the guest shut down sending; reset", c);
+      }
       refuse(c, guestPort, hostPort, type);
       return;
     }
@@ -414,19 +431,23 @@ public final class VsockDevice implements VirtioDevice {
       // SOCK_SEQPACKET reader (it reads as end of stream) and would hold a boundary without using
       // credit, so a guest could grow the ring's boundaries without bound: it is dropped.
       if (c.isSeqpacket() && (flags & VsockHeader.SEQ_EOM) != 0) {
-        guestError(describeHeader() + ": an empty SEQPACKET message; dropped", c);
+        if (guestErrorLogged()) {
+          warn(describeHeader() + ": an empty SEQPACKET message; dropped", c);
+        }
       }
       return;
     }
     if (len > c.fromGuest.free()) {
-      guestError(
-          describeHeader()
-              + ": "
-              + len
-              + " bytes, but the guest had credit for "
-              + c.fromGuest.free()
-              + "; reset",
-          c);
+      if (guestErrorLogged()) {
+        warn(
+            describeHeader()
+                + ": "
+                + len
+                + " bytes, but the guest had credit for "
+                + c.fromGuest.free()
+                + "; reset",
+            c);
+      }
       refuse(c, guestPort, hostPort, type);
       return;
     }
@@ -439,12 +460,16 @@ public final class VsockDevice implements VirtioDevice {
     int rest = offered ? len - c.offer(chain, len) : len;
     if (c.state != VsockConnection.State.ESTABLISHED) return; // the host end reset it meanwhile
     if (!c.fromGuest.writeFrom(chain, rest)) {
-      guestError(describeHeader() + ": the chain holds fewer payload bytes than len; reset", c);
+      if (guestErrorLogged()) {
+        warn(describeHeader() + ": the chain holds fewer payload bytes than len; reset", c);
+      }
       refuse(c, guestPort, hostPort, type);
       return;
     }
     if (c.isSeqpacket() && (flags & VsockHeader.SEQ_EOM) != 0 && !c.fromGuest.markEnd()) {
-      guestError(describeHeader() + ": too many messages held; reset", c);
+      if (guestErrorLogged()) {
+        warn(describeHeader() + ": too many messages held; reset", c);
+      }
       refuse(c, guestPort, hostPort, type);
       return;
     }
@@ -539,17 +564,20 @@ public final class VsockDevice implements VirtioDevice {
   }
 
   private void strayReset(int guestPort, int hostPort, int type) {
-    if (strayResets.size() >= MAX_STRAY_RESETS) {
+    if (strayResets.isFull()) {
       // The guest posts no rx buffers while it keeps sending: its RST for this port is lost.
-      log(
-          Level.WARNING,
-          "vsock: "
-              + MAX_STRAY_RESETS
-              + " RSTs wait for rx buffers the guest does not post; dropped the one for guest port "
-              + Integer.toUnsignedString(guestPort));
+      if (logs()) {
+        print(
+            Level.WARNING,
+            "vsock: "
+                + MAX_STRAY_RESETS
+                + " RSTs wait for rx buffers the guest does not post; dropped the one for guest"
+                + " port "
+                + Integer.toUnsignedString(guestPort));
+      }
       return;
     }
-    strayResets.addLast(new long[] {guestPort, hostPort, VsockHeader.knownType(type) ? type : 1});
+    strayResets.add(guestPort, hostPort, VsockHeader.knownType(type) ? type : 1);
     requestRx();
   }
 
@@ -590,20 +618,20 @@ public final class VsockDevice implements VirtioDevice {
     if (!rxRunning) return;
     while (!strayResets.isEmpty()) {
       if (!queue.pop(rxChain)) return;
-      long[] r = strayResets.pollFirst();
       VsockHeader.write(
           header,
           0,
           VsockHeader.HOST_CID,
           guestCid,
-          (int) r[1],
-          (int) r[0],
+          strayResets.firstHostPort(),
+          strayResets.firstGuestPort(),
           0,
-          (int) r[2],
+          strayResets.firstType(),
           Op.RST,
           0,
           0,
           0);
+      strayResets.removeFirst();
       complete(queue, rxChain, 0);
     }
     VsockConnection c;
@@ -653,7 +681,9 @@ public final class VsockDevice implements VirtioDevice {
       }
       if (room < 0 || (payload == 0 && flags == 0)) {
         // A receive buffer too small for a header (or for any data): the guest broke 5.10.6.3.
-        guestError("a receive buffer of " + (room + VsockHeader.SIZE) + " bytes is unusable", c);
+        if (guestErrorLogged()) {
+          warn("a receive buffer of " + (room + VsockHeader.SIZE) + " bytes is unusable", c);
+        }
         complete(queue, chain, -1);
         return;
       }
@@ -681,7 +711,9 @@ public final class VsockDevice implements VirtioDevice {
     c.announcedFwdCnt = fwdCnt;
     c.pending &= ~VsockConnection.SEND_CREDIT;
     if (chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
-      guestError("a receive buffer is shorter than the 44-byte header", c);
+      if (guestErrorLogged()) {
+        warn("a receive buffer is shorter than the 44-byte header", c);
+      }
       complete(queue, chain, -1);
       return;
     }
@@ -708,7 +740,9 @@ public final class VsockDevice implements VirtioDevice {
   private void complete(SplitQueue queue, DescriptorChain chain, int unused)
       throws VirtqueueException {
     if (unused == 0 && chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
-      guestError("a receive buffer is shorter than the 44-byte header", null);
+      if (guestErrorLogged()) {
+        warn("a receive buffer is shorter than the 44-byte header", null);
+      }
       queue.addUsed(chain.headIndex(), 0);
       return;
     }
@@ -721,16 +755,35 @@ public final class VsockDevice implements VirtioDevice {
     return "vsock: guest packet " + VsockHeader.describe(header, 0);
   }
 
-  private void guestError(String what, VsockConnection c) {
+  /**
+   * Counts a guest error; whether its line is logged ({@link #logs}), so that a guest repeating it
+   * per packet costs no message built only to be dropped.
+   */
+  private boolean guestErrorLogged() {
     guestErrors++;
-    log(Level.WARNING, c == null ? what : what + " (" + c + ")");
+    return logs();
+  }
+
+  private void warn(String what, VsockConnection c) {
+    print(Level.WARNING, c == null ? what : what + " (" + c + ")");
   }
 
   /** Logs a line the guest caused, rate-limited so that a guest cannot flood the host's log. */
   void log(Level level, String what) {
+    if (logs()) print(level, what);
+  }
+
+  /**
+   * Counts a line the guest caused; whether it is to be printed: the first {@link #LOG_FIRST}, then
+   * one in a thousand.
+   */
+  boolean logs() {
     logged++;
-    if (logged <= LOG_FIRST || logged % 1000 == 0) {
-      LOG.log(level, logged > LOG_FIRST ? what + " (" + logged + " such lines so far)" : what);
-    }
+    return logged <= LOG_FIRST || logged % 1000 == 0;
+  }
+
+  /** Prints a line {@link #logs} let through. */
+  void print(Level level, String what) {
+    LOG.log(level, logged > LOG_FIRST ? what + " (" + logged + " such lines so far)" : what);
   }
 }
