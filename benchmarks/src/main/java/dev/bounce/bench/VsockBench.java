@@ -62,6 +62,9 @@ public final class VsockBench {
   private final ByteBuffer rawPattern;
   private final Path rawPath;
   private VsockWorkload workload;
+  private ProcessCpu bounceCpu;
+  private ProcessCpu peerCpu;
+  private final ProcessCpu selfCpu = new ProcessCpu(ProcessHandle.current().pid());
 
   private VsockBench(Path rawPath) {
     new Random(1).nextBytes(pattern);
@@ -97,6 +100,8 @@ public final class VsockBench {
         VsockDriver driver =
             new VsockDriver(session, VsockDriver.guestCid(session), VsockDriver.LINUX_BUFFER_SIZE);
         VsockBench bench = new VsockBench(raw);
+        bench.bounceCpu = new ProcessCpu(children.get(0).pid());
+        bench.peerCpu = new ProcessCpu(children.get(1).pid());
         try (VsockWorkload w = new VsockWorkload(driver, uds)) {
           bench.workload = w;
           bench.round("warm-up", false);
@@ -120,25 +125,49 @@ public final class VsockBench {
   private void round(String name, boolean keep) throws IOException {
     log("%s", name);
     for (int size : SIZES) {
-      measure(keep, "raw stream " + size, "MiB/s", rawStream(size));
-      measure(keep, "raw relay " + size, "MiB/s", rawRelay(size));
+      startCpu();
+      measure(keep, "raw stream " + size, "MiB/s", rawStream(size), peerCpu);
+      startCpu();
+      measure(keep, "raw relay " + size, "MiB/s", rawRelay(size), peerCpu);
       for (VsockWorkload.Direction d :
           List.of(VsockWorkload.Direction.GUEST_TO_HOST, VsockWorkload.Direction.HOST_TO_GUEST)) {
+        startCpu();
         VsockWorkload.Result r = workload.stream(d, 1, 1, size, STREAM_BYTES, false, LIMIT);
         check(r.errors(), r.guestToHost().firstError() + " " + r.hostToGuest().firstError());
         Stats s = d == VsockWorkload.Direction.GUEST_TO_HOST ? r.guestToHost() : r.hostToGuest();
-        measure(keep, d.flag() + " " + size, "MiB/s", s.bytes() / s.seconds() / (1 << 20));
+        double rate = s.bytes() / s.seconds() / (1 << 20);
+        measure(keep, d.flag() + " " + size, "MiB/s", rate, bounceCpu);
       }
     }
-    measure(keep, "raw rtt", "us", rawRoundTrips());
+    startCpu();
+    measure(keep, "raw rtt", "us", rawRoundTrips(), peerCpu);
+    startCpu();
     Stats rtt = workload.pingPong(ROUND_TRIPS, MESSAGE, LIMIT);
     check(rtt.errors(), rtt.firstError());
-    measure(keep, "bounce rtt", "us", rtt.percentileNanos(0.5) / 1e3);
+    measure(keep, "bounce rtt", "us", rtt.percentileNanos(0.5) / 1e3, bounceCpu);
   }
 
-  private void measure(boolean keep, String name, String unit, double value) {
-    log("  %-20s %10.1f %s", name, value, unit);
-    if (keep) samples.computeIfAbsent(name, n -> new ArrayList<>()).add(value);
+  private void startCpu() {
+    bounceCpu.start();
+    peerCpu.start();
+    selfCpu.start();
+  }
+
+  /**
+   * Records a measurement and the cores this process and {@code second} (bounce or the raw peer)
+   * used meanwhile: with both near one, the two-core machine, not either process, set the pace.
+   */
+  private void measure(boolean keep, String name, String unit, double value, ProcessCpu second) {
+    double secondCores = second.cores();
+    double selfCores = selfCpu.cores();
+    log(
+        "  %-20s %10.1f %-5s (cores used: %s %.2f, this process %.2f)",
+        name, value, unit, second == bounceCpu ? "bounce" : "raw peer", secondCores, selfCores);
+    if (keep) {
+      samples.computeIfAbsent(name, n -> new ArrayList<>()).add(value);
+      samples.computeIfAbsent(name + " second cores", n -> new ArrayList<>()).add(secondCores);
+      samples.computeIfAbsent(name + " self cores", n -> new ArrayList<>()).add(selfCores);
+    }
   }
 
   /**
@@ -160,7 +189,8 @@ public final class VsockBench {
         System.out.printf(
             Locale.ROOT,
             "  %-14s %2d KiB writes: %7.1f MiB/s; raw stream %7.1f MiB/s, ratio %.2f%s;"
-                + " raw relay %7.1f MiB/s, ratio %.2f%n",
+                + " raw relay %7.1f MiB/s, ratio %.2f; cores used: bounce %.2f + this process"
+                + " %.2f, raw stream's peer %.2f + this process %.2f%n",
             way,
             size / 1024,
             median(bounce),
@@ -168,7 +198,11 @@ public final class VsockBench {
             stream,
             size == 65536 ? (stream >= 0.8 ? " (goal >= 0.8: met)" : " (goal >= 0.8: MISSED)") : "",
             median("raw relay " + size),
-            ratio(bounce, "raw relay " + size));
+            ratio(bounce, "raw relay " + size),
+            median(bounce + " second cores"),
+            median(bounce + " self cores"),
+            median("raw stream " + size + " second cores"),
+            median("raw stream " + size + " self cores"));
       }
     }
     double rtt = ratio("bounce rtt", "raw rtt");

@@ -51,6 +51,11 @@ public final class VsockDmaBench {
   /** "mode direction" -> MiB/s per round. */
   private final Map<String, List<Double>> samples = new LinkedHashMap<>();
 
+  /** Each mode's {@code bounce vsock} process, and this one (the fake guest and the host). */
+  private final Map<MemoryMode, ProcessCpu> bounceCpu = new EnumMap<>(MemoryMode.class);
+
+  private final ProcessCpu selfCpu = new ProcessCpu(ProcessHandle.current().pid());
+
   private VsockDmaBench() {}
 
   public static void main(String[] args) throws Exception {
@@ -68,6 +73,7 @@ public final class VsockDmaBench {
           SIZE,
           POOL_SIZE >> 20);
       Map<MemoryMode, VsockWorkload> workloads = new EnumMap<>(MemoryMode.class);
+      VsockDmaBench bench = new VsockDmaBench();
       for (MemoryMode mode : MemoryMode.values()) {
         Path vhost = dir.resolve(mode.flag() + ".sock");
         Path uds = dir.resolve(mode.flag() + ".vsock");
@@ -80,6 +86,7 @@ public final class VsockDmaBench {
                 "bounce-vsock-" + mode.flag(),
                 Main.class.getName(),
                 flags.toArray(String[]::new)));
+        bench.bounceCpu.put(mode, new ProcessCpu(children.getLast().pid()));
         VsockBench.awaitFile(vhost, children);
         VsockBench.awaitFile(uds, children);
         GuestRam ram =
@@ -102,7 +109,6 @@ public final class VsockDmaBench {
         open.add(workload);
         workloads.put(mode, workload);
       }
-      VsockDmaBench bench = new VsockDmaBench();
       bench.round("warm-up", workloads, false);
       for (int r = 1; r <= ROUNDS; r++) bench.round("round " + r + "/" + ROUNDS, workloads, true);
       bench.report();
@@ -137,6 +143,9 @@ public final class VsockDmaBench {
     VsockBench.log("%s", name);
     for (VsockWorkload.Direction d : DIRECTIONS) {
       for (Map.Entry<MemoryMode, VsockWorkload> e : workloads.entrySet()) {
+        ProcessCpu bounce = bounceCpu.get(e.getKey());
+        bounce.start();
+        selfCpu.start();
         VsockWorkload.Result r = e.getValue().stream(d, 1, 1, SIZE, STREAM_BYTES, false, LIMIT);
         if (r.errors() != 0) {
           throw new IOException(
@@ -147,9 +156,17 @@ public final class VsockDmaBench {
         }
         Stats s = d == VsockWorkload.Direction.GUEST_TO_HOST ? r.guestToHost() : r.hostToGuest();
         double rate = s.bytes() / s.seconds() / (1 << 20);
+        double bounceCores = bounce.cores();
+        double selfCores = selfCpu.cores();
         String key = e.getKey().flag() + " " + d.flag();
-        VsockBench.log("  %-28s %8.1f MiB/s", key, rate);
-        if (keep) samples.computeIfAbsent(key, k -> new ArrayList<>()).add(rate);
+        VsockBench.log(
+            "  %-28s %8.1f MiB/s (cores used: bounce %.2f, this process %.2f)",
+            key, rate, bounceCores, selfCores);
+        if (keep) {
+          samples.computeIfAbsent(key, k -> new ArrayList<>()).add(rate);
+          samples.computeIfAbsent(key + " bounce cores", k -> new ArrayList<>()).add(bounceCores);
+          samples.computeIfAbsent(key + " self cores", k -> new ArrayList<>()).add(selfCores);
+        }
       }
     }
   }
@@ -175,11 +192,13 @@ public final class VsockDmaBench {
         }
         System.out.printf(
             Locale.ROOT,
-            "  %-14s %-12s %8.1f MiB/s%s%n",
+            "  %-14s %-12s %8.1f MiB/s%s; cores used: bounce %.2f, this process %.2f%n",
             d.flag(),
             mode.flag(),
             VsockBench.median(rates),
-            ratio);
+            ratio,
+            VsockBench.median(samples.get(mode.flag() + " " + d.flag() + " bounce cores")),
+            VsockBench.median(samples.get(mode.flag() + " " + d.flag() + " self cores")));
       }
     }
   }
