@@ -1,17 +1,27 @@
 package dev.bounce.device.vsock;
 
+import static java.lang.foreign.ValueLayout.ADDRESS;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.Fd;
 import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.socket.SeqpacketSocket;
+import dev.bounce.vhost.socket.UnixListener;
+import dev.bounce.vhost.socket.UnixSocket;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
@@ -414,6 +424,65 @@ class UnixHostTest {
     assertEquals(0, rig.device.guestErrors());
   }
 
+  /**
+   * A connection that ends while its host socket still holds bytes the host application never read
+   * keeps the channel only for the patience: the guest's last bytes get that long to be taken, but
+   * a host that never reads would otherwise keep bounce's fd and the bytes it holds for ever,
+   * outside every connection limit. The host application never reads before the end, since reading
+   * would let the bytes go and close the channel without the patience.
+   */
+  @Test
+  void aHostThatNeverReadsHasItsSocketClosedThePatienceAfterTheGuestResets() throws Exception {
+    byte[] data = random(8 << 20, 15);
+    try (UnixListener listener = UnixListener.bind(Path.of(uds + "_1234"), true)) {
+      Future<UnixSocket> accepted =
+          hostApp(
+              () -> {
+                UnixSocket peer = null;
+                while (peer == null) {
+                  Libc.pollIn(listener.fd().value(), 100);
+                  peer = listener.accept();
+                }
+                return peer;
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      try (UnixSocket host = await(accepted)) {
+        int sent = 0;
+        int idleRounds = 0;
+        while (sent < data.length && idleRounds < 100) {
+          int n = s.trySend(data, sent, Math.min(32 * 1024, data.length - sent), false);
+          sent += n;
+          idleRounds = n == 0 ? idleRounds + 1 : 0;
+          driver.pump(5);
+        }
+        assertTrue(sent < data.length, "a host that never reads took all " + sent + " bytes");
+        long resetAt = System.nanoTime();
+        s.reset();
+        Future<Integer> hangUp = hostApp(() -> awaitHangUp(host.fd(), PATIENCE.plus(CLOSE_MARGIN)));
+        int events = await(hangUp);
+        long closedAfterMillis = (System.nanoTime() - resetAt) / 1_000_000;
+        assertTrue(
+            (events & POLLHUP) != 0,
+            "bounce did not close the host socket within "
+                + PATIENCE.plus(CLOSE_MARGIN).toMillis()
+                + " ms of the guest's reset (poll events 0x"
+                + Integer.toHexString(events)
+                + ")");
+        assertTrue(
+            closedAfterMillis >= PATIENCE.toMillis() - 100,
+            "closed " + closedAfterMillis + " ms after the reset: not after the patience");
+        // Only what the kernel held is left to read, then the end of the stream: what bounce
+        // still held (the device's buffer, the channel's) was dropped.
+        long drained = drain(host);
+        assertTrue(drained > 0, "the host socket held no unread bytes when the connection ended");
+        assertTrue(drained < sent, "the host read " + drained + " of " + sent + " bytes sent");
+      }
+    }
+    awaitNoConnections();
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, rig.device.guestErrors());
+  }
+
   @Test
   void aGuestShutdownOfSendingIsEndOfStreamAndTheHostMayStillWrite() throws Exception {
     byte[] toHost = random(50_000, 9);
@@ -571,6 +640,54 @@ class UnixHostTest {
     }
     assertEquals(0, driver.creditViolations());
     assertEquals(0, rig.device.guestErrors());
+  }
+
+  /** How much later than the patience a close may come on a busy machine. */
+  static final Duration CLOSE_MARGIN = Duration.ofSeconds(5);
+
+  private static final short POLLHUP = 0x10;
+  private static final int ECONNRESET = 104;
+  private static final MethodHandle POLL =
+      Libc.downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+
+  /**
+   * Waits up to {@code timeout} for poll(2) to report a hang-up or an error on {@code fd}, without
+   * reading it (no events asked for: only those two wake it); the events it reported, 0 if none.
+   */
+  static int awaitHangUp(Fd fd, Duration timeout) throws NativeException {
+    MemorySegment state = Libc.callState();
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment pollfd = arena.allocate(8, 4);
+      pollfd.set(JAVA_INT, 0, fd.value());
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while (true) {
+        int left = (int) Math.max(0, (deadline - System.nanoTime()) / 1_000_000);
+        int n = (int) POLL.invokeExact(state, pollfd, 1L, left);
+        if (n >= 0) return n == 0 ? 0 : pollfd.get(JAVA_SHORT, 6);
+        if (Libc.errno(state) != Libc.EINTR) throw Libc.fail("poll", "fd " + fd, state);
+      }
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
+    }
+  }
+
+  /** Reads {@code socket} to its end (or a reset); the bytes read. */
+  static long drain(UnixSocket socket) throws IOException {
+    MemorySegment into = Arena.ofAuto().allocate(64 * 1024);
+    long total = 0;
+    while (true) {
+      long n;
+      try {
+        n = socket.receive(into, new ArrayList<>());
+      } catch (NativeException e) {
+        if (e.errno() == ECONNRESET) return total;
+        throw e;
+      }
+      if (n == 0) return total;
+      total += n;
+    }
   }
 
   private void awaitNoConnections() throws IOException {

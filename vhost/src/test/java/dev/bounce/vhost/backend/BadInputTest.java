@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.Fd;
 import dev.bounce.pool.GuestAddressSpace;
+import dev.bounce.pool.Libc;
 import dev.bounce.pool.Memfd;
 import dev.bounce.pool.MemoryRegionDescription;
 import dev.bounce.pool.testing.OpenFds;
@@ -276,6 +277,44 @@ class BadInputTest {
         assertEquals(1, frontend.stop(0), "ring 0 serves once set up again");
       }
       backend.awaitNoSession(CLOSED);
+    }
+  }
+
+  /**
+   * A frontend can shrink the memfd it shared after SET_MEM_TABLE: the backend's mapping still
+   * covers the whole region, but a read past the file's end is SIGBUS, which the JVM turns into
+   * InternalError. The first read of a ring is its start (SET_VRING_KICK reads used.idx); escaping
+   * there, it would fail the session's request instead of counting as the guest's error.
+   */
+  @Test
+  void ringStartedOnAMemfdTruncatedUnderItsUsedRingStopsWithAGuestError() throws Exception {
+    VringAddress ring0 = TestFrontend.ringAddress(0);
+    long usedOffset = ring0.used() - TestFrontend.USER_BASE;
+    try (TestFrontend frontend = new TestFrontend(connectServed())) {
+      int memfd = frontend.memory.fd(0).value();
+      frontend.negotiate(true);
+      frontend.shareMemory();
+      // The descriptor table and the available ring stay in the file, the used ring's page does
+      // not. Nothing here may touch that page through the frontend's view either: same JVM.
+      Libc.ftruncate(memfd, usedOffset);
+      frontend.configureRing(0, ring0); // every step acknowledged: the error is the guest's
+      DriverRing.awaitSignal(frontend.err[0], TestFrontend.TIMEOUT, "ring 0 error eventfd");
+      assertTrue(
+          backend.warnings().stream()
+              .anyMatch(l -> l.contains("ring 0 stopped") && l.contains("access faulted")),
+          "a memory-fault guest error logged: " + backend.warnings());
+      // The session goes on: it answers, and ring 0 stopped without consuming anything.
+      assertStillAnswers(frontend.channel);
+      assertEquals(0, frontend.stop(0), "ring 0 never consumed anything");
+      assertEquals(0, frontend.err[1].drain(), "ring 1 error eventfd");
+      // The frontend gives the memory back and sets ring 0 up again: it works, and so does ring 1.
+      Libc.ftruncate(memfd, TestFrontend.MEMORY_SIZE);
+      for (int i = 0; i < TestFrontend.QUEUES; i++) {
+        frontend.setUpRing(i, TestFrontend.ringAddress(i));
+        frontend.echo(i);
+      }
+      assertEquals(1, frontend.stop(0), "ring 0 serves once set up again");
+      assertEquals(0, frontend.err[0].drain() + frontend.err[1].drain(), "error eventfds");
     }
   }
 
