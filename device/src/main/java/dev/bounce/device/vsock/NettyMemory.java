@@ -20,6 +20,11 @@ final class NettyMemory {
     return MemorySegment.ofBuffer(buf.nioBuffer(0, buf.capacity()));
   }
 
+  /** {@code buf}'s readable bytes as a segment of their own (a new object: not for hot paths). */
+  static MemorySegment readable(ByteBuf buf) {
+    return of(buf).asSlice(offset(buf, buf.readerIndex()), buf.readableBytes());
+  }
+
   /** Where {@code buf}'s byte at {@code index} is in {@link #of}{@code (buf)}. */
   static long offset(ByteBuf buf, int index) {
     return buf.hasMemoryAddress() ? buf.memoryAddress() + index : index;

@@ -1,13 +1,17 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
+import io.netty.channel.ChannelOutboundBuffer;
 import io.netty.channel.socket.ChannelInputShutdownEvent;
 import io.netty.channel.socket.DuplexChannel;
+import io.netty.channel.unix.UnixChannel;
 import java.lang.System.Logger.Level;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.TimeUnit;
@@ -27,6 +31,13 @@ import java.util.concurrent.TimeUnit;
  *
  * Half-closes map to vsock SHUTDOWN both ways; a channel that dies resets the connection, a
  * connection that dies closes the channel once what the guest sent was flushed.
+ *
+ * <p>Once the socket's input is shut down (the host application shut down its sending side, or the
+ * guest its receiving side), bounce writes the socket itself rather than through Netty: Netty
+ * 4.2.18's epoll removes such a socket from its epoll set when it wants no other event, keeps
+ * believing it registered, and so fails (resets the connection, or stalls) the first write that has
+ * to wait for room. The bytes a write(2) leaves wait in {@link #unsent}, and the write is retried
+ * every {@link #RETRY_MILLIS} until the socket takes them.
  */
 final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSide.HostEndpoint {
   private static final System.Logger LOG = System.getLogger(StreamBridge.class.getName());
@@ -34,12 +45,18 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   /** Bytes moved to the host per buffer. */
   private static final int CHUNK = 64 * 1024;
 
+  /** How soon a direct write that found the socket full tries again. */
+  private static final long RETRY_MILLIS = 1;
+
   private final UnixHost host;
   private final boolean hostInitiated;
   private VsockConnection connection;
   private Channel channel;
   private ByteBuf pending;
+  private ByteBuf unsent;
+  private boolean retryScheduled;
   private boolean hostSentEof;
+  private boolean inputShut;
   private boolean outputShut;
   private boolean ended;
 
@@ -86,6 +103,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     if ((flags & VsockHeader.SHUTDOWN_RCV) != 0) {
       // The guest takes nothing more: the host's further writes fail, as on a shut socket.
       releasePending();
+      inputShut = true;
       if (channel.isActive()) ((DuplexChannel) channel).shutdownInput();
     }
     toHost(); // shuts the channel's output once the guest's last bytes went
@@ -98,7 +116,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     releasePending();
     if (hostInitiated) host.releaseHostPort(c.hostPort());
     if (channel != null) {
-      channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
+      if (flushUnsent()) {
+        channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
+      }
       // A host that never reads would keep the channel, its fd and its unsent bytes for ever,
       // outside every connection limit: what it has not taken by then is dropped.
       channel
@@ -130,6 +150,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   public void userEventTriggered(ChannelHandlerContext ctx, Object event) {
     if (event instanceof ChannelInputShutdownEvent) {
       hostSentEof = true;
+      inputShut = true;
       fromHost();
     }
   }
@@ -142,6 +163,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   @Override
   public void channelInactive(ChannelHandlerContext ctx) {
     releasePending();
+    releaseUnsent();
     VsockConnection c = connection;
     if (c != null && !c.isClosed()) {
       LOG.log(Level.DEBUG, "vsock: the host socket of " + c + " closed; reset");
@@ -183,17 +205,13 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private void toHost() {
     VsockConnection c = connection;
     if (c == null || channel == null || !channel.isActive()) return;
-    boolean wrote = false;
-    while (channel.isWritable() && c.available() > 0) {
-      int want = Math.min(c.available(), CHUNK);
-      ByteBuf buf = channel.alloc().directBuffer(want);
-      int n = c.read(NettyMemory.of(buf), NettyMemory.offset(buf, buf.writerIndex()), want);
-      buf.writerIndex(buf.writerIndex() + n);
-      channel.write(buf, channel.voidPromise()); // a failure reaches exceptionCaught
-      wrote = true;
+    if (inputShut) {
+      toHostDirect(c);
+    } else {
+      toHostThroughNetty(c);
     }
-    if (wrote) channel.flush();
-    if (!outputShut
+    if (unsent == null
+        && !outputShut
         && (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_SEND) != 0
         && c.available() == 0) {
       outputShut = true;
@@ -208,12 +226,97 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     }
   }
 
+  private void toHostThroughNetty(VsockConnection c) {
+    boolean wrote = false;
+    while (channel.isWritable() && c.available() > 0) {
+      channel.write(takeFrom(c), channel.voidPromise()); // a failure reaches exceptionCaught
+      wrote = true;
+    }
+    if (wrote) channel.flush();
+  }
+
+  /**
+   * After the host's EOF (see the class comment): write(2) on the socket, once what Netty still
+   * holds went, so that bytes stay in order.
+   */
+  private void toHostDirect(VsockConnection c) {
+    while (flushUnsent() && c.available() > 0) {
+      ChannelOutboundBuffer held = channel.unsafe().outboundBuffer();
+      if (held != null && held.totalPendingWriteBytes() > 0) {
+        retryLater();
+        return;
+      }
+      unsent = takeFrom(c);
+    }
+  }
+
+  /** Up to {@link #CHUNK} of the guest's bytes, taken from the connection (freeing its credit). */
+  private ByteBuf takeFrom(VsockConnection c) {
+    int want = Math.min(c.available(), CHUNK);
+    ByteBuf buf = channel.alloc().directBuffer(want);
+    int n = c.read(NettyMemory.of(buf), NettyMemory.offset(buf, buf.writerIndex()), want);
+    return buf.writerIndex(buf.writerIndex() + n);
+  }
+
+  /**
+   * Writes {@link #unsent} straight to the socket.
+   *
+   * @return whether nothing is left unsent (else a retry is scheduled, or the channel was closed on
+   *     a write error)
+   */
+  private boolean flushUnsent() {
+    while (unsent != null) {
+      long n;
+      try {
+        n = Libc.write(fd(), NettyMemory.readable(unsent), unsent.readableBytes());
+      } catch (NativeException e) {
+        LOG.log(Level.DEBUG, "vsock: host socket of " + connection + ": " + e.getMessage());
+        channel.close();
+        return false;
+      }
+      if (n == Libc.WOULD_BLOCK) {
+        retryLater();
+        return false;
+      }
+      unsent.skipBytes((int) n);
+      if (!unsent.isReadable()) releaseUnsent();
+    }
+    return true;
+  }
+
+  private int fd() {
+    return ((UnixChannel) channel).fd().intValue();
+  }
+
+  private void retryLater() {
+    if (retryScheduled) return;
+    retryScheduled = true;
+    channel.eventLoop().schedule(this::retry, RETRY_MILLIS, TimeUnit.MILLISECONDS);
+  }
+
+  private void retry() {
+    retryScheduled = false;
+    if (!channel.isActive()) return;
+    if (!ended) {
+      toHost();
+    } else if (flushUnsent()) {
+      channel.close(); // the connection ended with bytes unsent: now they went
+    }
+  }
+
   private static ByteBuf merge(ChannelHandlerContext ctx, ByteBuf first, ByteBuf second) {
     ByteBuf merged = ctx.alloc().directBuffer(first.readableBytes() + second.readableBytes());
     merged.writeBytes(first).writeBytes(second);
     first.release();
     second.release();
     return merged;
+  }
+
+  private void releaseUnsent() {
+    if (unsent != null) {
+      unsent.release();
+      unsent = null;
+    }
   }
 
   private void releasePending() {

@@ -587,10 +587,9 @@ public final class VsockWorkload implements AutoCloseable {
         f.sent += n;
         progress = true;
       }
-      // The host application half-closes only after the guest did, when the backend has nothing
-      // more to write to it: Netty 4.2.18's epoll drops a socket whose input was shut down from
-      // its epoll set, so a backend write that has to wait for room would fail.
-      if (f.sendingDone() && toHost.eof && !hostOutputShut) {
+      // The host application half-closes as soon as it sent everything, while the guest's bytes
+      // may still be coming (bounce then writes them to a half-closed socket).
+      if (f.sendingDone() && !hostOutputShut) {
         host.shutdownOutput();
         hostOutputShut = true;
         progress = true;

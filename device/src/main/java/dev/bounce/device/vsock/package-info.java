@@ -15,10 +15,8 @@
  *       {@link dev.bounce.device.vsock.VsockWorkload}.
  * </ul>
  *
- * <p>Known gaps: a host application that shuts down its sending side and then receives more than
- * the socket and channel buffers hold can stall (a Netty 4.2.18 epoll bug, see README); a guest's
- * half-open connection with no traffic is never timed out, nor is Linux's close timeout (RST after
- * SHUTDOWN when the peer stays silent) modelled on the host side; VIRTIO_VSOCK_F_STREAM (bit 0) is
- * not offered (Linux 6.1 does not know it).
+ * <p>Known gaps: a guest's half-open connection with no traffic is never timed out, nor is Linux's
+ * close timeout (RST after SHUTDOWN when the peer stays silent) modelled on the host side;
+ * VIRTIO_VSOCK_F_STREAM (bit 0) is not offered (Linux 6.1 does not know it).
  */
 package dev.bounce.device.vsock;

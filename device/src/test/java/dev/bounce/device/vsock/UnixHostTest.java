@@ -508,14 +508,48 @@ class UnixHostTest {
     assertEquals(0, driver.badPackets(), driver.firstProblem());
   }
 
+  /**
+   * The request-reply pattern of {@code nc -N} and HTTP/1.0 clients: the host application sends its
+   * request, shuts down its sending side, then reads a reply far larger than its socket buffer and
+   * bounce's channel buffer hold. Netty 4.2.18's epoll drops a socket whose input was shut down
+   * from its epoll set once nothing else is wanted, and then cannot ask to hear of room to write
+   * again; bounce writes such a socket itself, so the reply still arrives whole.
+   */
+  @Test
+  void aHostThatHalfClosesStillReceivesAReplyLargerThanEveryBuffer() throws Exception {
+    driver.listen(5000);
+    byte[] request = random(1000, 16);
+    byte[] reply = random(4 << 20, 17);
+    Future<byte[]> app =
+        hostApp(
+            () -> {
+              try (SocketChannel ch = connectLine("CONNECT 5000\n")) {
+                assertTrue(readLine(ch).startsWith("OK "));
+                writeAll(ch, request);
+                ch.shutdownOutput();
+                return readToEof(ch);
+              }
+            });
+    VsockDriver.Socket s = driver.accept(5000, TIMEOUT);
+    assertArrayEquals(request, s.readFully(request.length, TIMEOUT));
+    s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+    s.send(reply, TIMEOUT);
+    s.shutdown(VsockHeader.SHUTDOWN_SEND);
+    assertArrayEquals(reply, await(app));
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
   @Test
   void aGuestShutdownOfReceivingFailsTheHostsWritesButNotItsReads() throws Exception {
-    byte[] toHost = random(100_000, 11);
+    // More than every buffer on the way holds, and read late: bounce's writes to the socket must
+    // wait for room after it shut the socket's input down (see StreamBridge's class comment).
+    byte[] toHost = random(4 << 20, 11);
     try (ServerSocketChannel listener = hostListener(1234)) {
       Future<byte[]> app =
           hostApp(
               () -> {
                 try (SocketChannel ch = listener.accept()) {
+                  Thread.sleep(300);
                   // The guest sends these after its SHUTDOWN, so bounce has had the SHUTDOWN
                   // before the host writes a byte.
                   byte[] got = readExactly(ch, toHost.length);
