@@ -37,7 +37,7 @@ import java.util.concurrent.TimeUnit;
  * 4.2.18's epoll removes such a socket from its epoll set when it wants no other event, keeps
  * believing it registered, and so fails (resets the connection, or stalls) the first write that has
  * to wait for room. The bytes a write(2) leaves wait in {@link #unsent}, and the write is retried
- * every {@link #RETRY_MILLIS} until the socket takes them.
+ * after {@link #RETRY_MILLIS}, backing off while the socket stays full.
  */
 final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSide.HostEndpoint {
   private static final System.Logger LOG = System.getLogger(StreamBridge.class.getName());
@@ -45,8 +45,14 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   /** Bytes moved to the host per buffer. */
   private static final int CHUNK = 64 * 1024;
 
-  /** How soon a direct write that found the socket full tries again. */
+  /**
+   * How soon a direct write that found the socket full tries again: at first, then doubling up to
+   * {@link #RETRY_MAX_MILLIS} while the host takes nothing, so a host that never reads costs a
+   * wake-up every few dozen milliseconds, not a thousand a second.
+   */
   private static final long RETRY_MILLIS = 1;
+
+  private static final long RETRY_MAX_MILLIS = 64;
 
   private final UnixHost host;
   private final boolean hostInitiated;
@@ -55,6 +61,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private ByteBuf pending;
   private ByteBuf unsent;
   private boolean retryScheduled;
+  private long retryMillis = RETRY_MILLIS;
   private boolean hostSentEof;
   private boolean inputShut;
   private boolean outputShut;
@@ -279,6 +286,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
         return false;
       }
       unsent.skipBytes((int) n);
+      retryMillis = RETRY_MILLIS;
       if (!unsent.isReadable()) releaseUnsent();
     }
     return true;
@@ -291,7 +299,8 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private void retryLater() {
     if (retryScheduled) return;
     retryScheduled = true;
-    channel.eventLoop().schedule(this::retry, RETRY_MILLIS, TimeUnit.MILLISECONDS);
+    channel.eventLoop().schedule(this::retry, retryMillis, TimeUnit.MILLISECONDS);
+    retryMillis = Math.min(retryMillis * 2, RETRY_MAX_MILLIS);
   }
 
   private void retry() {
