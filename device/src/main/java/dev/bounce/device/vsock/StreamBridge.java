@@ -272,6 +272,11 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
    *     a write error)
    */
   private boolean flushUnsent() {
+    if (unsent != null && !channel.isOpen()) {
+      // Closed: its fd number may already belong to another socket.
+      releaseUnsent();
+      return false;
+    }
     while (unsent != null) {
       long n;
       try {
