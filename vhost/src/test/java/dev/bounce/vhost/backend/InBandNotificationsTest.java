@@ -3,6 +3,7 @@ package dev.bounce.vhost.backend;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.frontend.FrontendChannel;
 import dev.bounce.vhost.protocol.BackendRequest;
@@ -46,13 +47,11 @@ class InBandNotificationsTest {
    */
   @Test
   void guestErrorOfARingWithoutAnErrorEventfdIsSentAsVringErr() throws Exception {
-    long end = TestFrontend.USER_BASE + TestFrontend.MEMORY_SIZE;
-    VringAddress outside = new VringAddress(0, 0, end + 0x10000, end + 0x12000, end + 0x11000, 0);
     try (BackendFixture backend = echoBackend();
         TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
         FrontendChannel backendChannel = handBackendChannel(frontend, IN_BAND)) {
       frontend.shareMemory();
-      frontend.configureRing(0, outside, frontend.kick[0], frontend.call[0], null);
+      frontend.configureRing(0, outsideMemory(), frontend.kick[0], frontend.call[0], null);
       try (Message<BackendRequest> err = receive(backendChannel)) {
         assertEquals(BackendRequest.VRING_ERR, err.request());
         assertEquals(new VringState(0, 0), err.payload(VringState.class), "ring 0's error");
@@ -63,6 +62,24 @@ class InBandNotificationsTest {
       frontend.echo(1);
       assertEquals(0, frontend.stop(0), "ring 0 never consumed anything");
       assertFalse(backendChannel.awaitInput(QUIET), "one error, one message");
+    }
+  }
+
+  /** Without INBAND_NOTIFICATIONS, a backend channel alone carries no errors: logged, as before. */
+  @Test
+  void withoutInBandNotificationsAGuestErrorSendsNothing() throws Exception {
+    long backendReqAlone = TestFrontend.PROTOCOL_FEATURES | ProtocolFeature.BACKEND_REQ.mask();
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
+        FrontendChannel backendChannel = handBackendChannel(frontend, backendReqAlone)) {
+      frontend.shareMemory();
+      frontend.configureRing(0, outsideMemory(), frontend.kick[0], frontend.call[0], null);
+      assertTrue(
+          backend.warnings().stream().anyMatch(l -> l.contains("ring 0 stopped")),
+          "the guest error logged: " + backend.warnings());
+      frontend.setUpRing(1, TestFrontend.ringAddress(1));
+      frontend.echo(1);
+      assertFalse(backendChannel.awaitInput(QUIET), "no BACKEND_VRING_ERR");
     }
   }
 
@@ -125,6 +142,12 @@ class InBandNotificationsTest {
         frontend.echo(0);
       }
     }
+  }
+
+  /** Ring 0 with every part past the end of the frontend's memory. */
+  private static VringAddress outsideMemory() {
+    long end = TestFrontend.USER_BASE + TestFrontend.MEMORY_SIZE;
+    return new VringAddress(0, 0, end + 0x10000, end + 0x12000, end + 0x11000, 0);
   }
 
   private BackendFixture echoBackend() throws Exception {
