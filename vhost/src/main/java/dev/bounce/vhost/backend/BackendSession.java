@@ -3,6 +3,7 @@ package dev.bounce.vhost.backend;
 import static dev.bounce.vhost.protocol.ProtocolFeature.BACKEND_REQ;
 import static dev.bounce.vhost.protocol.ProtocolFeature.CONFIG;
 import static dev.bounce.vhost.protocol.ProtocolFeature.CONFIGURE_MEM_SLOTS;
+import static dev.bounce.vhost.protocol.ProtocolFeature.INBAND_NOTIFICATIONS;
 import static dev.bounce.vhost.protocol.ProtocolFeature.MQ;
 import static dev.bounce.vhost.protocol.ProtocolFeature.REPLY_ACK;
 import static dev.bounce.vhost.protocol.ProtocolFeature.RESET_DEVICE;
@@ -63,11 +64,19 @@ public final class BackendSession implements AutoCloseable {
   /**
    * Protocol features bounce always offers; a device-owned pool adds SHMEM ({@link
    * RestrictedDma#offeredProtocolFeatures}). REPLY_ACK and BACKEND_REQ are what QEMU's
-   * iommu_platform=on demands beside VIRTIO_F_ACCESS_PLATFORM (REAL-PEERS.md).
+   * iommu_platform=on demands beside VIRTIO_F_ACCESS_PLATFORM (REAL-PEERS.md). INBAND_NOTIFICATIONS
+   * lets a ring's guest error reach a frontend that gave no error eventfd.
    */
   public static final long OFFERED_PROTOCOL_FEATURES =
       ProtocolFeature.maskOf(
-          MQ, REPLY_ACK, BACKEND_REQ, CONFIG, RESET_DEVICE, CONFIGURE_MEM_SLOTS, STATUS);
+          MQ,
+          REPLY_ACK,
+          BACKEND_REQ,
+          CONFIG,
+          RESET_DEVICE,
+          INBAND_NOTIFICATIONS,
+          CONFIGURE_MEM_SLOTS,
+          STATUS);
 
   /** Ring features the engine offers for every device. */
   static final long ENGINE_FEATURES =
@@ -121,7 +130,15 @@ public final class BackendSession implements AutoCloseable {
     this.dma = dma;
     this.devicePool = devicePool;
     this.controlLoop = controlLoop;
-    this.data = new DataPlane(dataLoop, device, name, memory, this::configChanged);
+    this.data =
+        new DataPlane(
+            dataLoop,
+            device,
+            name,
+            memory,
+            this::configChanged,
+            index -> sendVringNotice(BackendRequest.VRING_CALL, index),
+            index -> sendVringNotice(BackendRequest.VRING_ERR, index));
     this.onClose = onClose;
     this.reader = new MessageReader(socket, Header.MAX_PAYLOAD);
   }
@@ -287,13 +304,16 @@ public final class BackendSession implements AutoCloseable {
       case SET_VRING_CALL -> {
         int index = vringIndex(m);
         EventFd call = eventFd(m);
-        data.run(() -> data.setCall(index, call));
+        boolean inBand = call == null && inBandNotifications();
+        data.run(() -> data.setCall(index, call, inBand));
       }
       case SET_VRING_ERR -> {
         int index = vringIndex(m);
         EventFd err = eventFd(m);
-        data.run(() -> data.setErr(index, err));
+        boolean inBand = err == null && inBandNotifications();
+        data.run(() -> data.setErr(index, err, inBand));
       }
+      case VRING_KICK -> vringKick(m.payload(VringState.class));
       case SET_VRING_ENABLE -> {
         VringState state = m.payload(VringState.class);
         int index = checkIndex(state.index());
@@ -554,12 +574,32 @@ public final class BackendSession implements AutoCloseable {
   private void setVringKick(Message<FrontendRequest> m) throws Exception {
     int index = vringIndex(m);
     EventFd kick = eventFd(m);
-    if (kick == null) {
+    if (kick == null && !inBandNotifications()) {
       throw new RequestFailed(
-          "ring " + index + ": polling without a kick eventfd is not supported; send an eventfd");
+          "ring "
+              + index
+              + ": polling without a kick eventfd is not supported; send an eventfd (or negotiate"
+              + " INBAND_NOTIFICATIONS and BACKEND_REQ to kick with VRING_KICK)");
     }
     if (refused) ringOfRefusedDriver(index);
     data.run(() -> data.start(index, kick));
+  }
+
+  /** VRING_KICK: an in-band kick, served on the data loop as a readable kick eventfd would be. */
+  private void vringKick(VringState state) throws RequestFailed {
+    if (!inBandNotifications()) {
+      throw new RequestFailed(
+          "VRING_KICK needs INBAND_NOTIFICATIONS and BACKEND_REQ negotiated; they are not");
+    }
+    data.process(checkIndex(state.index()));
+  }
+
+  /**
+   * vhost-user.rst: the no-fd flag of SET_VRING_KICK/CALL/ERR means in-band notifications where
+   * INBAND_NOTIFICATIONS is negotiated, and it needs BACKEND_REQ for the calls and errors.
+   */
+  private boolean inBandNotifications() {
+    return negotiated(INBAND_NOTIFICATIONS) && negotiated(BACKEND_REQ);
   }
 
   /**
@@ -650,6 +690,18 @@ public final class BackendSession implements AutoCloseable {
             return;
           }
           sendToFrontend(BackendRequest.CONFIG_CHANGE_MSG, Empty.INSTANCE);
+        });
+  }
+
+  /**
+   * BACKEND_VRING_CALL or BACKEND_VRING_ERR for ring {@code index}, from the data loop: sent by the
+   * control loop, which owns the backend channel, without NEED_REPLY as {@link #configChanged}.
+   */
+  private void sendVringNotice(BackendRequest request, int index) {
+    controlLoop.execute(
+        () -> {
+          if (closed || backendChannel == null) return;
+          sendToFrontend(request, new VringState(index, 0));
         });
   }
 

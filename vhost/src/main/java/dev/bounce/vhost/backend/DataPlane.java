@@ -18,6 +18,7 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.function.IntConsumer;
 
 /**
  * The rings of one device on its data loop: kicks arrive here, the device processes its queues
@@ -57,6 +58,8 @@ final class DataPlane implements DeviceContext {
   private final Runnable[] pollTasks;
   private final Runnable[] pollAfterIo;
   private final Runnable onConfigChanged;
+  private final IntConsumer onVringCall;
+  private final IntConsumer onVringErr;
   private GuestAddressSpace memory;
   private long features;
   private boolean activated;
@@ -66,9 +69,13 @@ final class DataPlane implements DeviceContext {
       VirtioDevice device,
       String name,
       GuestAddressSpace memory,
-      Runnable onConfigChanged) {
+      Runnable onConfigChanged,
+      IntConsumer onVringCall,
+      IntConsumer onVringErr) {
     this.loop = loop;
     this.onConfigChanged = onConfigChanged;
+    this.onVringCall = onVringCall;
+    this.onVringErr = onVringErr;
     this.device = device;
     this.name = name;
     this.memory = memory;
@@ -194,21 +201,29 @@ final class DataPlane implements DeviceContext {
     rings[index].queue.setBase(base);
   }
 
-  void setCall(int index, EventFd call) {
+  /**
+   * SET_VRING_CALL: {@code inBand} (no eventfd, INBAND_NOTIFICATIONS negotiated) has used buffers
+   * announced with BACKEND_VRING_CALL instead.
+   */
+  void setCall(int index, EventFd call, boolean inBand) {
     Vring ring = rings[index];
     if (ring.call != null) ring.call.close();
     ring.call = call;
+    ring.callInBand = inBand;
   }
 
-  void setErr(int index, EventFd err) {
+  /** SET_VRING_ERR: as {@link #setCall}, with BACKEND_VRING_ERR for guest errors. */
+  void setErr(int index, EventFd err, boolean inBand) {
     Vring ring = rings[index];
     if (ring.err != null) ring.err.close();
     ring.err = err;
+    ring.errInBand = inBand;
   }
 
   /**
    * SET_VRING_KICK: the ring starts (vhost-user.rst, "Starting and stopping rings"). Rings outside
-   * memory are a guest error: reported like any other, the ring stays stopped.
+   * memory are a guest error: reported like any other, the ring stays stopped. A null {@code kick}
+   * is a ring the frontend kicks in-band (VRING_KICK, see {@link #process}): no eventfd to watch.
    */
   void start(int index, EventFd kick) {
     Vring ring = rings[index];
@@ -225,7 +240,7 @@ final class DataPlane implements DeviceContext {
       guestError(ring, e);
       return;
     }
-    ring.kickWatch = FdWatch.start(loop, kick.fd(), () -> onKick(ring));
+    if (kick != null) ring.kickWatch = FdWatch.start(loop, kick.fd(), () -> onKick(ring));
     ring.started = true;
     update(ring);
   }
@@ -420,18 +435,22 @@ final class DataPlane implements DeviceContext {
   private void publish(Vring ring) {
     if (!ring.queue.isAttached()) return;
     ring.queue.publish();
-    if (ring.queue.needsNotification() && ring.call != null) {
+    if (!ring.queue.needsNotification()) return;
+    if (ring.call != null) {
       try {
         ring.call.signal();
       } catch (NativeException e) {
         LOG.log(
             Level.WARNING, "{0}: ring {1}: signalling its call eventfd: {2}", name, ring.index, e);
       }
+    } else if (ring.callInBand) {
+      onVringCall.accept(ring.index);
     }
   }
 
   /**
-   * A guest error: the ring stops, its error eventfd is signalled, the count rises, one log line.
+   * A guest error: the ring stops, its error eventfd is signalled (or BACKEND_VRING_ERR sent), the
+   * count rises, one log line.
    */
   private void guestError(Vring ring, VirtqueueException e) {
     ring.guestErrors++;
@@ -455,6 +474,8 @@ final class DataPlane implements DeviceContext {
             ring.index,
             signalFailed);
       }
+    } else if (ring.errInBand) {
+      onVringErr.accept(ring.index);
     }
   }
 

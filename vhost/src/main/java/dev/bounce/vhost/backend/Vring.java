@@ -5,9 +5,9 @@ import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.virtq.SplitQueue;
 
 /**
- * One vring as the engine tracks it: the queue, its three eventfds, and the two independent
- * switches of vhost-user.rst ("Starting and stopping rings"): started (SET_VRING_KICK ..
- * GET_VRING_BASE) and enabled (SET_VRING_ENABLE). Only the data loop touches it.
+ * One vring as the engine tracks it: the queue, its three eventfds (or in-band notifications), and
+ * the two independent switches of vhost-user.rst ("Starting and stopping rings"): started
+ * (SET_VRING_KICK .. GET_VRING_BASE) and enabled (SET_VRING_ENABLE). Only the data loop touches it.
  */
 final class Vring {
   final int index;
@@ -15,6 +15,15 @@ final class Vring {
   EventFd kick;
   EventFd call;
   EventFd err;
+
+  /**
+   * Whether used buffers (guest errors) are announced with BACKEND_VRING_CALL (ERR) messages: the
+   * frontend negotiated INBAND_NOTIFICATIONS and gave no call (err) eventfd.
+   */
+  boolean callInBand;
+
+  boolean errInBand;
+
   FdWatch kickWatch;
   boolean started;
   boolean enabled;
@@ -54,5 +63,7 @@ final class Vring {
     kick = null;
     call = null;
     err = null;
+    callInBand = false;
+    errInBand = false;
   }
 }

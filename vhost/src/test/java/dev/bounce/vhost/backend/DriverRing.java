@@ -123,6 +123,16 @@ final class DriverRing {
     if (call != null) call.drain();
     int head = postEcho(data, data.length + 16);
     kick.signal();
+    awaitEcho(head, data, expectedUsedIdx, timeout);
+    if (call != null) awaitSignal(call, timeout, "ring " + index + ": call eventfd");
+  }
+
+  /**
+   * Waits for the echo of the chain {@link #postEcho} posted last ({@code head}, {@code data}) to
+   * be used at {@code expectedUsedIdx}, and checks it.
+   */
+  void awaitEcho(int head, byte[] data, int expectedUsedIdx, Duration timeout)
+      throws InterruptedException {
     int want = (expectedUsedIdx + 1) & 0xffff;
     long deadline = System.nanoTime() + timeout.toNanos();
     while (usedIndex() != want) {
@@ -146,7 +156,6 @@ final class DriverRing {
         data,
         memory.user(lastOut, data.length).toArray(ValueLayout.JAVA_BYTE),
         "ring " + index + ": the echo");
-    if (call != null) awaitSignal(call, timeout, "ring " + index + ": call eventfd");
   }
 
   /** Waits for {@code fd} to be signalled (and resets it). */

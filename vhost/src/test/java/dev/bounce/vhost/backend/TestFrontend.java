@@ -96,11 +96,16 @@ final class TestFrontend implements AutoCloseable {
 
   /** GET_FEATURES, protocol features, SET_OWNER (or not), SET_FEATURES. */
   void negotiate(boolean owner) throws IOException {
+    negotiate(owner, PROTOCOL_FEATURES);
+  }
+
+  /** {@link #negotiate(boolean)} with {@code protocol} for the protocol features. */
+  void negotiate(boolean owner, long protocol) throws IOException {
     long offered = channel.getU64(FrontendRequest.GET_FEATURES);
     assertTrue(VirtioFeatures.has(offered, VirtioFeatures.PROTOCOL_FEATURES), "offered features");
-    long protocol = channel.getU64(FrontendRequest.GET_PROTOCOL_FEATURES);
-    assertEquals(PROTOCOL_FEATURES, protocol & PROTOCOL_FEATURES, "offered protocol features");
-    channel.send(FrontendRequest.SET_PROTOCOL_FEATURES, new U64(PROTOCOL_FEATURES), false);
+    long offeredProtocol = channel.getU64(FrontendRequest.GET_PROTOCOL_FEATURES);
+    assertEquals(protocol, offeredProtocol & protocol, "offered protocol features");
+    channel.send(FrontendRequest.SET_PROTOCOL_FEATURES, new U64(protocol), false);
     assertEquals(QUEUES, channel.getU64(FrontendRequest.GET_QUEUE_NUM), "queue count");
     if (owner) channel.ack(FrontendRequest.SET_OWNER);
     channel.ack(FrontendRequest.SET_FEATURES, new U64(FEATURES));
@@ -112,20 +117,40 @@ final class TestFrontend implements AutoCloseable {
 
   /** {@link #configureRing}, then the driver's side of the ring is ready for chains. */
   void setUpRing(int i, VringAddress address) throws IOException {
-    configureRing(i, address);
+    setUpRing(i, address, kick[i], call[i], err[i]);
+  }
+
+  /** {@link #setUpRing(int, VringAddress)} with these eventfds (null: the no-fd flag). */
+  void setUpRing(int i, VringAddress address, EventFd kick, EventFd call, EventFd err)
+      throws IOException {
+    configureRing(i, address, kick, call, err);
     rings[i] = new DriverRing(memory, QUEUE_SIZE, address);
     rings[i].startAt(nextUsed[i]);
   }
 
   /** Size, base, addresses, call, err, kick, enable: each acknowledged. */
   void configureRing(int i, VringAddress address) throws IOException {
+    configureRing(i, address, kick[i], call[i], err[i]);
+  }
+
+  /** {@link #configureRing(int, VringAddress)} with these eventfds (null: the no-fd flag). */
+  void configureRing(int i, VringAddress address, EventFd kick, EventFd call, EventFd err)
+      throws IOException {
     channel.ack(FrontendRequest.SET_VRING_NUM, new VringState(i, QUEUE_SIZE));
     channel.ack(FrontendRequest.SET_VRING_BASE, new VringState(i, 0));
     channel.ack(FrontendRequest.SET_VRING_ADDR, address);
-    channel.ack(FrontendRequest.SET_VRING_CALL, new VringFdIndex(i, false), call[i].fd());
-    channel.ack(FrontendRequest.SET_VRING_ERR, new VringFdIndex(i, false), err[i].fd());
-    channel.ack(FrontendRequest.SET_VRING_KICK, new VringFdIndex(i, false), kick[i].fd());
+    setVringFd(FrontendRequest.SET_VRING_CALL, i, call);
+    setVringFd(FrontendRequest.SET_VRING_ERR, i, err);
+    setVringFd(FrontendRequest.SET_VRING_KICK, i, kick);
     channel.ack(FrontendRequest.SET_VRING_ENABLE, new VringState(i, 1));
+  }
+
+  /**
+   * SET_VRING_KICK, _CALL or _ERR of ring {@code i} with {@code fd}, or the no-fd flag for null.
+   */
+  void setVringFd(FrontendRequest request, int i, EventFd fd) throws IOException {
+    if (fd == null) channel.ack(request, new VringFdIndex(i, true));
+    else channel.ack(request, new VringFdIndex(i, false), fd.fd());
   }
 
   /** A chain through ring {@code i}, echoed back. */

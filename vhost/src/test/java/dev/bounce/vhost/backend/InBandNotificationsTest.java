@@ -1,0 +1,179 @@
+package dev.bounce.vhost.backend;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.bounce.vhost.frontend.FrontendChannel;
+import dev.bounce.vhost.protocol.BackendRequest;
+import dev.bounce.vhost.protocol.BackendRequests;
+import dev.bounce.vhost.protocol.Empty;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.protocol.Header;
+import dev.bounce.vhost.protocol.Message;
+import dev.bounce.vhost.protocol.ProtocolFeature;
+import dev.bounce.vhost.protocol.VringAddress;
+import dev.bounce.vhost.protocol.VringState;
+import dev.bounce.vhost.testdevice.EchoDevice;
+import io.netty.buffer.Unpooled;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS: where the frontend negotiated it with BACKEND_REQ and
+ * gave a ring no eventfd, kicks come as VRING_KICK and the backend answers with BACKEND_VRING_CALL
+ * and BACKEND_VRING_ERR on the backend channel; where it did not, a ring without a kick eventfd is
+ * refused as before.
+ */
+@Timeout(value = 30, unit = TimeUnit.SECONDS)
+class InBandNotificationsTest {
+  private static final long IN_BAND =
+      TestFrontend.PROTOCOL_FEATURES
+          | ProtocolFeature.maskOf(
+              ProtocolFeature.BACKEND_REQ, ProtocolFeature.INBAND_NOTIFICATIONS);
+  private static final Duration QUIET = Duration.ofMillis(100);
+
+  @TempDir Path dir;
+
+  /**
+   * The restricted-DMA issue's "VRING_ERR on the backend channel where negotiated": a ring outside
+   * memory stops, the frontend hears of it in-band, and the session goes on.
+   */
+  @Test
+  void guestErrorOfARingWithoutAnErrorEventfdIsSentAsVringErr() throws Exception {
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
+        FrontendChannel backendChannel = handBackendChannel(frontend, IN_BAND)) {
+      frontend.shareMemory();
+      frontend.configureRing(0, outsideMemory(), frontend.kick[0], frontend.call[0], null);
+      try (Message<BackendRequest> err = receive(backendChannel)) {
+        assertEquals(BackendRequest.VRING_ERR, err.request());
+        assertEquals(new VringState(0, 0), err.payload(VringState.class), "ring 0's error");
+        assertEquals(Header.VERSION, err.header().flags(), "no NEED_REPLY: nobody waits");
+      }
+      // The session goes on: ring 1 works, ring 0 consumed nothing.
+      frontend.setUpRing(1, TestFrontend.ringAddress(1));
+      frontend.echo(1);
+      assertEquals(0, frontend.stop(0), "ring 0 never consumed anything");
+      assertFalse(backendChannel.awaitInput(QUIET), "one error, one message");
+    }
+  }
+
+  /** Without INBAND_NOTIFICATIONS, a backend channel alone carries no errors: logged, as before. */
+  @Test
+  void withoutInBandNotificationsAGuestErrorSendsNothing() throws Exception {
+    long backendReqAlone = TestFrontend.PROTOCOL_FEATURES | ProtocolFeature.BACKEND_REQ.mask();
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
+        FrontendChannel backendChannel = handBackendChannel(frontend, backendReqAlone)) {
+      frontend.shareMemory();
+      frontend.configureRing(0, outsideMemory(), frontend.kick[0], frontend.call[0], null);
+      assertTrue(
+          backend.warnings().stream().anyMatch(l -> l.contains("ring 0 stopped")),
+          "the guest error logged: " + backend.warnings());
+      frontend.setUpRing(1, TestFrontend.ringAddress(1));
+      frontend.echo(1);
+      assertFalse(backendChannel.awaitInput(QUIET), "no BACKEND_VRING_ERR");
+    }
+  }
+
+  @Test
+  void ringKickedWithVringKickIsAnsweredWithVringCall() throws Exception {
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
+        FrontendChannel backendChannel = handBackendChannel(frontend, IN_BAND)) {
+      frontend.shareMemory();
+      frontend.setUpRing(0, TestFrontend.ringAddress(0), null, null, frontend.err[0]);
+      DriverRing ring = frontend.rings[0];
+      for (int used = 0; used < 2; used++) {
+        byte[] data = ("in-band " + used).getBytes(StandardCharsets.UTF_8);
+        int head = ring.postEcho(data, data.length + 16);
+        frontend.channel.send(FrontendRequest.VRING_KICK, new VringState(0, 0), false);
+        try (Message<BackendRequest> call = receive(backendChannel)) {
+          assertEquals(BackendRequest.VRING_CALL, call.request());
+          assertEquals(new VringState(0, 0), call.payload(VringState.class), "ring 0's call");
+          assertEquals(Header.VERSION, call.header().flags(), "no NEED_REPLY: nobody waits");
+        }
+        ring.awaitEcho(head, data, used, TestFrontend.TIMEOUT);
+      }
+      // A kick for a ring the device does not have is refused; the session goes on.
+      assertThrows(
+          FrontendChannel.Refused.class,
+          () ->
+              frontend.channel.ack(
+                  FrontendRequest.VRING_KICK, new VringState(TestFrontend.QUEUES, 0)));
+      assertEquals(2, frontend.stop(0));
+      assertEquals(0, frontend.err[0].drain(), "ring 0 error eventfd");
+    }
+  }
+
+  /**
+   * Without INBAND_NOTIFICATIONS, or with it but without BACKEND_REQ, a ring without a kick eventfd
+   * would never be served (bounce does not poll): refused, as is VRING_KICK.
+   */
+  @Test
+  void withoutInBandNotificationsNoFdKickAndVringKickAreRefused() throws Exception {
+    long inBandAlone = TestFrontend.PROTOCOL_FEATURES | ProtocolFeature.INBAND_NOTIFICATIONS.mask();
+    for (long protocol : new long[] {TestFrontend.PROTOCOL_FEATURES, inBandAlone}) {
+      try (BackendFixture backend = echoBackend();
+          TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path))) {
+        frontend.negotiate(true, protocol);
+        frontend.shareMemory();
+        FrontendChannel.Refused refused =
+            assertThrows(
+                FrontendChannel.Refused.class,
+                () ->
+                    frontend.configureRing(
+                        0, TestFrontend.ringAddress(0), null, frontend.call[0], frontend.err[0]),
+                ProtocolFeature.describe(protocol));
+        assertEquals(FrontendRequest.SET_VRING_KICK, refused.request());
+        assertThrows(
+            FrontendChannel.Refused.class,
+            () -> frontend.channel.ack(FrontendRequest.VRING_KICK, new VringState(0, 0)),
+            ProtocolFeature.describe(protocol));
+        // Set up with its kick eventfd, the same ring works.
+        frontend.setUpRing(0, TestFrontend.ringAddress(0));
+        frontend.echo(0);
+      }
+    }
+  }
+
+  /** Ring 0 with every part past the end of the frontend's memory. */
+  private static VringAddress outsideMemory() {
+    long end = TestFrontend.USER_BASE + TestFrontend.MEMORY_SIZE;
+    return new VringAddress(0, 0, end + 0x10000, end + 0x12000, end + 0x11000, 0);
+  }
+
+  private BackendFixture echoBackend() throws Exception {
+    return BackendFixture.listen(
+        dir.resolve("in-band.sock"), new EchoDevice(TestFrontend.QUEUES, TestFrontend.QUEUE_SIZE));
+  }
+
+  /** Negotiates {@code protocol} and hands the backend its channel; our end of it. */
+  private static FrontendChannel handBackendChannel(TestFrontend frontend, long protocol)
+      throws Exception {
+    frontend.negotiate(true, protocol);
+    FrontendChannel.RequestChannel pair = FrontendChannel.backendRequestChannel();
+    try (var theirs = pair.theirs()) {
+      frontend.channel.ack(FrontendRequest.SET_BACKEND_REQ_FD, Empty.INSTANCE, theirs);
+      return pair.ours();
+    } catch (Exception e) {
+      pair.ours().close();
+      throw e;
+    }
+  }
+
+  /** The next back-end request on {@code channel}. */
+  private static Message<BackendRequest> receive(FrontendChannel channel) throws Exception {
+    try (FrontendChannel.Frame frame = channel.receiveFrame(TestFrontend.TIMEOUT)) {
+      return BackendRequests.decode(
+          frame.header(), Unpooled.wrappedBuffer(frame.payload()), frame.fds());
+    }
+  }
+}
