@@ -91,6 +91,13 @@ public final class BackendSession implements AutoCloseable {
   /** Virtio 1.2 section 2.1: the device status bit the device clears to refuse the features. */
   private static final long FEATURES_OK = 0x8;
 
+  /**
+   * A --pool-from-table region larger than this is worth a warning: restricted pools are tens of
+   * MiB (a swiotlb region, a DT restricted-dma-pool), so a frontend sharing one region this large
+   * is more likely sharing all of guest RAM, which the flag would then hand to bounce unrestricted.
+   */
+  static final long LARGE_POOL_FROM_TABLE = 1L << 30;
+
   private final String name;
   private final UnixSocket socket;
   private final VirtioDevice device;
@@ -465,11 +472,24 @@ public final class BackendSession implements AutoCloseable {
               + " frontend that shares only its swiotlb region); give --pool GPA:SIZE instead");
     }
     MemoryRegionDescription pool = regions.getFirst();
+    GuestAddressSpace memory;
     try {
-      return RestrictedPool.at(pool.guestAddress(), pool.size());
+      memory = RestrictedPool.at(pool.guestAddress(), pool.size());
     } catch (IllegalArgumentException e) {
       throw new RequestFailed("the one region cannot be the pool: " + e.getMessage());
     }
+    if (Long.compareUnsigned(pool.size(), LARGE_POOL_FROM_TABLE) > 0) {
+      LOG.log(
+          Level.WARNING,
+          "{0}: --pool-from-table took the frontend''s one region, {1} MiB at guest 0x{2}, as the"
+              + " pool; restricted pools are usually tens of MiB, so this frontend may be sharing"
+              + " all of guest RAM, which bounce can then reach; give --pool GPA:SIZE to name the"
+              + " pool",
+          name,
+          String.valueOf(pool.size() >>> 20),
+          Long.toHexString(pool.guestAddress()));
+    }
+    return memory;
   }
 
   private void setMemTable(Message<FrontendRequest> m) throws Exception {

@@ -55,6 +55,25 @@ final class BackendFixture implements AutoCloseable {
     }
   }
 
+  /** {@link #listen(Path, VirtioDevice)} with a restricted-DMA configuration. */
+  static BackendFixture listen(Path path, VirtioDevice device, RestrictedDma dma)
+      throws IOException {
+    EventLoops loops = new EventLoops(2, "test-backend");
+    try {
+      BackendServer.Config config = config(loops, "test", device);
+      return new BackendFixture(
+          loops,
+          BackendServer.listen(
+              path,
+              new BackendServer.Config(
+                  config.name(), device, config.controlLoop(), config.dataLoop(), dma)),
+          path);
+    } catch (IOException | RuntimeException e) {
+      loops.close();
+      throw e;
+    }
+  }
+
   /** The backend connects to a frontend listening at {@code path} (DPDK's server=1). */
   static BackendFixture connect(Path path, VirtioDevice device) {
     EventLoops loops = new EventLoops(2, "test-backend");
