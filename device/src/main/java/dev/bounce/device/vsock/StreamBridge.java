@@ -66,6 +66,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private boolean inputShut;
   private boolean outputShut;
   private boolean ended;
+  private boolean taking;
 
   /**
    * @param connection the guest-initiated connection, or null for a host-initiated one (known at
@@ -123,9 +124,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     releasePending();
     if (hostInitiated) host.releaseHostPort(c.hostPort());
     if (channel != null) {
-      if (flushUnsent()) {
-        channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
-      }
+      // Ended by the read in takeFrom (the guest's last bytes were taken): its caller still holds
+      // them, and closes once it has written them.
+      if (!taking) closeWhenFlushed();
       // A host that never reads would keep the channel, its fd and its unsent bytes for ever,
       // outside every connection limit: what it has not taken by then is dropped.
       channel
@@ -217,6 +218,10 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     } else {
       toHostThroughNetty(c);
     }
+    if (ended) {
+      closeWhenFlushed();
+      return;
+    }
     if (unsent == null
         && !outputShut
         && (c.peerShutdownFlags() & VsockHeader.SHUTDOWN_SEND) != 0
@@ -257,12 +262,30 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     }
   }
 
-  /** Up to {@link #CHUNK} of the guest's bytes, taken from the connection (freeing its credit). */
+  /**
+   * Up to {@link #CHUNK} of the guest's bytes, taken from the connection (freeing its credit). The
+   * connection may end inside (its last bytes taken after the guest's SHUTDOWN): the caller then
+   * closes, once the bytes went ({@link #closeWhenFlushed}).
+   */
   private ByteBuf takeFrom(VsockConnection c) {
     int want = Math.min(c.available(), CHUNK);
     ByteBuf buf = channel.alloc().directBuffer(want);
-    int n = c.read(NettyMemory.of(buf), NettyMemory.offset(buf, buf.writerIndex()), want);
-    return buf.writerIndex(buf.writerIndex() + n);
+    taking = true;
+    try {
+      int n = c.read(NettyMemory.of(buf), NettyMemory.offset(buf, buf.writerIndex()), want);
+      return buf.writerIndex(buf.writerIndex() + n);
+    } finally {
+      taking = false;
+    }
+  }
+
+  /**
+   * The connection ended: the channel closes once every byte of the guest's went, the ones Netty
+   * holds and {@link #unsent} (the patience bounds the wait).
+   */
+  private void closeWhenFlushed() {
+    if (!channel.isOpen() || !flushUnsent()) return; // a retry comes back here
+    channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
   }
 
   /**
@@ -311,10 +334,10 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private void retry() {
     retryScheduled = false;
     if (!channel.isActive()) return;
-    if (!ended) {
+    if (ended) {
+      closeWhenFlushed();
+    } else {
       toHost();
-    } else if (flushUnsent()) {
-      channel.close(); // the connection ended with bytes unsent: now they went
     }
   }
 

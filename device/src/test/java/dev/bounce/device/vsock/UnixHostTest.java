@@ -44,6 +44,8 @@ import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * The hybrid-vsock host side ({@link UnixHost}) with real Unix sockets on the host (the JDK's, as a
@@ -527,6 +529,7 @@ class UnixHostTest {
                 assertTrue(readLine(ch).startsWith("OK "));
                 writeAll(ch, request);
                 ch.shutdownOutput();
+                Thread.sleep(300); // bounce's writes must wait for room
                 return readToEof(ch);
               }
             });
@@ -732,6 +735,43 @@ class UnixHostTest {
           rig.device.connectionCount() + " connections outlived both ends");
       driver.pump(10);
     }
+  }
+
+  /**
+   * A guest that closes (SHUTDOWN of both directions) right after its last write: the connection
+   * ends inside the host side's last read of the guest's bytes, and those bytes, and every byte
+   * still queued for the slow host, must reach it before the socket is closed, whether bounce
+   * writes the socket through Netty or, after the host's own half-close, itself.
+   */
+  @ParameterizedTest(name = "host half-closed first: {0}")
+  @ValueSource(booleans = {false, true})
+  void aGuestThatClosesRightAfterItsLastBytesHasThemAllReachASlowHost(boolean hostHalfCloses)
+      throws Exception {
+    byte[] data = random(4 << 20, 53);
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  if (hostHalfCloses) ch.shutdownOutput();
+                  ByteArrayOutputStream all = new ByteArrayOutputStream();
+                  ByteBuffer b = ByteBuffer.allocate(16 * 1024);
+                  while (ch.read(b.clear()) >= 0) {
+                    all.write(b.array(), 0, b.position());
+                    java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+                  }
+                  return all.toByteArray();
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      if (hostHalfCloses) s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      s.send(data, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_BOTH);
+      byte[] got = await(app);
+      assertEquals(data.length, got.length, "bytes that reached the host");
+      assertArrayEquals(data, got);
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
   }
 
   @Test
