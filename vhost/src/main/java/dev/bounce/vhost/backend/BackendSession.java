@@ -311,14 +311,12 @@ public final class BackendSession implements AutoCloseable {
       case SET_VRING_CALL -> {
         int index = vringIndex(m);
         EventFd call = eventFd(m);
-        boolean inBand = call == null && inBandNotifications();
-        data.run(() -> data.setCall(index, call, inBand));
+        data.run(() -> data.setCall(index, call));
       }
       case SET_VRING_ERR -> {
         int index = vringIndex(m);
         EventFd err = eventFd(m);
-        boolean inBand = err == null && inBandNotifications();
-        data.run(() -> data.setErr(index, err, inBand));
+        data.run(() -> data.setErr(index, err));
       }
       case VRING_KICK -> vringKick(m.payload(VringState.class));
       case SET_VRING_ENABLE -> {
@@ -403,13 +401,14 @@ public final class BackendSession implements AutoCloseable {
     data.run(() -> data.setFeatures(features, enableAll));
   }
 
-  private void setProtocolFeatures(long features) throws RequestFailed {
+  private void setProtocolFeatures(long features) throws Exception {
     long unknown = features & ~offeredProtocolFeatures();
     if (unknown != 0) {
       throw new RequestFailed(
           "protocol features " + ProtocolFeature.describe(unknown) + " were not offered");
     }
     ackedProtocolFeatures = features;
+    data.run(() -> data.setInBandNotifications(inBandNotifications()));
   }
 
   private void resetDevice(FrontendRequest request) throws Exception {
@@ -594,29 +593,32 @@ public final class BackendSession implements AutoCloseable {
   private void setVringKick(Message<FrontendRequest> m) throws Exception {
     int index = vringIndex(m);
     EventFd kick = eventFd(m);
-    if (kick == null && !inBandNotifications()) {
+    if (kick == null) {
       throw new RequestFailed(
           "ring "
               + index
-              + ": polling without a kick eventfd is not supported; send an eventfd (or negotiate"
-              + " INBAND_NOTIFICATIONS and BACKEND_REQ to kick with VRING_KICK)");
+              + ": polling without a kick eventfd is not supported; send an eventfd (or, with"
+              + " INBAND_NOTIFICATIONS and BACKEND_REQ, leave SET_VRING_KICK out and kick with"
+              + " VRING_KICK)");
     }
     if (refused) ringOfRefusedDriver(index);
     data.run(() -> data.start(index, kick));
   }
 
-  /** VRING_KICK: an in-band kick, served on the data loop as a readable kick eventfd would be. */
-  private void vringKick(VringState state) throws RequestFailed {
+  /** VRING_KICK: an in-band kick, which also starts a ring that is not running. */
+  private void vringKick(VringState state) throws Exception {
     if (!inBandNotifications()) {
       throw new RequestFailed(
           "VRING_KICK needs INBAND_NOTIFICATIONS and BACKEND_REQ negotiated; they are not");
     }
-    data.process(checkIndex(state.index()));
+    int index = checkIndex(state.index());
+    if (refused) ringOfRefusedDriver(index);
+    data.run(() -> data.kickInBand(index));
   }
 
   /**
-   * vhost-user.rst: the no-fd flag of SET_VRING_KICK/CALL/ERR means in-band notifications where
-   * INBAND_NOTIFICATIONS is negotiated, and it needs BACKEND_REQ for the calls and errors.
+   * vhost-user.rst: with INBAND_NOTIFICATIONS and BACKEND_REQ, SET_VRING_CALL and SET_VRING_ERR are
+   * optional; a ring without their eventfds is told of with BACKEND_VRING_CALL and _ERR.
    */
   private boolean inBandNotifications() {
     return negotiated(INBAND_NOTIFICATIONS) && negotiated(BACKEND_REQ);

@@ -63,6 +63,7 @@ final class DataPlane implements DeviceContext {
   private GuestAddressSpace memory;
   private long features;
   private boolean activated;
+  private boolean inBandNotifications;
 
   DataPlane(
       IoEventLoop loop,
@@ -201,23 +202,39 @@ final class DataPlane implements DeviceContext {
     rings[index].queue.setBase(base);
   }
 
-  /**
-   * SET_VRING_CALL: {@code inBand} (no eventfd, INBAND_NOTIFICATIONS negotiated) has used buffers
-   * announced with BACKEND_VRING_CALL instead.
-   */
-  void setCall(int index, EventFd call, boolean inBand) {
+  /** SET_VRING_CALL: a null {@code call} (the no-fd flag) is a driver that polls. */
+  void setCall(int index, EventFd call) {
     Vring ring = rings[index];
     if (ring.call != null) ring.call.close();
     ring.call = call;
-    ring.callInBand = inBand;
+    ring.callPolled = call == null;
   }
 
-  /** SET_VRING_ERR: as {@link #setCall}, with BACKEND_VRING_ERR for guest errors. */
-  void setErr(int index, EventFd err, boolean inBand) {
+  void setErr(int index, EventFd err) {
     Vring ring = rings[index];
     if (ring.err != null) ring.err.close();
     ring.err = err;
-    ring.errInBand = inBand;
+  }
+
+  /**
+   * INBAND_NOTIFICATIONS with BACKEND_REQ negotiated (or no longer): a ring without a call (error)
+   * eventfd announces used buffers (guest errors) with BACKEND_VRING_CALL (ERR) messages.
+   */
+  void setInBandNotifications(boolean on) {
+    inBandNotifications = on;
+  }
+
+  /**
+   * VRING_KICK: kicks ring {@code index}, and starts it first if it is not running (vhost-user.rst,
+   * "Starting and stopping rings": an in-band kick starts a ring as a readable kick eventfd does; a
+   * frontend such as Linux UML's never sends SET_VRING_KICK).
+   */
+  void kickInBand(int index) {
+    if (rings[index].started) {
+      process(index);
+    } else {
+      start(index, null);
+    }
   }
 
   /**
@@ -443,7 +460,7 @@ final class DataPlane implements DeviceContext {
         LOG.log(
             Level.WARNING, "{0}: ring {1}: signalling its call eventfd: {2}", name, ring.index, e);
       }
-    } else if (ring.callInBand) {
+    } else if (inBandNotifications && !ring.callPolled) {
       onVringCall.accept(ring.index);
     }
   }
@@ -474,7 +491,7 @@ final class DataPlane implements DeviceContext {
             ring.index,
             signalFailed);
       }
-    } else if (ring.errInBand) {
+    } else if (inBandNotifications) {
       onVringErr.accept(ring.index);
     }
   }

@@ -17,12 +17,10 @@ final class Vring {
   EventFd err;
 
   /**
-   * Whether used buffers (guest errors) are announced with BACKEND_VRING_CALL (ERR) messages: the
-   * frontend negotiated INBAND_NOTIFICATIONS and gave no call (err) eventfd.
+   * SET_VRING_CALL came with the no-fd flag: the driver polls, so used buffers are announced
+   * neither by eventfd nor, under INBAND_NOTIFICATIONS, by BACKEND_VRING_CALL (vhost-user.rst).
    */
-  boolean callInBand;
-
-  boolean errInBand;
+  boolean callPolled;
 
   FdWatch kickWatch;
   boolean started;
@@ -63,7 +61,6 @@ final class Vring {
     kick = null;
     call = null;
     err = null;
-    callInBand = false;
-    errInBand = false;
+    callPolled = false;
   }
 }

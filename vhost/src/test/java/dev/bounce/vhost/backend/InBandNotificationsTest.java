@@ -26,10 +26,9 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS: where the frontend negotiated it with BACKEND_REQ and
- * gave a ring no eventfd, kicks come as VRING_KICK and the backend answers with BACKEND_VRING_CALL
- * and BACKEND_VRING_ERR on the backend channel; where it did not, a ring without a kick eventfd is
- * refused as before.
+ * VHOST_USER_PROTOCOL_F_INBAND_NOTIFICATIONS: where the frontend negotiated it with BACKEND_REQ,
+ * VRING_KICK starts and kicks a ring, and a ring without a call (error) eventfd is answered with
+ * BACKEND_VRING_CALL (ERR) on the backend channel; where it did not, VRING_KICK is refused.
  */
 @Timeout(value = 30, unit = TimeUnit.SECONDS)
 class InBandNotificationsTest {
@@ -83,14 +82,19 @@ class InBandNotificationsTest {
     }
   }
 
+  /**
+   * Linux UML's frontend: with INBAND_NOTIFICATIONS it sends neither SET_VRING_KICK nor
+   * SET_VRING_CALL; its first VRING_KICK starts the ring (vhost-user.rst, "Starting and stopping
+   * rings"), and used buffers are announced with BACKEND_VRING_CALL.
+   */
   @Test
-  void ringKickedWithVringKickIsAnsweredWithVringCall() throws Exception {
+  void aRingWithoutKickAndCallMessagesIsStartedByVringKickAndAnsweredWithVringCall()
+      throws Exception {
     try (BackendFixture backend = echoBackend();
         TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
         FrontendChannel backendChannel = handBackendChannel(frontend, IN_BAND)) {
       frontend.shareMemory();
-      frontend.setUpRing(0, TestFrontend.ringAddress(0), null, null, frontend.err[0]);
-      DriverRing ring = frontend.rings[0];
+      DriverRing ring = configureWithoutKickAndCall(frontend, 0);
       for (int used = 0; used < 2; used++) {
         byte[] data = ("in-band " + used).getBytes(StandardCharsets.UTF_8);
         int head = ring.postEcho(data, data.length + 16);
@@ -111,6 +115,49 @@ class InBandNotificationsTest {
       assertEquals(2, frontend.stop(0));
       assertEquals(0, frontend.err[0].drain(), "ring 0 error eventfd");
     }
+  }
+
+  /**
+   * SET_VRING_CALL with the no-fd flag is a driver that polls its used ring (vhost-user.rst), under
+   * INBAND_NOTIFICATIONS as without: no BACKEND_VRING_CALL then. SET_VRING_KICK with the no-fd flag
+   * asks the backend to poll, which bounce does not: refused, in-band or not.
+   */
+  @Test
+  void aNoFdCallIsADriverThatPollsAndANoFdKickIsRefused() throws Exception {
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
+        FrontendChannel backendChannel = handBackendChannel(frontend, IN_BAND)) {
+      frontend.shareMemory();
+      FrontendChannel.Refused refused =
+          assertThrows(
+              FrontendChannel.Refused.class,
+              () ->
+                  frontend.configureRing(
+                      0, TestFrontend.ringAddress(0), null, frontend.call[0], frontend.err[0]));
+      assertEquals(FrontendRequest.SET_VRING_KICK, refused.request());
+      DriverRing ring = configureWithoutKickAndCall(frontend, 0);
+      frontend.setVringFd(FrontendRequest.SET_VRING_CALL, 0, null);
+      byte[] data = "polled".getBytes(StandardCharsets.UTF_8);
+      int head = ring.postEcho(data, data.length + 16);
+      frontend.channel.send(FrontendRequest.VRING_KICK, new VringState(0, 0), false);
+      ring.awaitEcho(head, data, 0, TestFrontend.TIMEOUT);
+      assertFalse(backendChannel.awaitInput(QUIET), "no BACKEND_VRING_CALL for a polling driver");
+    }
+  }
+
+  /** Ring {@code i} set up as UML does: size, base, addresses, error eventfd, enable; no kick. */
+  private static DriverRing configureWithoutKickAndCall(TestFrontend frontend, int i)
+      throws Exception {
+    VringAddress address = TestFrontend.ringAddress(i);
+    frontend.channel.ack(FrontendRequest.SET_VRING_NUM, new VringState(i, TestFrontend.QUEUE_SIZE));
+    frontend.channel.ack(FrontendRequest.SET_VRING_BASE, new VringState(i, 0));
+    frontend.channel.ack(FrontendRequest.SET_VRING_ADDR, address);
+    frontend.setVringFd(FrontendRequest.SET_VRING_ERR, i, frontend.err[i]);
+    frontend.channel.ack(FrontendRequest.SET_VRING_ENABLE, new VringState(i, 1));
+    DriverRing ring = new DriverRing(frontend.memory, TestFrontend.QUEUE_SIZE, address);
+    ring.startAt(0);
+    frontend.rings[i] = ring;
+    return ring;
   }
 
   /**
