@@ -117,6 +117,7 @@ public final class BackendSession implements AutoCloseable {
   private long status;
   private boolean refused;
   private boolean warnedRingsRefused;
+  private boolean warnedNoBackendChannel;
   private boolean warnedMemoryIgnored;
   private UnixSocket backendChannel;
   private boolean closed;
@@ -719,10 +720,32 @@ public final class BackendSession implements AutoCloseable {
    * BACKEND_VRING_CALL or BACKEND_VRING_ERR for ring {@code index}, from the data loop: sent by the
    * control loop, which owns the backend channel, without NEED_REPLY as {@link #configChanged}.
    */
+  /**
+   * A ring left without eventfds under INBAND_NOTIFICATIONS, and no backend channel to tell of it
+   * on (never set, or dropped): its driver waits for ever, so that is said, once per session.
+   */
+  private void warnNoBackendChannel(BackendRequest request, int index) {
+    if (warnedNoBackendChannel) return;
+    warnedNoBackendChannel = true;
+    LOG.log(
+        Level.WARNING,
+        "{0}: ring {1} has no {2} eventfd and there is no backend channel for {3} (the frontend"
+            + " sent no SET_BACKEND_REQ_FD, or its channel failed): the driver is not told; give"
+            + " the ring an eventfd or the session a backend channel",
+        name,
+        String.valueOf(index),
+        request == BackendRequest.VRING_CALL ? "call" : "error",
+        request.label());
+  }
+
   private void sendVringNotice(BackendRequest request, int index) {
     controlLoop.execute(
         () -> {
-          if (closed || backendChannel == null) return;
+          if (closed) return;
+          if (backendChannel == null) {
+            warnNoBackendChannel(request, index);
+            return;
+          }
           sendToFrontend(request, new VringState(index, 0));
         });
   }

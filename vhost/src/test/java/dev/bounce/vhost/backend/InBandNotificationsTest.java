@@ -145,6 +145,34 @@ class InBandNotificationsTest {
     }
   }
 
+  /**
+   * In-band negotiated but no backend channel ever given: the ring still works, and that its driver
+   * is never told of used buffers is said once, not per publish.
+   */
+  @Test
+  void withoutABackendChannelTheMissingCallsAreSaidOnce() throws Exception {
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path))) {
+      frontend.negotiate(true, IN_BAND);
+      frontend.shareMemory();
+      DriverRing ring = configureWithoutKickAndCall(frontend, 0);
+      for (int used = 0; used < 3; used++) {
+        byte[] data = ("no channel " + used).getBytes(StandardCharsets.UTF_8);
+        int head = ring.postEcho(data, data.length + 16);
+        frontend.channel.send(FrontendRequest.VRING_KICK, new VringState(0, 0), false);
+        ring.awaitEcho(head, data, used, TestFrontend.TIMEOUT);
+      }
+      long deadline = System.nanoTime() + TestFrontend.TIMEOUT.toNanos();
+      while (noChannelWarnings(backend) == 0 && System.nanoTime() < deadline) Thread.sleep(5);
+      Thread.sleep(QUIET.toMillis()); // any later notice has reached the control loop by now
+      assertEquals(1, noChannelWarnings(backend), backend.warnings().toString());
+    }
+  }
+
+  private static long noChannelWarnings(BackendFixture backend) {
+    return backend.warnings().stream().filter(l -> l.contains("no backend channel")).count();
+  }
+
   /** Ring {@code i} set up as UML does: size, base, addresses, error eventfd, enable; no kick. */
   private static DriverRing configureWithoutKickAndCall(TestFrontend frontend, int i)
       throws Exception {
