@@ -5,7 +5,6 @@ import static dev.bounce.pool.LittleEndian.LE32;
 import static dev.bounce.pool.LittleEndian.LE64;
 
 import dev.bounce.pool.AddressKind;
-import dev.bounce.pool.Fd;
 import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.GuestMemory;
 import dev.bounce.pool.Libc;
@@ -73,7 +72,6 @@ public class VirtqueueBenchmark {
   private static final long USER_BASE = 0x7f00_0000_0000L;
   private static final long POOL_START = GUEST_BASE + 32 * MIB;
   private static final long POOL_SIZE = 16 * MIB;
-  private static final int F_DUPFD_CLOEXEC = 1030;
 
   private static final int QUEUE_SIZE = 256;
   private static final int BUFFER_SIZE = 1514; // an MTU-sized frame
@@ -156,7 +154,7 @@ public class VirtqueueBenchmark {
     memory =
         empty.withRegion(
             new MemoryRegionDescription(GUEST_BASE, MEMORY_SIZE, USER_BASE, 0),
-            Fd.adopt(Libc.fcntl(memfd.fd().value(), F_DUPFD_CLOEXEC, 0)));
+            Libc.dup(memfd.fd().value()));
 
     // Everything the device touches lies in the pool (or where the pool would be).
     directRing = new Ring(POOL_START);

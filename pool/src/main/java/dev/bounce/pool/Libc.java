@@ -167,6 +167,11 @@ public final class Libc {
     }
   }
 
+  /** A new fd (close-on-exec) for the same open file as {@code fd}; the caller owns it. */
+  public static Fd dup(int fd) throws NativeException {
+    return Fd.adopt(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+  }
+
   /** What fstat(2) says of an fd, as far as bounce cares. */
   public record FileStatus(int mode, long size) {
     private static final int S_IFMT = 0xf000;

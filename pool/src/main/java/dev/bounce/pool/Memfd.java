@@ -81,7 +81,7 @@ public final class Memfd implements AutoCloseable {
    * a mapping that closes its fd) while this memfd stays open.
    */
   public Fd duplicate() throws NativeException {
-    return Fd.adopt(Libc.fcntl(fd.value(), Libc.F_DUPFD_CLOEXEC, 0));
+    return Libc.dup(fd.value());
   }
 
   /** Maps {@code size} bytes at {@code offset} of this memfd; see {@link Mapping#map}. */

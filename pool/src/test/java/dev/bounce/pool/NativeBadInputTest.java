@@ -35,7 +35,6 @@ class NativeBadInputTest {
   private static final int NEVER_OPEN = 1_000_000;
 
   private static final int F_SEAL_WRITE = 0x8;
-  private static final int F_DUPFD_CLOEXEC = 1030;
 
   private int fdsBefore;
   private long mappingsBefore;
@@ -355,7 +354,7 @@ class NativeBadInputTest {
       int number = first.fd().value();
       first.close();
       // Put another open file at the number first's Fd had (F_DUPFD: lowest free >= number).
-      try (Fd reused = Fd.adopt(Libc.fcntl(second.fd().value(), F_DUPFD_CLOEXEC, number))) {
+      try (Fd reused = Fd.adopt(Libc.fcntl(second.fd().value(), Libc.F_DUPFD_CLOEXEC, number))) {
         assumeTrue(reused.value() == number, "another thread took fd " + number);
         first.close();
         first.fd().close();

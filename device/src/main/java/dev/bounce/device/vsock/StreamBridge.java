@@ -1,7 +1,9 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.pool.Fd;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.NativeException;
+import dev.bounce.vhost.loop.FdWatch;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
 import io.netty.channel.Channel;
@@ -36,8 +38,9 @@ import java.util.concurrent.TimeUnit;
  * guest its receiving side), bounce writes the socket itself rather than through Netty: Netty
  * 4.2.18's epoll removes such a socket from its epoll set when it wants no other event, keeps
  * believing it registered, and so fails (resets the connection, or stalls) the first write that has
- * to wait for room. The bytes a write(2) leaves wait in {@link #unsent}, and the write is retried
- * after {@link #RETRY_MILLIS}, backing off while the socket stays full.
+ * to wait for room. The bytes a write(2) leaves wait in {@link #unsent}; to hear of room, bounce
+ * watches a second fd of the same socket (a dup: Netty's registration of the first stays as it is)
+ * edge-triggered on its own, until the channel closes.
  */
 final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSide.HostEndpoint {
   private static final System.Logger LOG = System.getLogger(StreamBridge.class.getName());
@@ -45,23 +48,14 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   /** Bytes moved to the host per buffer. */
   private static final int CHUNK = 64 * 1024;
 
-  /**
-   * How soon a direct write that found the socket full tries again: at first, then doubling up to
-   * {@link #RETRY_MAX_MILLIS} while the host takes nothing, so a host that never reads costs a
-   * wake-up every few dozen milliseconds, not a thousand a second.
-   */
-  private static final long RETRY_MILLIS = 1;
-
-  private static final long RETRY_MAX_MILLIS = 64;
-
   private final UnixHost host;
   private final boolean hostInitiated;
   private VsockConnection connection;
   private Channel channel;
   private ByteBuf pending;
   private ByteBuf unsent;
-  private boolean retryScheduled;
-  private long retryMillis = RETRY_MILLIS;
+  private Fd roomFd;
+  private FdWatch roomWatch;
   private boolean hostSentEof;
   private boolean inputShut;
   private boolean outputShut;
@@ -172,6 +166,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   public void channelInactive(ChannelHandlerContext ctx) {
     releasePending();
     releaseUnsent();
+    stopWatchingForRoom();
     VsockConnection c = connection;
     if (c != null && !c.isClosed()) {
       LOG.log(Level.DEBUG, "vsock: the host socket of " + c + " closed; reset");
@@ -255,7 +250,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     while (flushUnsent() && c.available() > 0) {
       ChannelOutboundBuffer held = channel.unsafe().outboundBuffer();
       if (held != null && held.totalPendingWriteBytes() > 0) {
-        retryLater();
+        watchForRoom(); // Netty's writes drain as the socket makes room
         return;
       }
       unsent = takeFrom(c);
@@ -284,15 +279,15 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
    * holds and {@link #unsent} (the patience bounds the wait).
    */
   private void closeWhenFlushed() {
-    if (!channel.isOpen() || !flushUnsent()) return; // a retry comes back here
+    if (!channel.isOpen() || !flushUnsent()) return; // onRoom comes back here
     channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
   }
 
   /**
    * Writes {@link #unsent} straight to the socket.
    *
-   * @return whether nothing is left unsent (else a retry is scheduled, or the channel was closed on
-   *     a write error)
+   * @return whether nothing is left unsent (else the socket is watched for room, or the channel was
+   *     closed on a write error)
    */
   private boolean flushUnsent() {
     if (unsent != null && !channel.isOpen()) {
@@ -310,11 +305,10 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
         return false;
       }
       if (n == Libc.WOULD_BLOCK) {
-        retryLater();
+        watchForRoom();
         return false;
       }
       unsent.skipBytes((int) n);
-      retryMillis = RETRY_MILLIS;
       if (!unsent.isReadable()) releaseUnsent();
     }
     return true;
@@ -324,15 +318,31 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     return ((UnixChannel) channel).fd().intValue();
   }
 
-  private void retryLater() {
-    if (retryScheduled) return;
-    retryScheduled = true;
-    channel.eventLoop().schedule(this::retry, retryMillis, TimeUnit.MILLISECONDS);
-    retryMillis = Math.min(retryMillis * 2, RETRY_MAX_MILLIS);
+  /**
+   * From now until the channel closes, {@link #onRoom} runs whenever the socket may have room
+   * (edge-triggered: once now if it has some already, then at each change).
+   */
+  private void watchForRoom() {
+    if (roomWatch != null) return;
+    try {
+      roomFd = Libc.dup(fd());
+    } catch (NativeException e) {
+      LOG.log(Level.WARNING, "vsock: host socket of " + connection + ": " + e.getMessage());
+      channel.close();
+      return;
+    }
+    roomWatch = FdWatch.startEdgeTriggered(host.loop(), roomFd, this::onRoom);
   }
 
-  private void retry() {
-    retryScheduled = false;
+  private void stopWatchingForRoom() {
+    if (roomWatch == null) return;
+    roomWatch.close();
+    roomFd.close(); // the socket's last fd once Netty's is closed: only now does the host see EOF
+    roomWatch = null;
+    roomFd = null;
+  }
+
+  private void onRoom() {
     if (!channel.isActive()) return;
     if (ended) {
       closeWhenFlushed();

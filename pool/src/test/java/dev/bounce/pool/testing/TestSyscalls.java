@@ -13,12 +13,11 @@ import java.lang.foreign.MemorySegment;
 import java.lang.invoke.MethodHandle;
 
 /**
- * Syscalls tests need and bounce does not: independent fds for one file (dup), and fds that are not
- * memory (pipes). Through {@link Libc#downcall}, so errno is captured the same way.
+ * Syscalls tests need and bounce does not: fds that are not memory (pipes), and {@link Libc#dup}
+ * for an {@link Fd}. Through {@link Libc#downcall}, so errno is captured the same way.
  */
 public final class TestSyscalls {
   private static final int O_CLOEXEC = 0x80000;
-  private static final int F_DUPFD_CLOEXEC = 1030;
 
   private static final MethodHandle PIPE2 =
       Libc.downcall("pipe2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
@@ -27,7 +26,7 @@ public final class TestSyscalls {
 
   /** A new fd (close-on-exec) for the same open file as {@code fd}; the caller owns it. */
   public static Fd dup(Fd fd) throws NativeException {
-    return Fd.adopt(Libc.fcntl(fd.value(), F_DUPFD_CLOEXEC, 0));
+    return Libc.dup(fd.value());
   }
 
   /** A new fd for {@code memfd}'s file, for an API that takes ownership of the fd it is given. */

@@ -36,8 +36,6 @@ final class DriverRings implements AutoCloseable {
   /** Where the frontend (the VMM) has guest memory mapped: SET_VRING_ADDR addresses. */
   static final long USER_BASE = 0x7f12_3400_0000L;
 
-  private static final int F_DUPFD_CLOEXEC = 1030;
-
   /** A buffer element: guest address, length, device-writable or not. */
   record Buf(long address, long length, boolean writable) {}
 
@@ -323,6 +321,6 @@ final class DriverRings implements AutoCloseable {
   }
 
   private static Fd duplicate(Fd fd) throws NativeException {
-    return Fd.adopt(Libc.fcntl(fd.value(), F_DUPFD_CLOEXEC, 0));
+    return Libc.dup(fd.value());
   }
 }
