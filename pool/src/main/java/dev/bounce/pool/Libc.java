@@ -332,6 +332,36 @@ public final class Libc {
     }
   }
 
+  private static final short POLLERR = 0x8;
+  private static final short POLLHUP = 0x10;
+
+  /**
+   * Whether {@code fd} has hung up or failed (POLLHUP or POLLERR, which poll(2) reports without
+   * being asked), now. For a socket whose own events say nothing else, such as one whose input is
+   * shut down: its peer closing shows only here. Allocation-free.
+   */
+  public static boolean hungUp(int fd) throws NativeException {
+    MemorySegment state = callState();
+    MemorySegment pollfds = POLLFDS.get();
+    pollfds.fill((byte) 0);
+    pollfds.set(JAVA_INT, 0, fd);
+    try {
+      while (true) {
+        int n = (int) POLL.invokeExact(state, pollfds, 1L, 0);
+        if (n >= 0) {
+          short revents = pollfds.get(java.lang.foreign.ValueLayout.JAVA_SHORT, 6);
+          return (revents & (POLLHUP | POLLERR)) != 0;
+        }
+        int errno = errno(state);
+        if (errno != EINTR) throw new NativeException("poll", "fd " + fd, errno);
+      }
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw unexpected(t);
+    }
+  }
+
   /**
    * close(2). Not retried on EINTR: Linux releases the fd before it can fail, so a retry could
    * close an fd another thread just opened.

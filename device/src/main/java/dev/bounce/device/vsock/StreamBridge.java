@@ -16,6 +16,7 @@ import io.netty.channel.socket.DuplexChannel;
 import io.netty.channel.unix.UnixChannel;
 import java.lang.System.Logger.Level;
 import java.nio.charset.StandardCharsets;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -38,9 +39,10 @@ import java.util.concurrent.TimeUnit;
  * guest its receiving side), bounce writes the socket itself rather than through Netty: Netty
  * 4.2.18's epoll removes such a socket from its epoll set when it wants no other event, keeps
  * believing it registered, and so fails (resets the connection, or stalls) the first write that has
- * to wait for room. The bytes a write(2) leaves wait in {@link #unsent}; to hear of room, bounce
- * watches a second fd of the same socket (a dup: Netty's registration of the first stays as it is)
- * edge-triggered on its own, until the channel closes.
+ * to wait for room, and no longer hears of the host closing for good. The bytes a write(2) leaves
+ * wait in {@link #unsent}; to hear of room and of a hang-up, bounce watches a second fd of the same
+ * socket (a dup: Netty's registration of the first stays as it is) edge-triggered on its own, from
+ * the input's shutdown until the channel closes.
  */
 final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSide.HostEndpoint {
   private static final System.Logger LOG = System.getLogger(StreamBridge.class.getName());
@@ -61,6 +63,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private boolean outputShut;
   private boolean ended;
   private boolean taking;
+  private boolean closing;
+  private boolean hostHungUp;
+  private ScheduledFuture<?> lingerClose;
 
   /**
    * @param connection the guest-initiated connection, or null for a host-initiated one (known at
@@ -105,8 +110,10 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     if ((flags & VsockHeader.SHUTDOWN_RCV) != 0) {
       // The guest takes nothing more: the host's further writes fail, as on a shut socket.
       releasePending();
-      inputShut = true;
-      if (channel.isActive()) ((DuplexChannel) channel).shutdownInput();
+      if (channel.isActive()) {
+        ((DuplexChannel) channel).shutdownInput();
+        inputShutDown();
+      }
     }
     toHost(); // shuts the channel's output once the guest's last bytes went
   }
@@ -123,9 +130,12 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
       if (!taking) closeWhenFlushed();
       // A host that never reads would keep the channel, its fd and its unsent bytes for ever,
       // outside every connection limit: what it has not taken by then is dropped.
-      channel
-          .eventLoop()
-          .schedule(() -> channel.close(), host.patience().toMillis(), TimeUnit.MILLISECONDS);
+      if (channel.isOpen()) {
+        lingerClose =
+            channel
+                .eventLoop()
+                .schedule(() -> channel.close(), host.patience().toMillis(), TimeUnit.MILLISECONDS);
+      }
     }
   }
 
@@ -152,7 +162,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   public void userEventTriggered(ChannelHandlerContext ctx, Object event) {
     if (event instanceof ChannelInputShutdownEvent) {
       hostSentEof = true;
-      inputShut = true;
+      inputShutDown();
       fromHost();
     }
   }
@@ -167,6 +177,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     releasePending();
     releaseUnsent();
     stopWatchingForRoom();
+    if (lingerClose != null) lingerClose.cancel(false);
     VsockConnection c = connection;
     if (c != null && !c.isClosed()) {
       LOG.log(Level.DEBUG, "vsock: the host socket of " + c + " closed; reset");
@@ -202,6 +213,13 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     } else if (c.writable() > 0) {
       channel.read();
     }
+  }
+
+  /** From now on bounce writes the socket and watches it itself (see the class comment). */
+  private void inputShutDown() {
+    if (inputShut) return;
+    inputShut = true;
+    watchForRoom();
   }
 
   /** Guest to host: bytes leave the connection only while the channel takes them. */
@@ -279,7 +297,8 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
    * holds and {@link #unsent} (the patience bounds the wait).
    */
   private void closeWhenFlushed() {
-    if (!channel.isOpen() || !flushUnsent()) return; // onRoom comes back here
+    if (closing || !channel.isOpen() || !flushUnsent()) return; // onRoom comes back here
+    closing = true;
     channel.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
   }
 
@@ -331,7 +350,22 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
       channel.close();
       return;
     }
-    roomWatch = FdWatch.startEdgeTriggered(host.loop(), roomFd, this::onRoom);
+    try {
+      roomWatch = FdWatch.startEdgeTriggered(host.loop(), roomFd, this::onRoom);
+    } catch (RuntimeException e) { // epoll_ctl refused (ENOMEM, max_user_watches)
+      LOG.log(Level.WARNING, "vsock: host socket of " + connection + ": watching it: " + e);
+      roomFd.close();
+      roomFd = null;
+      channel.close();
+    }
+  }
+
+  private boolean hungUp() {
+    try {
+      return Libc.hungUp(fd());
+    } catch (NativeException e) {
+      return true;
+    }
   }
 
   private void stopWatchingForRoom() {
@@ -342,8 +376,23 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     roomFd = null;
   }
 
+  /**
+   * The socket may have room, or have hung up: with its input shut down, Netty hears of neither
+   * (see the class comment). A host that closed for good resets the connection, as a host socket
+   * that fails does, unless bytes it sent are still on their way to the guest: then the guest is
+   * told that the host takes nothing more (SHUTDOWN with RCV) after them.
+   */
   private void onRoom() {
     if (!channel.isActive()) return;
+    VsockConnection c = connection;
+    if (!hostHungUp && c != null && hungUp()) {
+      hostHungUp = true;
+      if (pending == null && c.queuedForGuest() == 0) {
+        channel.close(); // channelInactive resets the connection
+        return;
+      }
+      c.shutdown(VsockHeader.SHUTDOWN_RCV);
+    }
     if (ended) {
       closeWhenFlushed();
     } else {

@@ -171,6 +171,11 @@ public final class VsockConnection {
 
   // ---- bytes to the guest ----
 
+  /** Bytes written for the guest and not sent to it yet. */
+  public int queuedForGuest() {
+    return toGuest.size();
+  }
+
   /** How many bytes {@link #write} takes now (0 when closed or the guest stopped receiving). */
   public int writable() {
     if (state == State.CLOSED

@@ -542,6 +542,31 @@ class UnixHostTest {
     assertEquals(0, driver.badPackets(), driver.firstProblem());
   }
 
+  /**
+   * A host that half-closes and later closes for good, while the guest sends nothing: with the
+   * socket's input shut down Netty hears nothing of the close (see StreamBridge), so without a
+   * watch of its own bounce would keep the connection half-open until the guest wrote again.
+   */
+  @Test
+  void aHostThatHalfClosesAndThenClosesResetsTheGuestConnection() throws Exception {
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<Void> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  ch.shutdownOutput();
+                  Thread.sleep(200);
+                }
+                return null;
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      await(app);
+      s.awaitReset(TIMEOUT);
+    }
+    awaitNoConnections();
+  }
+
   @Test
   void aGuestShutdownOfReceivingFailsTheHostsWritesButNotItsReads() throws Exception {
     // More than every buffer on the way holds, and read late: bounce's writes to the socket must
