@@ -385,7 +385,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private void onRoom() {
     if (!channel.isActive()) return;
     VsockConnection c = connection;
-    if (!hostHungUp && c != null && hungUp()) {
+    // Once bounce shut the socket's output itself (the guest's SHUTDOWN SEND), the socket reads as
+    // hung up as soon as the host half-closes too: not the host closing for good.
+    if (!hostHungUp && !outputShut && c != null && hungUp()) {
       hostHungUp = true;
       if (pending == null && c.queuedForGuest() == 0) {
         channel.close(); // channelInactive resets the connection
