@@ -20,10 +20,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
-import java.util.Map;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
@@ -57,7 +55,7 @@ public final class VsockBench {
   private static final int[] SIZES = {4096, 65536};
   private static final Duration LIMIT = Duration.ofSeconds(120);
 
-  private final Map<String, List<Double>> samples = new LinkedHashMap<>();
+  private final Samples samples = new Samples();
   private final byte[] pattern = new byte[VsockWorkload.MAX_SIZE + 251];
   private final ByteBuffer rawPattern;
   private final Path rawPath;
@@ -163,17 +161,10 @@ public final class VsockBench {
     log(
         "  %-20s %10.1f %-5s (cores used: %s %.2f, this process %.2f)",
         name, value, unit, second == bounceCpu ? "bounce" : "raw peer", secondCores, selfCores);
-    if (keep) {
-      samples.computeIfAbsent(name, n -> new ArrayList<>()).add(value);
-      samples.computeIfAbsent(name + " second cores", n -> new ArrayList<>()).add(secondCores);
-      samples.computeIfAbsent(name + " self cores", n -> new ArrayList<>()).add(selfCores);
-    }
+    if (keep) samples.add(name, value, secondCores, selfCores);
   }
 
-  /**
-   * Medians over the rounds; a ratio is the median of each round's ratio (bounce and raw measured
-   * moments apart), which the machine's load swings between rounds do not move as much.
-   */
+  /** Medians over the rounds, and ratios as {@link Samples#ratio}. */
   private void report() {
     System.out.println();
     System.out.printf(
@@ -185,7 +176,7 @@ public final class VsockBench {
     for (int size : SIZES) {
       for (String way : List.of("guest-to-host", "host-to-guest")) {
         String bounce = way + " " + size;
-        double stream = ratio(bounce, "raw stream " + size);
+        double stream = samples.ratio(bounce, "raw stream " + size);
         System.out.printf(
             Locale.ROOT,
             "  %-14s %2d KiB writes: %7.1f MiB/s; raw stream %7.1f MiB/s, ratio %.2f%s;"
@@ -193,44 +184,27 @@ public final class VsockBench {
                 + " %.2f, raw stream's peer %.2f + this process %.2f%n",
             way,
             size / 1024,
-            median(bounce),
-            median("raw stream " + size),
+            samples.median(bounce),
+            samples.median("raw stream " + size),
             stream,
             size == 65536 ? (stream >= 0.8 ? " (goal >= 0.8: met)" : " (goal >= 0.8: MISSED)") : "",
-            median("raw relay " + size),
-            ratio(bounce, "raw relay " + size),
-            median(bounce + " second cores"),
-            median(bounce + " self cores"),
-            median("raw stream " + size + " second cores"),
-            median("raw stream " + size + " self cores"));
+            samples.median("raw relay " + size),
+            samples.ratio(bounce, "raw relay " + size),
+            samples.secondCores(bounce),
+            samples.selfCores(bounce),
+            samples.secondCores("raw stream " + size),
+            samples.selfCores("raw stream " + size));
       }
     }
-    double rtt = ratio("bounce rtt", "raw rtt");
+    double rtt = samples.ratio("bounce rtt", "raw rtt");
     System.out.printf(
         Locale.ROOT,
         "  round trip, %d B:       %7.1f us;    raw %7.1f us, ratio %.2f (goal <= 2: %s)%n",
         MESSAGE,
-        median("bounce rtt"),
-        median("raw rtt"),
+        samples.median("bounce rtt"),
+        samples.median("raw rtt"),
         rtt,
         rtt <= 2 ? "met" : "MISSED");
-  }
-
-  private double ratio(String bounce, String raw) {
-    List<Double> b = samples.get(bounce);
-    List<Double> r = samples.get(raw);
-    List<Double> ratios = new ArrayList<>();
-    for (int i = 0; i < b.size(); i++) ratios.add(b.get(i) / r.get(i));
-    return median(ratios);
-  }
-
-  private double median(String name) {
-    return median(samples.get(name));
-  }
-
-  static double median(List<Double> values) {
-    double[] v = values.stream().mapToDouble(Double::doubleValue).sorted().toArray();
-    return v.length % 2 == 1 ? v[v.length / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
   }
 
   /** Raw throughput: {@link #STREAM_BYTES} in writes of {@code size} to the sink, MiB/s. */

@@ -16,7 +16,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.EnumMap;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -49,7 +48,7 @@ public final class VsockDmaBench {
       List.of(VsockWorkload.Direction.GUEST_TO_HOST, VsockWorkload.Direction.HOST_TO_GUEST);
 
   /** "mode direction" -> MiB/s per round. */
-  private final Map<String, List<Double>> samples = new LinkedHashMap<>();
+  private final Samples samples = new Samples();
 
   /** Each mode's {@code bounce vsock} process, and this one (the fake guest and the host). */
   private final Map<MemoryMode, ProcessCpu> bounceCpu = new EnumMap<>(MemoryMode.class);
@@ -162,11 +161,7 @@ public final class VsockDmaBench {
         VsockBench.log(
             "  %-28s %8.1f MiB/s (cores used: bounce %.2f, this process %.2f)",
             key, rate, bounceCores, selfCores);
-        if (keep) {
-          samples.computeIfAbsent(key, k -> new ArrayList<>()).add(rate);
-          samples.computeIfAbsent(key + " bounce cores", k -> new ArrayList<>()).add(bounceCores);
-          samples.computeIfAbsent(key + " self cores", k -> new ArrayList<>()).add(selfCores);
-        }
+        if (keep) samples.add(key, rate, bounceCores, selfCores);
       }
     }
   }
@@ -180,14 +175,12 @@ public final class VsockDmaBench {
         SIZE / 1024,
         ROUNDS);
     for (VsockWorkload.Direction d : DIRECTIONS) {
-      List<Double> shared = samples.get(MemoryMode.SHARED.flag() + " " + d.flag());
+      String shared = MemoryMode.SHARED.flag() + " " + d.flag();
       for (MemoryMode mode : MemoryMode.values()) {
-        List<Double> rates = samples.get(mode.flag() + " " + d.flag());
+        String key = mode.flag() + " " + d.flag();
         String ratio = "";
         if (mode != MemoryMode.SHARED) {
-          List<Double> ratios = new ArrayList<>();
-          for (int i = 0; i < rates.size(); i++) ratios.add(rates.get(i) / shared.get(i));
-          double m = VsockBench.median(ratios);
+          double m = samples.ratio(key, shared);
           ratio = String.format(Locale.ROOT, "  ratio %.2f (%s)", m, m >= 0.9 ? "met" : "MISSED");
         }
         System.out.printf(
@@ -195,10 +188,10 @@ public final class VsockDmaBench {
             "  %-14s %-12s %8.1f MiB/s%s; cores used: bounce %.2f, this process %.2f%n",
             d.flag(),
             mode.flag(),
-            VsockBench.median(rates),
+            samples.median(key),
             ratio,
-            VsockBench.median(samples.get(mode.flag() + " " + d.flag() + " bounce cores")),
-            VsockBench.median(samples.get(mode.flag() + " " + d.flag() + " self cores")));
+            samples.secondCores(key),
+            samples.selfCores(key));
       }
     }
   }

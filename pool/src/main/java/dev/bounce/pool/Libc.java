@@ -311,25 +311,13 @@ public final class Libc {
 
   /** {@link #pollIn(int, int)} on two fds at once (a negative fd is ignored, as poll(2) does). */
   public static boolean pollIn(int fd, int otherFd, int timeoutMillis) throws NativeException {
-    MemorySegment state = callState();
     MemorySegment pollfds = POLLFDS.get();
     pollfds.fill((byte) 0);
     pollfds.set(JAVA_INT, 0, fd);
     pollfds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 4, POLLIN);
     pollfds.set(JAVA_INT, 8, otherFd);
     pollfds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 12, POLLIN);
-    try {
-      while (true) {
-        int n = (int) POLL.invokeExact(state, pollfds, 2L, timeoutMillis);
-        if (n >= 0) return n > 0;
-        int errno = errno(state);
-        if (errno != EINTR) throw new NativeException("poll", "fds " + fd + ", " + otherFd, errno);
-      }
-    } catch (NativeException e) {
-      throw e;
-    } catch (Throwable t) {
-      throw unexpected(t);
-    }
+    return poll(pollfds, 2, timeoutMillis) > 0;
   }
 
   private static final short POLLERR = 0x8;
@@ -341,19 +329,28 @@ public final class Libc {
    * shut down: its peer closing shows only here. Allocation-free.
    */
   public static boolean hungUp(int fd) throws NativeException {
-    MemorySegment state = callState();
     MemorySegment pollfds = POLLFDS.get();
     pollfds.fill((byte) 0);
     pollfds.set(JAVA_INT, 0, fd);
+    poll(pollfds, 1, 0);
+    short revents = pollfds.get(java.lang.foreign.ValueLayout.JAVA_SHORT, 6);
+    return (revents & (POLLHUP | POLLERR)) != 0;
+  }
+
+  /** poll(2) on the first {@code count} entries of {@code pollfds}, retried on EINTR. */
+  private static int poll(MemorySegment pollfds, long count, int timeoutMillis)
+      throws NativeException {
+    MemorySegment state = callState();
     try {
       while (true) {
-        int n = (int) POLL.invokeExact(state, pollfds, 1L, 0);
-        if (n >= 0) {
-          short revents = pollfds.get(java.lang.foreign.ValueLayout.JAVA_SHORT, 6);
-          return (revents & (POLLHUP | POLLERR)) != 0;
-        }
+        int n = (int) POLL.invokeExact(state, pollfds, count, timeoutMillis);
+        if (n >= 0) return n;
         int errno = errno(state);
-        if (errno != EINTR) throw new NativeException("poll", "fd " + fd, errno);
+        if (errno != EINTR) {
+          String fds = "fd " + pollfds.get(JAVA_INT, 0);
+          if (count > 1) fds += ", fd " + pollfds.get(JAVA_INT, 8);
+          throw new NativeException("poll", fds, errno);
+        }
       }
     } catch (NativeException e) {
       throw e;

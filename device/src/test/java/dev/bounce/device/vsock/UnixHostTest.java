@@ -148,6 +148,17 @@ class UnixHostTest {
     return all.toByteArray();
   }
 
+  /** Reads to end of stream 16 KiB at a time, pausing 0.2 ms after each read: a slow host. */
+  static byte[] readSlowlyToEof(SocketChannel ch) throws IOException {
+    ByteArrayOutputStream all = new ByteArrayOutputStream();
+    ByteBuffer b = ByteBuffer.allocate(16 * 1024);
+    while (ch.read(b.clear()) >= 0) {
+      all.write(b.array(), 0, b.position());
+      java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+    }
+    return all.toByteArray();
+  }
+
   static String readLine(SocketChannel ch) throws IOException {
     StringBuilder line = new StringBuilder();
     ByteBuffer one = ByteBuffer.allocate(1);
@@ -338,14 +349,7 @@ class UnixHostTest {
         ServerSocketChannel echo = hostListener(1235)) {
       Future<SocketChannel> idle = hostApp(stuck::accept);
       VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
-      int sent = 0;
-      int idleRounds = 0;
-      while (sent < data.length && idleRounds < 100) {
-        int n = s.trySend(data, sent, Math.min(32 * 1024, data.length - sent), false);
-        sent += n;
-        idleRounds = n == 0 ? idleRounds + 1 : 0;
-        driver.pump(5);
-      }
+      int sent = VsockRig.sendUntilStalled(driver, s, data, 32 * 1024);
       assertTrue(sent < data.length, "a host that never reads took all " + sent + " bytes");
       assertEquals(0, s.credit(), "the device must give no more credit");
       // Another connection goes on meanwhile.
@@ -450,14 +454,7 @@ class UnixHostTest {
               });
       VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
       try (UnixSocket host = await(accepted)) {
-        int sent = 0;
-        int idleRounds = 0;
-        while (sent < data.length && idleRounds < 100) {
-          int n = s.trySend(data, sent, Math.min(32 * 1024, data.length - sent), false);
-          sent += n;
-          idleRounds = n == 0 ? idleRounds + 1 : 0;
-          driver.pump(5);
-        }
+        int sent = VsockRig.sendUntilStalled(driver, s, data, 32 * 1024);
         assertTrue(sent < data.length, "a host that never reads took all " + sent + " bytes");
         long resetAt = System.nanoTime();
         s.reset();
@@ -780,13 +777,7 @@ class UnixHostTest {
               () -> {
                 try (SocketChannel ch = listener.accept()) {
                   if (hostHalfCloses) ch.shutdownOutput();
-                  ByteArrayOutputStream all = new ByteArrayOutputStream();
-                  ByteBuffer b = ByteBuffer.allocate(16 * 1024);
-                  while (ch.read(b.clear()) >= 0) {
-                    all.write(b.array(), 0, b.position());
-                    java.util.concurrent.locks.LockSupport.parkNanos(200_000);
-                  }
-                  return all.toByteArray();
+                  return readSlowlyToEof(ch);
                 }
               });
       VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
@@ -810,13 +801,7 @@ class UnixHostTest {
                 try (SocketChannel ch = listener.accept()) {
                   // Slower than the guest: the channel always holds bytes when the guest's
                   // SHUTDOWN comes, which must not drop them.
-                  ByteArrayOutputStream all = new ByteArrayOutputStream();
-                  ByteBuffer b = ByteBuffer.allocate(16 * 1024);
-                  while (ch.read(b.clear()) >= 0) {
-                    all.write(b.array(), 0, b.position());
-                    java.util.concurrent.locks.LockSupport.parkNanos(200_000);
-                  }
-                  return all.toByteArray();
+                  return readSlowlyToEof(ch);
                 }
               });
       VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);

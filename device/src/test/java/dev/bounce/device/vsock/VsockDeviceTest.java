@@ -109,14 +109,7 @@ class VsockDeviceTest {
     VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
     driver.postRxBuffers(false);
     byte[] data = random(1 << 20, 4);
-    int sent = 0;
-    int idle = 0;
-    while (sent < data.length && idle < 50) {
-      int n = s.trySend(data, sent, Math.min(16 * 1024, data.length - sent), false);
-      sent += n;
-      idle = n == 0 ? idle + 1 : 0;
-      driver.pump(10);
-    }
+    int sent = VsockRig.sendUntilStalled(driver, s, data, 16 * 1024);
     // Stalled: at most our own buffer, the device's two and the rx buffers in flight.
     assertTrue(sent < data.length, "nothing stalled");
     assertTrue(sent <= 3 * BUFFER + 16 * VsockDriver.RX_BUFFER_SIZE, "sent " + sent);

@@ -88,6 +88,24 @@ final class VsockRig implements AutoCloseable {
   }
 
   /**
+   * Sends {@code data} on {@code s} in writes of at most {@code chunk} bytes until it is all sent
+   * or nothing more goes for half a second (the connection stalled), pumping {@code driver}.
+   *
+   * @return the bytes sent
+   */
+  static int sendUntilStalled(VsockDriver driver, VsockDriver.Socket s, byte[] data, int chunk)
+      throws IOException {
+    int sent = 0;
+    for (int idle = 0; sent < data.length && idle < 100; ) {
+      int n = s.trySend(data, sent, Math.min(chunk, data.length - sent), false);
+      sent += n;
+      idle = n == 0 ? idle + 1 : 0;
+      driver.pump(5);
+    }
+    return sent;
+  }
+
+  /**
    * Sends {@code data} on {@code s} and reads what comes back at the same time, as far as credit
    * allows, pumping {@code driver}; fails when nothing moves for {@code timeout}.
    */

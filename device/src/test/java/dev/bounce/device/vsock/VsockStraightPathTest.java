@@ -48,13 +48,7 @@ class VsockStraightPathTest {
     new Random(7).nextBytes(data);
     sink.budget = 300_000; // runs out in the middle of a 64 KiB packet
     VsockDriver.Socket s = rig.driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
-    int sent = 0;
-    for (int idle = 0; sent < data.length && idle < 50; ) {
-      int n = s.trySend(data, sent, Math.min(64 * 1024, data.length - sent), false);
-      sent += n;
-      idle = n == 0 ? idle + 1 : 0;
-      rig.driver.pump(2);
-    }
+    int sent = VsockRig.sendUntilStalled(rig.driver, s, data, 64 * 1024);
     int taken = onLoop(() -> sink.got.size());
     int held = onLoop(() -> sink.connection.available());
     assertEquals(300_000, taken);

@@ -51,11 +51,7 @@ class InBandNotificationsTest {
         FrontendChannel backendChannel = handBackendChannel(frontend, IN_BAND)) {
       frontend.shareMemory();
       frontend.configureRing(0, outsideMemory(), frontend.kick[0], frontend.call[0], null);
-      try (Message<BackendRequest> err = receive(backendChannel)) {
-        assertEquals(BackendRequest.VRING_ERR, err.request());
-        assertEquals(new VringState(0, 0), err.payload(VringState.class), "ring 0's error");
-        assertEquals(Header.VERSION, err.header().flags(), "no NEED_REPLY: nobody waits");
-      }
+      assertNotice(backendChannel, BackendRequest.VRING_ERR, 0);
       // The session goes on: ring 1 works, ring 0 consumed nothing.
       frontend.setUpRing(1, TestFrontend.ringAddress(1));
       frontend.echo(1);
@@ -99,11 +95,7 @@ class InBandNotificationsTest {
         byte[] data = ("in-band " + used).getBytes(StandardCharsets.UTF_8);
         int head = ring.postEcho(data, data.length + 16);
         frontend.channel.send(FrontendRequest.VRING_KICK, new VringState(0, 0), false);
-        try (Message<BackendRequest> call = receive(backendChannel)) {
-          assertEquals(BackendRequest.VRING_CALL, call.request());
-          assertEquals(new VringState(0, 0), call.payload(VringState.class), "ring 0's call");
-          assertEquals(Header.VERSION, call.header().flags(), "no NEED_REPLY: nobody waits");
-        }
+        assertNotice(backendChannel, BackendRequest.VRING_CALL, 0);
         ring.awaitEcho(head, data, used, TestFrontend.TIMEOUT);
       }
       // A kick for a ring the device does not have is refused; the session goes on.
@@ -166,6 +158,16 @@ class InBandNotificationsTest {
       while (noChannelWarnings(backend) == 0 && System.nanoTime() < deadline) Thread.sleep(5);
       Thread.sleep(QUIET.toMillis()); // any later notice has reached the control loop by now
       assertEquals(1, noChannelWarnings(backend), backend.warnings().toString());
+    }
+  }
+
+  /** The next backend request is {@code request} for ring {@code index}, without NEED_REPLY. */
+  private static void assertNotice(FrontendChannel channel, BackendRequest request, int index)
+      throws Exception {
+    try (Message<BackendRequest> notice = receive(channel)) {
+      assertEquals(request, notice.request());
+      assertEquals(new VringState(index, 0), notice.payload(VringState.class), "ring " + index);
+      assertEquals(Header.VERSION, notice.header().flags(), "no NEED_REPLY: nobody waits");
     }
   }
 
