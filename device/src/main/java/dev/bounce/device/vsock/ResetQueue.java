@@ -1,9 +1,9 @@
 package dev.bounce.device.vsock;
 
 /**
- * RSTs for connections the device does not keep (refused, unknown, already dropped), waiting for rx
- * buffers: a bounded FIFO over preallocated arrays, so a guest that provokes one per packet costs
- * no allocation. Not thread-safe: the data loop owns it.
+ * RSTs waiting for rx buffers (of connections the device ended, or for packets it has no connection
+ * for): a bounded FIFO over preallocated arrays, so a guest that provokes one per packet costs no
+ * allocation. Not thread-safe: the data loop owns it.
  */
 final class ResetQueue {
   private final long[] ports; // guest port << 32 | host port
@@ -22,6 +22,10 @@ final class ResetQueue {
 
   boolean isEmpty() {
     return count == 0;
+  }
+
+  int size() {
+    return count;
   }
 
   /** Adds one unless full. */

@@ -80,6 +80,14 @@ public final class VsockDevice implements VirtioDevice {
   private final LongMap<VsockConnection> connections = new LongMap<>();
   private final ArrayDeque<VsockConnection> sending = new ArrayDeque<>();
   private final ResetQueue strayResets = new ResetQueue(MAX_STRAY_RESETS);
+
+  /**
+   * RSTs of connections the device ended, waiting for rx buffers. Each keeps its connection's slot
+   * under {@link #maxConnections} until it is sent ({@link #atConnectionLimit}), so none is ever
+   * dropped: a guest socket whose RST were lost would wait for ever on a connection that is gone.
+   */
+  private final ResetQueue connectionResets;
+
   private final MemorySegment header = Arena.ofAuto().allocate(VsockHeader.SIZE);
   private DeviceContext context;
   private boolean seqpacket;
@@ -109,6 +117,7 @@ public final class VsockDevice implements VirtioDevice {
     this.maxConnections = maxConnections;
     this.maxQueueSize = maxQueueSize;
     this.host = host;
+    this.connectionResets = new ResetQueue(maxConnections);
   }
 
   public VsockDevice(long guestCid, HostSide host) {
@@ -218,6 +227,7 @@ public final class VsockDevice implements VirtioDevice {
     connections.clear();
     sending.clear();
     strayResets.clear();
+    connectionResets.clear();
     last = null;
     for (VsockConnection c : all) close(c);
     if (context != null) host.detach();
@@ -264,7 +274,7 @@ public final class VsockDevice implements VirtioDevice {
     if (context == null
         || !VsockHeader.knownType(type)
         || (type == VsockHeader.TYPE_SEQPACKET && !seqpacket)
-        || connections.size() >= maxConnections
+        || atConnectionLimit()
         || connections.containsKey(VsockConnection.key(hostPort, guestPort))) {
       return null;
     }
@@ -364,11 +374,14 @@ public final class VsockDevice implements VirtioDevice {
       refuse(existing, guestPort, hostPort, type);
       return;
     }
-    if (connections.size() >= maxConnections) {
+    if (atConnectionLimit()) {
       if (logs()) {
         print(
             Level.WARNING,
-            "vsock: " + maxConnections + " connections open; refusing " + describeHeader());
+            "vsock: "
+                + maxConnections
+                + " connections open or waiting to send their RST; refusing "
+                + describeHeader());
       }
       refuse(null, guestPort, hostPort, type);
       return;
@@ -535,16 +548,29 @@ public final class VsockDevice implements VirtioDevice {
 
   /** Ends {@code c}: RST to the guest when {@code tell}, and the host end hears it. */
   void resetConnection(VsockConnection c, boolean tell) {
+    boolean kept = forget(c);
     if (tell) {
-      strayReset(c.guestPort(), c.hostPort(), c.type());
+      // The RST takes over the connection's slot, so its queue has room (see connectionResets).
+      if (kept && connectionResets.add(c.guestPort(), c.hostPort(), c.type())) {
+        requestRx();
+      } else {
+        strayReset(c.guestPort(), c.hostPort(), c.type());
+      }
     }
-    forget(c);
     close(c);
   }
 
-  private void forget(VsockConnection c) {
-    connections.remove(c.key());
+  /** Connections open or opening, and RSTs of ended ones not sent yet, fill the table. */
+  private boolean atConnectionLimit() {
+    return connections.size() + connectionResets.size() >= maxConnections;
+  }
+
+  /** Removes {@code c} from the table; whether it was there. */
+  private boolean forget(VsockConnection c) {
     if (last == c) last = null;
+    if (connections.get(c.key()) != c) return false;
+    connections.remove(c.key());
+    return true;
   }
 
   private static void close(VsockConnection c) {
@@ -615,24 +641,8 @@ public final class VsockDevice implements VirtioDevice {
   }
 
   private void fillReceiveBuffers(SplitQueue queue) throws VirtqueueException {
-    if (!rxRunning) return;
-    while (!strayResets.isEmpty()) {
-      if (!queue.pop(rxChain)) return;
-      VsockHeader.write(
-          header,
-          0,
-          VsockHeader.HOST_CID,
-          guestCid,
-          strayResets.firstHostPort(),
-          strayResets.firstGuestPort(),
-          0,
-          strayResets.firstType(),
-          Op.RST,
-          0,
-          0,
-          0);
-      strayResets.removeFirst();
-      complete(queue, rxChain, 0);
+    if (!rxRunning || !sendResets(queue, connectionResets) || !sendResets(queue, strayResets)) {
+      return;
     }
     VsockConnection c;
     while ((c = nextWithWork()) != null) {
@@ -647,6 +657,29 @@ public final class VsockDevice implements VirtioDevice {
         sending.addLast(c);
       }
     }
+  }
+
+  /** Sends the RSTs of {@code resets}; whether all went (else the rx queue ran out of buffers). */
+  private boolean sendResets(SplitQueue queue, ResetQueue resets) throws VirtqueueException {
+    while (!resets.isEmpty()) {
+      if (!queue.pop(rxChain)) return false;
+      VsockHeader.write(
+          header,
+          0,
+          VsockHeader.HOST_CID,
+          guestCid,
+          resets.firstHostPort(),
+          resets.firstGuestPort(),
+          0,
+          resets.firstType(),
+          Op.RST,
+          0,
+          0,
+          0);
+      resets.removeFirst();
+      complete(queue, rxChain, 0);
+    }
+    return true;
   }
 
   private VsockConnection nextWithWork() {

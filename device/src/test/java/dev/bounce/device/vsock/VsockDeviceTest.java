@@ -10,6 +10,8 @@ import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
@@ -246,6 +248,41 @@ class VsockDeviceTest {
     // Still serving.
     VsockDriver.Socket t = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
     assertArrayEquals(random(20_000, 15), echo(t, random(20_000, 15)));
+  }
+
+  @Test
+  void everyEndedConnectionsRstWaitsForRxBuffers() throws Exception {
+    // More connections end while the guest posts no rx buffers than RSTs for unknown ports are
+    // kept (1024): a guest socket whose RST were dropped would wait for ever.
+    int count = 1100;
+    host = new LoopbackHost().echo(ECHO_PORT);
+    rig = new VsockRig(dir, 16, BUFFER, count, loop -> host);
+    device = rig.device;
+    driver = rig.driver;
+    List<VsockDriver.Socket> sockets = new ArrayList<>();
+    for (int i = 0; i < count; i++) {
+      sockets.add(driver.startConnect(ECHO_PORT, VsockHeader.TYPE_STREAM));
+    }
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (sockets.stream().anyMatch(VsockDriver.Socket::isConnecting)) {
+      assertTrue(System.nanoTime() < deadline, "not all connections were answered");
+      driver.pump(10);
+    }
+    assertTrue(sockets.stream().allMatch(VsockDriver.Socket::isOpen));
+    driver.postRxBuffers(false);
+    // A full shutdown of a connection with nothing left to forward ends it with an RST.
+    for (VsockDriver.Socket s : sockets) s.shutdown(VsockHeader.SHUTDOWN_BOTH);
+    while (device.connectionCount() > 0) {
+      assertTrue(System.nanoTime() < deadline, "the shutdowns did not end the connections");
+      driver.pump(10);
+    }
+    // No RST lost: the 16 posted buffers carried some, the rest waited.
+    driver.postRxBuffers(true);
+    for (VsockDriver.Socket s : sockets) s.awaitReset(TIMEOUT);
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    // Their slots are free again.
+    VsockDriver.Socket t = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    assertArrayEquals(random(1000, 16), echo(t, random(1000, 16)));
   }
 
   private void awaitStrayReset(int port, long count) throws IOException {
