@@ -16,9 +16,14 @@ final class Samples {
 
   /** One round's {@code value} of {@code name}, and the cores used while it was measured. */
   void add(String name, double value, double secondCores, double selfCores) {
-    list(name).add(value);
-    list(name + " second cores").add(secondCores);
-    list(name + " self cores").add(selfCores);
+    add(name, value);
+    add(name + " second cores", secondCores);
+    add(name + " self cores", selfCores);
+  }
+
+  /** One round's {@code value} of {@code name}, a figure derived from a measurement. */
+  void add(String name, double value) {
+    values.computeIfAbsent(name, k -> new ArrayList<>()).add(value);
   }
 
   double median(String name) {
@@ -42,10 +47,6 @@ final class Samples {
     List<Double> ratios = new ArrayList<>();
     for (int i = 0; i < n.size(); i++) ratios.add(n.get(i) / d.get(i));
     return median(ratios);
-  }
-
-  private List<Double> list(String name) {
-    return values.computeIfAbsent(name, k -> new ArrayList<>());
   }
 
   private static double median(List<Double> values) {
