@@ -51,6 +51,7 @@ import java.lang.System.Logger.Level;
 import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicIntegerArray;
 
 /**
  * One frontend connection, on the control loop: reads requests, keeps the negotiated state, hands
@@ -122,6 +123,9 @@ public final class BackendSession implements AutoCloseable {
   private UnixSocket backendChannel;
   private boolean closed;
 
+  /** Per ring, a VRING_CALL (bit 1) and a VRING_ERR (bit 2) queued on the control loop. */
+  private final AtomicIntegerArray noticesQueued;
+
   private BackendSession(
       String name,
       UnixSocket socket,
@@ -149,6 +153,7 @@ public final class BackendSession implements AutoCloseable {
             index -> sendVringNotice(BackendRequest.VRING_ERR, index));
     this.onClose = onClose;
     this.reader = new MessageReader(socket, Header.MAX_PAYLOAD);
+    this.noticesQueued = new AtomicIntegerArray(device.queueCount());
   }
 
   /**
@@ -717,10 +722,6 @@ public final class BackendSession implements AutoCloseable {
   }
 
   /**
-   * BACKEND_VRING_CALL or BACKEND_VRING_ERR for ring {@code index}, from the data loop: sent by the
-   * control loop, which owns the backend channel, without NEED_REPLY as {@link #configChanged}.
-   */
-  /**
    * A ring left without eventfds under INBAND_NOTIFICATIONS, and no backend channel to tell of it
    * on (never set, or dropped): its driver waits for ever, so that is said, once per session.
    */
@@ -738,9 +739,19 @@ public final class BackendSession implements AutoCloseable {
         request.label());
   }
 
+  /**
+   * BACKEND_VRING_CALL or BACKEND_VRING_ERR for ring {@code index}, from the data loop: sent by the
+   * control loop, which owns the backend channel, without NEED_REPLY as {@link #configChanged}. A
+   * notice only says "look at the ring", so one still waiting for the control loop covers the ones
+   * after it: a data loop faster than the control loop cannot grow the latter's queue.
+   */
   private void sendVringNotice(BackendRequest request, int index) {
+    int bit = request == BackendRequest.VRING_CALL ? 1 : 2;
+    if ((noticesQueued.getAndAccumulate(index, bit, (was, b) -> was | b) & bit) != 0) return;
     controlLoop.execute(
         () -> {
+          // Cleared before sending: a notice for what the ring did after this one is sent anew.
+          noticesQueued.getAndAccumulate(index, ~bit, (was, keep) -> was & keep);
           if (closed) return;
           if (backendChannel == null) {
             warnNoBackendChannel(request, index);
