@@ -25,7 +25,11 @@ public final class Libc {
   public static final int MFD_CLOEXEC = 0x1;
   public static final int MFD_ALLOW_SEALING = 0x2;
   public static final int F_GETFD = 1;
+  public static final int F_SETFD = 2;
   public static final int F_GETFL = 3;
+  public static final int F_SETFL = 4;
+  public static final int FD_CLOEXEC = 1;
+  public static final int O_NONBLOCK = 0x800;
   public static final int F_DUPFD_CLOEXEC = 1030;
   public static final int F_ADD_SEALS = 1033;
   public static final int F_GET_SEALS = 1034;
@@ -165,6 +169,16 @@ public final class Libc {
     } catch (Throwable t) {
       throw unexpected(t);
     }
+  }
+
+  /** Sets O_NONBLOCK on {@code fd}'s open file. */
+  public static void setNonBlocking(int fd) throws NativeException {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK);
+  }
+
+  /** Sets close-on-exec on {@code fd} (one inherited from the parent process, say). */
+  public static void setCloseOnExec(int fd) throws NativeException {
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
   }
 
   /** A new fd (close-on-exec) for the same open file as {@code fd}; the caller owns it. */

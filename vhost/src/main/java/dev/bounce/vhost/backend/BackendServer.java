@@ -1,13 +1,16 @@
 package dev.bounce.vhost.backend;
 
+import dev.bounce.pool.Fd;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.socket.UnixListener;
 import dev.bounce.vhost.socket.UnixSocket;
 import dev.bounce.vhost.spi.VirtioDevice;
 import io.netty.channel.IoEventLoop;
+import io.netty.util.concurrent.Future;
 import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -15,7 +18,9 @@ import java.util.concurrent.TimeUnit;
  * Serves one device on one vhost-user socket, one frontend at a time: either listening at the path
  * (the usual case; QEMU opens a new connection at every guest boot, so the next is accepted when
  * one ends) or, in client mode, connecting to a frontend that listens (DPDK virtio-user server=1)
- * and connecting again whenever it goes away.
+ * and connecting again whenever it goes away; or on a socket inherited as an fd (vhost-user.rst,
+ * "Backend program conventions", {@code --fd}): a listening one as at a path, a connected one for
+ * its one frontend.
  */
 public final class BackendServer implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(BackendServer.class.getName());
@@ -45,32 +50,82 @@ public final class BackendServer implements AutoCloseable {
 
   private final Config config;
   private final Path path;
+  private final String where;
   private final UnixListener listener;
+  private final boolean oneFrontend;
+  private final CompletableFuture<Void> finished = new CompletableFuture<>();
   private FdWatch acceptWatch;
   private volatile BackendSession session;
   private volatile boolean closed;
   private ScheduledFuture<?> reconnect;
   private long sessions;
 
-  private BackendServer(Config config, Path path, UnixListener listener) {
+  private BackendServer(
+      Config config, Path path, String where, UnixListener listener, boolean oneFrontend) {
     this.config = config;
     this.path = path;
+    this.where = where;
     this.listener = listener;
+    this.oneFrontend = oneFrontend;
   }
 
   /** Listens at {@code path} (a stale socket file is replaced, a live one refused). */
   public static BackendServer listen(Path path, Config config) throws IOException {
-    BackendServer server = new BackendServer(config, path, UnixListener.bind(path, true));
-    server.acceptWatch = FdWatch.start(config.controlLoop(), server.listener.fd(), server::accept);
-    LOG.log(Level.INFO, "{0}: listening on {1}", config.name(), path);
-    return server;
+    return accepting(config, path, "" + path, UnixListener.bind(path, true));
   }
 
   /** Connects to a frontend listening at {@code path}, retrying until it is there. */
   public static BackendServer connect(Path path, Config config) {
-    BackendServer server = new BackendServer(config, path, null);
+    BackendServer server = new BackendServer(config, path, "" + path, null, false);
     config.controlLoop().execute(server::tryConnect);
     return server;
+  }
+
+  /**
+   * Serves the inherited socket {@code number}, which it owns from then on: a listening one for one
+   * frontend after another, a connected one for its frontend only ({@link #finished} completes when
+   * that one goes away).
+   *
+   * @throws IOException naming the fd when it is not an AF_UNIX stream socket (it is then left
+   *     open: a wrong number may be one the JVM uses)
+   */
+  public static BackendServer inherit(int number, Config config) throws IOException {
+    String where = "inherited fd " + number;
+    boolean listening = UnixListener.listens(number);
+    Fd fd = Fd.adopt(number);
+    try {
+      if (listening) return accepting(config, null, where, UnixListener.inherit(fd));
+      BackendServer server = new BackendServer(config, null, where, null, true);
+      Future<?> served =
+          config
+              .controlLoop()
+              .submit(
+                  () -> {
+                    server.serve(UnixSocket.adopt(fd));
+                    return null;
+                  });
+      served.syncUninterruptibly();
+      return server;
+    } catch (IOException | RuntimeException e) {
+      fd.close();
+      throw e;
+    }
+  }
+
+  private static BackendServer accepting(
+      Config config, Path path, String where, UnixListener listener) {
+    BackendServer server = new BackendServer(config, path, where, listener, false);
+    server.acceptWatch = FdWatch.start(config.controlLoop(), listener.fd(), server::accept);
+    LOG.log(Level.INFO, "{0}: listening on {1}", config.name(), where);
+    return server;
+  }
+
+  /**
+   * Completes when there is nothing more to serve: the frontend of an inherited connected socket
+   * went away, or the server was closed.
+   */
+  public CompletableFuture<Void> finished() {
+    return finished;
   }
 
   private void accept() {
@@ -92,7 +147,7 @@ public final class BackendServer implements AutoCloseable {
         serve(socket);
       }
     } catch (IOException e) {
-      LOG.log(Level.WARNING, "{0}: accepting on {1}: {2}", config.name(), path, e.getMessage());
+      LOG.log(Level.WARNING, "{0}: accepting on {1}: {2}", config.name(), where, e.getMessage());
     }
   }
 
@@ -129,7 +184,10 @@ public final class BackendServer implements AutoCloseable {
 
   private void sessionEnded() {
     session = null;
-    if (listener == null && !closed) {
+    if (oneFrontend) {
+      LOG.log(Level.INFO, "{0}: the frontend on {1} went away", config.name(), where);
+      finished.complete(null);
+    } else if (listener == null && !closed) {
       config.controlLoop().schedule(this::tryConnect, RECONNECT_MILLIS, TimeUnit.MILLISECONDS);
     }
   }
@@ -139,6 +197,7 @@ public final class BackendServer implements AutoCloseable {
     return session;
   }
 
+  /** The socket path, or null for an inherited socket. */
   public Path path() {
     return path;
   }
@@ -154,6 +213,7 @@ public final class BackendServer implements AutoCloseable {
           BackendSession current = session;
           if (current != null) current.close();
           if (listener != null) listener.close();
+          finished.complete(null);
         };
     IoEventLoop loop = config.controlLoop();
     if (loop.inEventLoop()) {

@@ -86,9 +86,6 @@ public final class BackendSession implements AutoCloseable {
           | VirtioFeatures.bit(VirtioFeatures.INDIRECT_DESC)
           | VirtioFeatures.bit(VirtioFeatures.EVENT_IDX);
 
-  private static final int F_SETFL = 4;
-  private static final int O_NONBLOCK = 0x800;
-
   /** Virtio 1.2 section 2.1: the device status bit the device clears to refuse the features. */
   private static final long FEATURES_OK = 0x8;
 
@@ -363,8 +360,7 @@ public final class BackendSession implements AutoCloseable {
    * The control loop must never wait on a frontend's socket: both of its sockets get O_NONBLOCK.
    */
   private static UnixSocket nonBlocking(UnixSocket socket) throws NativeException {
-    int flags = Libc.fcntl(socket.fd().value(), Libc.F_GETFL, 0);
-    Libc.fcntl(socket.fd().value(), F_SETFL, flags | O_NONBLOCK);
+    Libc.setNonBlocking(socket.fd().value());
     return socket;
   }
 

@@ -26,6 +26,9 @@ final class SocketCalls {
   static final int SOCK_NONBLOCK = 0x800;
   static final int SOCK_CLOEXEC = 0x80000;
   static final int SOL_SOCKET = 1;
+  static final int SO_TYPE = 3;
+  static final int SO_ACCEPTCONN = 30;
+  static final int SO_DOMAIN = 39;
   static final int SCM_RIGHTS = 1;
   static final int MSG_PEEK = 0x2;
   static final int MSG_CTRUNC = 0x8;
@@ -83,6 +86,10 @@ final class SocketCalls {
   private static final MethodHandle RECV =
       Libc.downcall(
           "recv", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
+  private static final MethodHandle GETSOCKOPT =
+      Libc.downcall(
+          "getsockopt",
+          FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS));
   private static final MethodHandle SHUTDOWN =
       Libc.downcall("shutdown", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
 
@@ -256,6 +263,24 @@ final class SocketCalls {
       if ((int) SHUTDOWN.invokeExact(state, fd, how) < 0) {
         throw Libc.fail("shutdown", "fd " + fd, state);
       }
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
+    }
+  }
+
+  /** getsockopt(2) of an int option at SOL_SOCKET ({@link #SO_TYPE}, {@link #SO_DOMAIN}...). */
+  static int intOption(int fd, int option) throws NativeException {
+    MemorySegment state = Libc.callState();
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment value = arena.allocate(JAVA_INT);
+      MemorySegment length = arena.allocate(JAVA_INT);
+      length.set(JAVA_INT, 0, (int) JAVA_INT.byteSize());
+      if ((int) GETSOCKOPT.invokeExact(state, fd, SOL_SOCKET, option, value, length) < 0) {
+        throw Libc.fail("getsockopt", "fd " + fd + ", option " + option, state);
+      }
+      return value.get(JAVA_INT, 0);
     } catch (NativeException e) {
       throw e;
     } catch (Throwable t) {

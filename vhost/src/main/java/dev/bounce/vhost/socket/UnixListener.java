@@ -54,6 +54,43 @@ public final class UnixListener implements AutoCloseable {
   }
 
   /**
+   * Whether the inherited fd {@code fd} is a listening AF_UNIX stream socket; false for a connected
+   * one.
+   *
+   * @throws IOException naming the fd when it is not an AF_UNIX stream socket at all
+   */
+  public static boolean listens(int fd) throws IOException {
+    try {
+      int domain = SocketCalls.intOption(fd, SocketCalls.SO_DOMAIN);
+      int type = SocketCalls.intOption(fd, SocketCalls.SO_TYPE);
+      if (domain != SocketCalls.AF_UNIX || type != SocketCalls.SOCK_STREAM) {
+        throw new IOException(
+            "fd "
+                + fd
+                + " is not an AF_UNIX stream socket (domain "
+                + domain
+                + ", type "
+                + type
+                + ")");
+      }
+      return SocketCalls.intOption(fd, SocketCalls.SO_ACCEPTCONN) != 0;
+    } catch (NativeException e) {
+      throw new IOException("fd " + fd + " is not a socket this process has: " + e.getMessage(), e);
+    }
+  }
+
+  /**
+   * Takes over an inherited listening socket ({@link #listens}; systemd's socket activation, a
+   * management layer's {@code --fd}): made non-blocking and close-on-exec. Closing it removes no
+   * file: its path, if any, belongs to whoever created it.
+   */
+  public static UnixListener inherit(Fd fd) throws NativeException {
+    Libc.setNonBlocking(fd.value());
+    Libc.setCloseOnExec(fd.value());
+    return new UnixListener(fd, null, null);
+  }
+
+  /**
    * Removes a socket file at {@code path} that nobody listens on (left by a process that died), so
    * a restarted daemon can bind again.
    *
@@ -97,6 +134,7 @@ public final class UnixListener implements AutoCloseable {
         .fileKey();
   }
 
+  /** Where it listens, or null for an inherited listener. */
   public Path path() {
     return path;
   }
@@ -116,7 +154,9 @@ public final class UnixListener implements AutoCloseable {
     // Compare before closing: while the fd is open the socket's inode cannot be freed, so no file
     // created since can have its number (and so its file key).
     try {
-      if (Files.exists(path, LinkOption.NOFOLLOW_LINKS) && Objects.equals(fileKey(path), fileKey)) {
+      if (path != null
+          && Files.exists(path, LinkOption.NOFOLLOW_LINKS)
+          && Objects.equals(fileKey(path), fileKey)) {
         Files.delete(path);
       }
     } catch (IOException e) {
@@ -128,6 +168,6 @@ public final class UnixListener implements AutoCloseable {
 
   @Override
   public String toString() {
-    return "listener at " + path;
+    return path == null ? "listener on inherited fd " + fd.value() : "listener at " + path;
   }
 }
