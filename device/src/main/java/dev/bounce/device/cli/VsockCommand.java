@@ -15,6 +15,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.stream.Stream;
 import org.yaml.snakeyaml.LoaderOptions;
 import org.yaml.snakeyaml.Yaml;
@@ -29,8 +30,8 @@ import org.yaml.snakeyaml.error.YAMLException;
 final class VsockCommand {
   private static final Flags FLAGS =
       new Flags(
-          "bounce vsock --socket PATH --uds-path PATH [--guest-cid N] [--tx-buffer-size B]"
-              + " [--queue-size N]\n"
+          "bounce vsock (--socket PATH | --fd N) --uds-path PATH [--guest-cid N]"
+              + " [--tx-buffer-size B] [--queue-size N]\n"
               + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
               + "       bounce vsock --config FILE\n"
               + "  each with [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
@@ -41,6 +42,17 @@ final class VsockCommand {
                           "guest-cid", "N", "the guest's context ID, 3 or more (default 3)"),
                       new Flags.Flag(
                           "socket", "PATH", "the vhost-user socket the VMM connects to (created)"),
+                      new Flags.Flag("socket-path", "PATH", "the same as --socket"),
+                      new Flags.Flag(
+                          "fd",
+                          "N",
+                          "the vhost-user socket as inherited fd N instead: a listening one"
+                              + " (systemd socket activation) or a connected one (served until its"
+                              + " frontend leaves)"),
+                      new Flags.Flag(
+                          "print-capabilities",
+                          null,
+                          "prints {\"type\": \"vsock\"} (vhost-user.json) and exits"),
                       new Flags.Flag(
                           "uds-path",
                           "PATH",
@@ -55,8 +67,8 @@ final class VsockCommand {
                       new Flags.Flag(
                           "vm",
                           "KEY=VALUE,...",
-                          "one guest (keys as the flags above: guest-cid, socket, uds-path,"
-                              + " tx-buffer-size, queue-size); repeat for more guests"),
+                          "one guest (keys as the flags above: guest-cid, socket or fd,"
+                              + " uds-path, tx-buffer-size, queue-size); repeat for more guests"),
                       new Flags.Flag(
                           "config",
                           "FILE",
@@ -67,17 +79,33 @@ final class VsockCommand {
 
   private VsockCommand() {}
 
+  /** vhost-user.rst, "Backend program conventions": the other flags are ignored. */
+  private static final String CAPABILITIES = "{\"type\": \"vsock\"}";
+
   static int run(List<String> args) throws Exception {
+    if (args.contains("--print-capabilities")) {
+      System.out.println(CAPABILITIES);
+      return 0;
+    }
     if (!FLAGS.parse(args)) return 0;
     List<VsockVm> vms = vms();
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
     CountDownLatch stopped = new CountDownLatch(1);
+    // Ends the process once every socket has nothing more to serve (an inherited connected one
+    // whose frontend left), as on SIGTERM.
+    AtomicInteger serving = new AtomicInteger(vms.size());
+    Runnable onFinished =
+        () -> {
+          if (serving.decrementAndGet() == 0) stopped.countDown();
+        };
     List<AutoCloseable> open = new ArrayList<>();
     int threads = Math.min(vms.size(), Runtime.getRuntime().availableProcessors());
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(threads, "bounce-data")) {
       List<VsockDevice> devices = new ArrayList<>();
-      for (VsockVm vm : vms) devices.add(serve(vm, dma, control.next(), data.next(), open));
+      for (VsockVm vm : vms) {
+        devices.add(serve(vm, dma, control.next(), data.next(), open, onFinished));
+      }
       Runtime.getRuntime()
           .addShutdownHook(
               new Thread(
@@ -102,11 +130,12 @@ final class VsockCommand {
   }
 
   private static List<VsockVm> vms() throws UsageException, IOException {
-    boolean single = FLAGS.has("socket") || FLAGS.has("uds-path");
+    boolean single =
+        FLAGS.has("socket") || FLAGS.has("socket-path") || FLAGS.has("fd") || FLAGS.has("uds-path");
     int ways = (single ? 1 : 0) + (FLAGS.has("vm") ? 1 : 0) + (FLAGS.has("config") ? 1 : 0);
     if (ways != 1) {
       throw new UsageException(
-          "give exactly one of: --socket with --uds-path, --vm (repeatable), --config (see --help)");
+          "give exactly one of: --socket (or --fd) with --uds-path, --vm (repeatable), --config (see --help)");
     }
     if (FLAGS.has("config")) return fromConfig(Path.of(FLAGS.require("config")));
     if (FLAGS.has("vm")) {
@@ -115,7 +144,15 @@ final class VsockCommand {
       return vms;
     }
     Map<String, String> keys = new LinkedHashMap<>();
-    for (String key : List.of("guest-cid", "socket", "uds-path", "tx-buffer-size", "queue-size")) {
+    for (String key :
+        List.of(
+            "guest-cid",
+            "socket",
+            "socket-path",
+            "fd",
+            "uds-path",
+            "tx-buffer-size",
+            "queue-size")) {
       if (FLAGS.has(key)) keys.put(key, FLAGS.get(key, null));
     }
     return List.of(VsockVm.of(keys, "the flags"));
@@ -149,7 +186,8 @@ final class VsockCommand {
       RestrictedDma dma,
       IoEventLoop control,
       IoEventLoop data,
-      List<AutoCloseable> open)
+      List<AutoCloseable> open,
+      Runnable onFinished)
       throws IOException {
     UnixHost host = UnixHost.listen(vm.udsPath(), data);
     open.add(host);
@@ -161,10 +199,11 @@ final class VsockCommand {
             vm.queueSize(),
             host);
     BackendServer server =
-        BackendServer.listen(
-            vm.socket(),
-            new BackendServer.Config("vsock cid " + vm.guestCid(), device, control, data, dma));
+        vm.socket()
+            .serve(
+                new BackendServer.Config("vsock cid " + vm.guestCid(), device, control, data, dma));
     open.add(0, server); // closed before its host side
+    server.finished().thenRun(onFinished);
     System.err.println(
         "bounce vsock: guest CID "
             + vm.guestCid()

@@ -11,13 +11,14 @@ import java.util.Set;
  * from a {@code --vm key=value,...} or from an entry of a {@code --config} file. Keys are spelled
  * with '-' or '_' alike ({@code guest-cid}, {@code guest_cid}), as vhost-device-vsock accepts both.
  */
-record VsockVm(long guestCid, Path socket, Path udsPath, int txBufferSize, int queueSize) {
+record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize, int queueSize) {
   static final long DEFAULT_GUEST_CID = 3;
   static final int DEFAULT_TX_BUFFER_SIZE = VsockDevice.DEFAULT_BUFFER_SIZE;
   static final int DEFAULT_QUEUE_SIZE = 1024;
 
   private static final Set<String> KEYS =
-      Set.of("guest-cid", "socket", "uds-path", "tx-buffer-size", "queue-size");
+      Set.of(
+          "guest-cid", "socket", "socket-path", "fd", "uds-path", "tx-buffer-size", "queue-size");
 
   VsockVm {
     if (guestCid < 3 || guestCid > 0xffff_fffeL) {
@@ -59,20 +60,37 @@ record VsockVm(long guestCid, Path socket, Path udsPath, int txBufferSize, int q
       }
       values.put(key, String.valueOf(e.getValue()));
     }
-    for (String required : new String[] {"socket", "uds-path"}) {
-      if (!values.containsKey(required))
-        throw new UsageException(where + ": " + required + " is missing");
-    }
+    if (!values.containsKey("uds-path")) throw new UsageException(where + ": uds-path is missing");
     try {
       return new VsockVm(
           number(values, "guest-cid", DEFAULT_GUEST_CID, where),
-          Path.of(values.get("socket")),
+          vhostSocket(values, where),
           Path.of(values.get("uds-path")),
           intValue("tx-buffer-size", size(values, where)),
           intValue("queue-size", number(values, "queue-size", DEFAULT_QUEUE_SIZE, where)));
     } catch (IllegalArgumentException e) {
       throw new UsageException(where + ": " + e.getMessage());
     }
+  }
+
+  /** socket (or its alias socket-path) or fd: exactly one. */
+  private static VhostSocket vhostSocket(Map<String, String> values, String where)
+      throws UsageException {
+    String path = values.getOrDefault("socket", values.get("socket-path"));
+    int given =
+        (values.containsKey("socket") ? 1 : 0)
+            + (values.containsKey("socket-path") ? 1 : 0)
+            + (values.containsKey("fd") ? 1 : 0);
+    if (given != 1) {
+      throw new UsageException(
+          where + ": give exactly one of socket (or socket-path), a path, and fd, an inherited fd");
+    }
+    if (path != null) return new VhostSocket.AtPath(Path.of(path));
+    long fd = number(values, "fd", -1, where);
+    if (fd < 0 || fd > Integer.MAX_VALUE) {
+      throw new UsageException(where + ": fd " + values.get("fd") + " is not an fd number");
+    }
+    return new VhostSocket.Inherited((int) fd);
   }
 
   private static long size(Map<String, String> values, String where) throws UsageException {

@@ -1,0 +1,145 @@
+package dev.bounce.it;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * vhost-user.rst's "Backend program conventions" for {@code scripts/bounce vsock}, as a management
+ * layer uses them: {@code --print-capabilities}, and {@code --fd} with the socket systemd's own
+ * socket activation passes ({@code systemd-socket-activate}): a listening socket that serves one
+ * frontend after another until SIGTERM, and (with {@code --accept}) a connected one per frontend,
+ * after which bounce exits by itself.
+ */
+@Timeout(value = 180, unit = TimeUnit.SECONDS)
+class BackendConventionsTest {
+  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
+  private static final String ACTIVATE = "/usr/bin/systemd-socket-activate";
+
+  @TempDir Path dir;
+  private Path socket;
+  private Path uds;
+  private Path log;
+  private Process activator;
+
+  @AfterEach
+  void stop() throws Exception {
+    if (activator != null && activator.isAlive()) {
+      activator.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+    }
+  }
+
+  @Test
+  void printCapabilitiesPrintsTheVsockTypeAndIgnoresEverythingElse() throws Exception {
+    LauncherTest.Run run = LauncherTest.launch("vsock", "--print-capabilities", "--no-such-flag");
+    assertEquals(0, run.status(), run.out() + run.err());
+    assertEquals(Map.of("type", "vsock"), Json.object(run.out().strip()), run.out());
+  }
+
+  @Test
+  void aListeningSocketFromSystemdServesOneFrontendAfterAnotherUntilSigterm() throws Exception {
+    activate(false);
+    for (int boot = 1; boot <= 2; boot++) assertTrafficFlows("frontend " + boot);
+    activator.destroy(); // systemd-socket-activate exec'd bounce: this is bounce's SIGTERM
+    assertTrue(activator.waitFor(20, TimeUnit.SECONDS), "no exit on SIGTERM: " + log());
+    assertTrue(log().contains("guest CID 3: 0 guest errors"), log());
+  }
+
+  @Test
+  void aConnectedSocketIsServedUntilItsFrontendLeavesThenBounceExits() throws Exception {
+    activate(true);
+    assertTrafficFlows("the one frontend");
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+    while (!log().contains("guest CID 3: 0 guest errors")) {
+      assertTrue(System.nanoTime() < deadline, "bounce did not exit after its frontend: " + log());
+      Thread.sleep(50);
+    }
+    assertTrue(log().contains("the frontend on inherited fd 3 went away"), log());
+  }
+
+  @Test
+  void anFdThatIsNoSocketIsRefusedNamingIt() throws Exception {
+    // fd 0 is the pipe the launcher gives the process as stdin.
+    LauncherTest.Run run =
+        LauncherTest.launch("vsock", "--fd", "0", "--uds-path", dir.resolve("u").toString());
+    assertEquals(1, run.status(), run.out() + run.err());
+    assertTrue(run.err().contains("fd 0 is not a socket"), run.err());
+  }
+
+  /** systemd-socket-activate listening at {@code socket}, starting bounce with it as fd 3. */
+  private void activate(boolean acceptEach) throws Exception {
+    assertTrue(
+        Files.isExecutable(Path.of(ACTIVATE)),
+        ACTIVATE + " is missing: install the systemd package (scripts/test does)");
+    socket = dir.resolve("vhost.sock");
+    uds = dir.resolve("vm.vsock");
+    log = dir.resolve("bounce.log");
+    ProcessBuilder command =
+        acceptEach
+            ? new ProcessBuilder(ACTIVATE, "--accept", "--listen", socket.toString())
+            : new ProcessBuilder(ACTIVATE, "--listen", socket.toString());
+    command
+        .command()
+        .addAll(
+            List.of(
+                ROOT.resolve("scripts/bounce").toString(),
+                "vsock",
+                "--fd",
+                "3",
+                "--uds-path",
+                uds.toString()));
+    activator = command.redirectErrorStream(true).redirectOutput(log.toFile()).start();
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+    while (!Files.exists(socket)) {
+      assertTrue(activator.isAlive(), "systemd-socket-activate exited: " + log());
+      assertTrue(System.nanoTime() < deadline, "no socket at " + socket + ": " + log());
+      Thread.sleep(20);
+    }
+  }
+
+  /** The fake frontend connects (bounce starts on that connection) and streams both ways. */
+  private void assertTrafficFlows(String who) throws Exception {
+    LauncherTest.Run run =
+        LauncherTest.launch(
+            "frontend",
+            "--socket",
+            socket.toString(),
+            "--device",
+            "vsock",
+            "--uds-path",
+            uds.toString(),
+            "--memory",
+            "64M",
+            "--count",
+            "4",
+            "--bytes",
+            "64K",
+            "--json");
+    String what = who + ": " + run.out() + run.err() + "\nbounce: " + log();
+    assertEquals(0, run.status(), what);
+    Map<String, Object> json = Json.object(run.out().strip());
+    assertEquals(4.0, json.get("connections"), what);
+    for (String way : new String[] {"guest_to_host", "host_to_guest"}) {
+      assertEquals(0.0, ((Map<?, ?>) json.get(way)).get("errors"), way + ": " + what);
+    }
+  }
+
+  private String log() {
+    try {
+      return Files.readString(log, StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      return "(no log: " + e.getMessage() + ")";
+    }
+  }
+}
