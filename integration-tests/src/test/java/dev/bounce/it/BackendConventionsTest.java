@@ -7,6 +7,7 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -68,6 +69,55 @@ class BackendConventionsTest {
     assertTrue(log().contains("the frontend on inherited fd 3 went away"), log());
   }
 
+  /**
+   * scripts/systemd's units pass {@code systemd-analyze verify}, and the service's ExecStart, run
+   * with the socket unit's socket as systemd would, serves a frontend.
+   */
+  @Test
+  void theShippedSystemdUnitsVerifyAndTheirCommandServes() throws Exception {
+    Path units = Files.createDirectories(dir.resolve("units"));
+    for (String unit : List.of("bounce-vsock@.socket", "bounce-vsock@.service")) {
+      String text = Files.readString(ROOT.resolve("scripts/systemd").resolve(unit));
+      Files.writeString(units.resolve(unit), instance(text, "%i"));
+    }
+    Process verify =
+        new ProcessBuilder(
+                "systemd-analyze",
+                "verify",
+                "--man=no",
+                units.resolve("bounce-vsock@3.socket").toString(),
+                units.resolve("bounce-vsock@3.service").toString())
+            .redirectErrorStream(true)
+            .start();
+    String said = new String(verify.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+    assertEquals(0, verify.waitFor(), said);
+    assertEquals("", said.strip());
+    String listen = setting(units.resolve("bounce-vsock@.socket"), "ListenStream");
+    List<String> command =
+        List.of(setting(units.resolve("bounce-vsock@.service"), "ExecStart").split(" "));
+    activate(
+        Path.of(instance(listen, "3")),
+        Path.of(command.get(command.indexOf("--uds-path") + 1).replace("%i", "3")),
+        false,
+        command.stream().map(word -> word.replace("%i", "3")).toList());
+    assertTrafficFlows("the unit's command");
+  }
+
+  /** A unit's text with this checkout for /opt/bounce and the test's directory for /run/bounce. */
+  private String instance(String text, String instance) {
+    return text.replace("/opt/bounce", ROOT.toString())
+        .replace("/run/bounce", dir.toString())
+        .replace("%i", instance);
+  }
+
+  private static String setting(Path unit, String key) throws IOException {
+    return Files.readAllLines(unit).stream()
+        .filter(line -> line.startsWith(key + "="))
+        .map(line -> line.substring(key.length() + 1))
+        .findFirst()
+        .orElseThrow(() -> new AssertionError(unit + " has no " + key));
+  }
+
   @Test
   void anFdThatIsNoSocketIsRefusedNamingIt() throws Exception {
     // fd 0 is the pipe the launcher gives the process as stdin.
@@ -77,29 +127,35 @@ class BackendConventionsTest {
     assertTrue(run.err().contains("fd 0 is not a socket"), run.err());
   }
 
-  /** systemd-socket-activate listening at {@code socket}, starting bounce with it as fd 3. */
+  /** systemd-socket-activate listening at a socket, starting bounce with it as fd 3. */
   private void activate(boolean acceptEach) throws Exception {
+    Path vsock = dir.resolve("vm.vsock");
+    activate(
+        dir.resolve("vhost.sock"),
+        vsock,
+        acceptEach,
+        List.of(
+            ROOT.resolve("scripts/bounce").toString(),
+            "vsock",
+            "--fd",
+            "3",
+            "--uds-path",
+            vsock.toString()));
+  }
+
+  private void activate(Path socket, Path uds, boolean acceptEach, List<String> bounce)
+      throws Exception {
     assertTrue(
         Files.isExecutable(Path.of(ACTIVATE)),
         ACTIVATE + " is missing: install the systemd package (scripts/test does)");
-    socket = dir.resolve("vhost.sock");
-    uds = dir.resolve("vm.vsock");
+    this.socket = socket;
+    this.uds = uds;
     log = dir.resolve("bounce.log");
-    ProcessBuilder command =
-        acceptEach
-            ? new ProcessBuilder(ACTIVATE, "--accept", "--listen", socket.toString())
-            : new ProcessBuilder(ACTIVATE, "--listen", socket.toString());
-    command
-        .command()
-        .addAll(
-            List.of(
-                ROOT.resolve("scripts/bounce").toString(),
-                "vsock",
-                "--fd",
-                "3",
-                "--uds-path",
-                uds.toString()));
-    activator = command.redirectErrorStream(true).redirectOutput(log.toFile()).start();
+    List<String> command = new ArrayList<>(List.of(ACTIVATE, "--listen", socket.toString()));
+    if (acceptEach) command.add(1, "--accept");
+    command.addAll(bounce);
+    activator =
+        new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
     while (!Files.exists(socket)) {
       assertTrue(activator.isAlive(), "systemd-socket-activate exited: " + log());
