@@ -78,6 +78,11 @@ class LauncherTest {
     assertTrue(out.contains("guest -> host: 16.0 MiB in "), out);
     assertTrue(out.contains("host -> guest: 16.0 MiB in "), out);
     assertTrue(out.contains("checksums:     OK"), out);
+    assertTrue(out.contains("bit 27, VIRTIO_F_RESTRICTED_DMA, accepted"), out);
+    assertTrue(
+        out.contains("DMA pool:      16 MiB, enforced by the backend; at most ")
+            && out.contains("addresses outside it per queue: 0, 0, 0"),
+        out);
     assertTrue(out.contains("backend:       0 guest errors, exited on SIGTERM"), out);
     assertTrue(out.contains("result:        OK"), out);
     assertEquals(before, demoDirs(tmp), "the demo left its socket directory behind");

@@ -7,11 +7,13 @@ import dev.bounce.vhost.frontend.GuestRam;
 import dev.bounce.vhost.frontend.Handshake;
 import dev.bounce.vhost.frontend.MemoryMode;
 import dev.bounce.vhost.frontend.Stats;
+import dev.bounce.vhost.spi.VirtioFeatures;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.Locale;
@@ -21,11 +23,13 @@ import java.util.regex.Pattern;
 import java.util.stream.Stream;
 
 /**
- * {@code bounce demo}: {@code bounce vsock} runs as a second process, as it would beside a VMM; the
- * fake frontend (a VMM and a Linux-like guest driver in this process) connects to it, shares only a
- * DMA pool of guest memory (every buffer bounces through it, as a guest with a restricted DMA pool
- * does), and streams checksummed bytes both ways between guest sockets and host applications on the
- * backend's hybrid-vsock Unix sockets. Prints a summary; exits non-zero if anything failed.
+ * {@code bounce demo}: {@code bounce vsock} runs as a second process, as it would beside a VMM,
+ * with the guest's DMA pool enforced ({@code --pool}, {@code --restricted-dma required}); the fake
+ * frontend (a VMM and a Linux-like guest driver in this process) connects to it, accepts
+ * VIRTIO_F_RESTRICTED_DMA, shares only the pool of guest memory (every buffer bounces through it,
+ * as a guest with a restricted DMA pool does), and streams checksummed bytes both ways between
+ * guest sockets and host applications on the backend's hybrid-vsock Unix sockets. Prints a summary
+ * with the backend's pool figures; exits non-zero if anything failed.
  */
 final class VsockDemo {
   private static final long GUEST_CID = 3;
@@ -39,6 +43,10 @@ final class VsockDemo {
   private static final Duration LIMIT = Duration.ofSeconds(30);
   private static final Pattern GUEST_ERRORS =
       Pattern.compile("guest CID \\d+: (\\d+) guest errors");
+  private static final Pattern POOL_FIGURES =
+      Pattern.compile(
+          "restricted DMA: pool (\\d+) bytes, peak (\\d+) bytes in flight, pool violations per"
+              + " queue \\[([^]]*)]");
 
   private VsockDemo() {}
 
@@ -51,15 +59,9 @@ final class VsockDemo {
     Path log = dir.resolve("backend.log");
     Process backend = null;
     try {
-      say(
-          "demo",
-          "starting the backend: bounce vsock --guest-cid "
-              + GUEST_CID
-              + " --socket "
-              + socket
-              + " --uds-path "
-              + uds);
-      backend = startBackend(socket, uds, log);
+      List<String> command = backendCommand(socket, uds);
+      say("demo", "starting the backend: bounce " + String.join(" ", command));
+      backend = startBackend(command, log);
       awaitListening(backend, socket, uds, log);
       say("demo", "backend process " + backend.pid() + " listening");
       VsockWorkload.Result result = traffic(socket, uds);
@@ -69,7 +71,8 @@ final class VsockDemo {
       backendLog.lines().forEach(line -> say("backend", line));
       Matcher m = GUEST_ERRORS.matcher(backendLog);
       long guestErrors = m.find() ? Long.parseLong(m.group(1)) : -1;
-      return summary(result, guestErrors, exited);
+      Matcher pool = POOL_FIGURES.matcher(backendLog);
+      return summary(result, guestErrors, pool.find() ? pool : null, exited);
     } finally {
       if (backend != null && backend.isAlive()) backend.destroyForcibly().waitFor();
       deleteAll(dir);
@@ -81,13 +84,17 @@ final class VsockDemo {
     try (GuestRam ram =
             GuestRam.create(MemoryMode.POOL, RAM_START, RAM_SIZE, POOL_START, POOL_SIZE);
         FrontendSession session =
-            FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, 256))) {
+            FrontendSession.connect(
+                socket,
+                ram,
+                VsockDriver.options(Handshake.QEMU, 256)
+                    .withDriverFeatures(VirtioFeatures.bit(VirtioFeatures.RESTRICTED_DMA)))) {
       long cid = VsockDriver.guestCid(session);
       say(
           "frontend",
           "negotiated like QEMU 7.2 (features 0x"
               + Long.toHexString(session.features())
-              + "), guest CID "
+              + ": bit 27, VIRTIO_F_RESTRICTED_DMA, accepted), guest CID "
               + cid
               + "; shared with the backend: the "
               + (POOL_SIZE >> 20)
@@ -129,13 +136,16 @@ final class VsockDemo {
     }
   }
 
-  private static int summary(VsockWorkload.Result r, long guestErrors, boolean exited) {
+  private static int summary(
+      VsockWorkload.Result r, long guestErrors, Matcher pool, boolean exited) {
+    boolean poolKept = pool != null && pool.group(3).matches("0(, 0)*");
     boolean ok =
         r.errors() == 0
             && r.connections() == CONNECTIONS
             && r.guestToHost().bytes() == CONNECTIONS * BYTES
             && r.hostToGuest().bytes() == CONNECTIONS * BYTES
             && guestErrors == 0
+            && poolKept
             && exited;
     System.out.println();
     System.out.println("summary:");
@@ -149,6 +159,17 @@ final class VsockDemo {
             + (r.errors() == 0
                 ? "OK (CRC32C equal at both ends of every stream)"
                 : "FAILED: " + firstError(r)));
+    System.out.println(
+        "  DMA pool:      "
+            + (pool == null
+                ? "the backend did not report its pool figures"
+                : String.format(
+                    Locale.ROOT,
+                    "%d MiB, enforced by the backend; at most %d KiB of it in flight; addresses"
+                        + " outside it per queue: %s",
+                    Long.parseLong(pool.group(1)) >> 20,
+                    Long.parseLong(pool.group(2)) >> 10,
+                    pool.group(3))));
     System.out.println(
         "  backend:       "
             + (guestErrors < 0 ? "did not report its guest errors" : guestErrors + " guest errors")
@@ -173,21 +194,34 @@ final class VsockDemo {
         : r.hostToGuest().firstError();
   }
 
-  private static Process startBackend(Path socket, Path uds, Path log) throws IOException {
+  /** {@code bounce vsock} with the pool the guest bounces through, enforced. */
+  private static List<String> backendCommand(Path socket, Path uds) {
+    return List.of(
+        "vsock",
+        "--guest-cid",
+        Long.toString(GUEST_CID),
+        "--socket",
+        socket.toString(),
+        "--uds-path",
+        uds.toString(),
+        "--pool",
+        String.format("0x%x:%dM", POOL_START, POOL_SIZE >> 20),
+        "--restricted-dma",
+        "required");
+  }
+
+  private static Process startBackend(List<String> command, Path log) throws IOException {
     String java = ProcessHandle.current().info().command().orElse("java");
-    return new ProcessBuilder(
-            java,
-            "--enable-native-access=ALL-UNNAMED",
-            "-cp",
-            System.getProperty("java.class.path"),
-            Main.class.getName(),
-            "vsock",
-            "--guest-cid",
-            Long.toString(GUEST_CID),
-            "--socket",
-            socket.toString(),
-            "--uds-path",
-            uds.toString())
+    List<String> process =
+        new ArrayList<>(
+            List.of(
+                java,
+                "--enable-native-access=ALL-UNNAMED",
+                "-cp",
+                System.getProperty("java.class.path"),
+                Main.class.getName()));
+    process.addAll(command);
+    return new ProcessBuilder(process)
         .redirectErrorStream(true)
         .redirectOutput(log.toFile())
         .start();
