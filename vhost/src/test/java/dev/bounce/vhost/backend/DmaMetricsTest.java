@@ -1,0 +1,61 @@
+package dev.bounce.vhost.backend;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import dev.bounce.vhost.backend.RestrictedDma.Policy;
+import dev.bounce.vhost.frontend.FrontendChannel;
+import dev.bounce.vhost.testdevice.EchoDevice;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The pool size {@link DmaMetrics} report: a {@code --pool} window counts only once the frontend's
+ * memory table shares some of it. Regions that miss the window are remembered but never mapped, so
+ * a session whose table misses it has no pool at all, and reporting the window's size would claim
+ * one that bounce never had.
+ */
+@Timeout(value = 30, unit = TimeUnit.SECONDS)
+class DmaMetricsTest {
+  private static final long POOL_SIZE = 1 << 20;
+
+  @TempDir Path dir;
+
+  @Test
+  void aWindowTheMemoryTableMissesCountsNoPool() throws Exception {
+    // The shared region is TestFrontend.MEMORY_SIZE at GUEST_BASE; the window starts where it ends.
+    long window = TestFrontend.GUEST_BASE + TestFrontend.MEMORY_SIZE;
+    assertEquals(0, poolSizeAfterSharing(window));
+  }
+
+  @Test
+  void aWindowInsideTheMemoryTableCountsThePool() throws Exception {
+    long window = TestFrontend.GUEST_BASE + TestFrontend.MEMORY_SIZE - POOL_SIZE;
+    assertEquals(POOL_SIZE, poolSizeAfterSharing(window));
+  }
+
+  /**
+   * With a {@code POOL_SIZE} window at guest address {@code window}, the pool size reported after
+   * the frontend shares its default memory; before it shares any, none is reported.
+   */
+  private long poolSizeAfterSharing(long window) throws Exception {
+    Path socket = dir.resolve("backend.sock");
+    RestrictedDma dma =
+        new RestrictedDma(Policy.PREFERRED, new RestrictedDma.Window(window, POOL_SIZE));
+    try (BackendFixture backend =
+            BackendFixture.listen(
+                socket, new EchoDevice(TestFrontend.QUEUES, TestFrontend.QUEUE_SIZE), dma);
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(socket))) {
+      frontend.negotiate(true);
+      DmaMetrics before = backend.server.session().dmaMetrics();
+      assertEquals(0, before.poolSize(), "no memory table yet: " + before);
+      frontend.shareMemory();
+      DmaMetrics after = backend.server.session().dmaMetrics();
+      assertEquals(List.of(), backend.loopFailures(), "nothing escaped into a loop");
+      return after.poolSize();
+    }
+  }
+}
