@@ -549,12 +549,15 @@ public final class BackendSession implements AutoCloseable {
     old.retire(next);
     LOG.log(Level.INFO, "{0}: memory is now {1}", name, next);
     if (next instanceof RestrictedPool pool && next.regionCount() > 0 && !pool.isFullyShared()) {
+      boolean none = pool.mapped().regionCount() == 0;
       LOG.log(
           Level.WARNING,
-          "{0}: the frontend shares only part of the restricted pool {1}: the pool given to bounce"
-              + " and the memory the VMM shares disagree; addresses in the holes will be refused",
+          "{0}: the frontend shares {1} of the restricted pool {2}: the pool given to bounce and"
+              + " the memory the VMM shares disagree; {3} will be refused",
           name,
-          pool);
+          none ? "none" : "only part",
+          pool,
+          none ? "every address" : "addresses in the holes");
     }
   }
 

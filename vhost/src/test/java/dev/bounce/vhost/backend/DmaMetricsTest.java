@@ -1,6 +1,7 @@
 package dev.bounce.vhost.backend;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.backend.RestrictedDma.Policy;
 import dev.bounce.vhost.frontend.FrontendChannel;
@@ -28,20 +29,31 @@ class DmaMetricsTest {
   void aWindowTheMemoryTableMissesCountsNoPool() throws Exception {
     // The shared region is TestFrontend.MEMORY_SIZE at GUEST_BASE; the window starts where it ends.
     long window = TestFrontend.GUEST_BASE + TestFrontend.MEMORY_SIZE;
-    assertEquals(0, poolSizeAfterSharing(window));
+    Shared shared = share(window);
+    assertEquals(0, shared.poolSize());
+    assertTrue(
+        shared.warnings().stream().anyMatch(l -> l.contains("shares none of the restricted pool")),
+        "the operator is told: " + shared.warnings());
   }
 
   @Test
   void aWindowInsideTheMemoryTableCountsThePool() throws Exception {
     long window = TestFrontend.GUEST_BASE + TestFrontend.MEMORY_SIZE - POOL_SIZE;
-    assertEquals(POOL_SIZE, poolSizeAfterSharing(window));
+    Shared shared = share(window);
+    assertEquals(POOL_SIZE, shared.poolSize());
+    assertTrue(
+        shared.warnings().stream().noneMatch(l -> l.contains("of the restricted pool")),
+        "nothing to warn of: " + shared.warnings());
   }
 
+  /** The pool size reported once the frontend shared its memory, and the warnings logged. */
+  record Shared(long poolSize, List<String> warnings) {}
+
   /**
-   * With a {@code POOL_SIZE} window at guest address {@code window}, the pool size reported after
-   * the frontend shares its default memory; before it shares any, none is reported.
+   * With a {@code POOL_SIZE} window at guest address {@code window}, what is reported after the
+   * frontend shares its default memory; before it shares any, no pool is reported.
    */
-  private long poolSizeAfterSharing(long window) throws Exception {
+  private Shared share(long window) throws Exception {
     Path socket = dir.resolve("backend.sock");
     RestrictedDma dma =
         new RestrictedDma(Policy.PREFERRED, new RestrictedDma.Window(window, POOL_SIZE));
@@ -55,7 +67,7 @@ class DmaMetricsTest {
       frontend.shareMemory();
       DmaMetrics after = backend.server.session().dmaMetrics();
       assertEquals(List.of(), backend.loopFailures(), "nothing escaped into a loop");
-      return after.poolSize();
+      return new Shared(after.poolSize(), backend.warnings());
     }
   }
 }
