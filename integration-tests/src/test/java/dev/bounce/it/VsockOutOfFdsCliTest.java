@@ -123,7 +123,7 @@ class VsockOutOfFdsCliTest {
     assertTrue(bounce.isAlive(), "bounce vsock died: " + log());
   }
 
-  /** The stream listener is Netty's, whose acceptor turns autoRead off for a second on EMFILE. */
+  /** The stream listener is Netty's; bounce's AcceptPause turns its autoRead off for a second. */
   @Test
   void streamListenerOutOfFdsPausesInsteadOfSpinningAndAcceptsAgainOnceFdsAreFree()
       throws Exception {
@@ -131,9 +131,9 @@ class VsockOutOfFdsCliTest {
     int limit = limitFds();
     for (int i = 0, n = free(limit) + 2; i < n; i++) held.add(SocketChannel.open(listener));
 
-    // Netty logs the failure in its own words; that every fd is taken while connections still
-    // wait says as much.
     awaitNoFdFree(limit);
+    awaitLog("vsock: accepting at " + uds + ": ");
+    assertTrue(log().contains("; pausing for 1 s"), log());
     assertIdle();
 
     closeHeld();

@@ -105,6 +105,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
         new ServerBootstrap()
             .group(loop)
             .channel(EpollServerDomainSocketChannel.class)
+            .handler(new AcceptPause(udsPath))
             .childHandler(
                 new ChannelInitializer<Channel>() {
                   @Override
