@@ -15,6 +15,7 @@ final class Logging {
 
   static void configure() {
     if (System.getProperty("java.util.logging.config.file") != null) return;
+    System.setProperty("java.util.logging.manager", KeptAtExit.class.getName());
     System.setProperty(
         "java.util.logging.SimpleFormatter.format", "%1$tT.%1$tL %4$-7s %3$s: %5$s%6$s%n");
     LogManager.getLogManager().reset();
@@ -24,5 +25,28 @@ final class Logging {
     handler.setLevel(Level.ALL);
     root.addHandler(handler);
     root.setLevel(Level.INFO);
+    if (LogManager.getLogManager() instanceof KeptAtExit manager) manager.keep();
+  }
+
+  /**
+   * The JDK's LogManager closes every handler from a shutdown hook of its own, which runs beside
+   * bounce's: what bounce logs while it closes on SIGTERM (a session's end and its restricted-DMA
+   * figures) would be lost. This one keeps its handlers until the JVM is gone; the console handler
+   * flushes each record anyway.
+   */
+  public static final class KeptAtExit extends LogManager {
+    private volatile boolean kept;
+
+    public KeptAtExit() {}
+
+    @Override
+    public void reset() {
+      if (!kept) super.reset();
+    }
+
+    /** From now on nothing resets the configuration (the JDK's exit hook included). */
+    void keep() {
+      kept = true;
+    }
   }
 }

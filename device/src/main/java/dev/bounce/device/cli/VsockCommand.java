@@ -15,6 +15,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.stream.Stream;
 import org.yaml.snakeyaml.LoaderOptions;
@@ -79,6 +80,9 @@ final class VsockCommand {
 
   private VsockCommand() {}
 
+  /** How long an exit waits for everything to close (systemd's unit allows 15 s). */
+  private static final long SHUTDOWN_SECONDS = 10;
+
   /** vhost-user.rst, "Backend program conventions": the other flags are ignored. */
   private static final String CAPABILITIES = "{\"type\": \"vsock\"}";
 
@@ -90,9 +94,11 @@ final class VsockCommand {
     if (!FLAGS.parse(args)) return 0;
     List<VsockVm> vms = vms();
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
+    // SIGTERM, or nothing left to serve (every socket an inherited connected one whose frontend
+    // left): this thread then closes everything while the event loops still run, and the exit
+    // waits for it.
     CountDownLatch stopped = new CountDownLatch(1);
-    // Ends the process once every socket has nothing more to serve (an inherited connected one
-    // whose frontend left), as on SIGTERM.
+    CountDownLatch closed = new CountDownLatch(1);
     AtomicInteger serving = new AtomicInteger(vms.size());
     Runnable onFinished =
         () -> {
@@ -110,21 +116,24 @@ final class VsockCommand {
           .addShutdownHook(
               new Thread(
                   () -> {
-                    closeAll(open);
-                    for (VsockDevice d : devices) {
-                      System.err.println(
-                          "bounce vsock: guest CID "
-                              + d.guestCid()
-                              + ": "
-                              + d.guestErrors()
-                              + " guest errors");
-                    }
                     stopped.countDown();
+                    try {
+                      closed.await(SHUTDOWN_SECONDS, TimeUnit.SECONDS);
+                    } catch (InterruptedException e) {
+                      Thread.currentThread().interrupt();
+                    }
                   }));
       stopped.await();
+      closeAll(open);
+      for (VsockDevice d : devices) {
+        System.err.println(
+            "bounce vsock: guest CID " + d.guestCid() + ": " + d.guestErrors() + " guest errors");
+      }
     } catch (Exception e) {
       closeAll(open);
       throw e;
+    } finally {
+      closed.countDown(); // the event loops are shut down by now
     }
     return 0;
   }
@@ -137,11 +146,11 @@ final class VsockCommand {
       throw new UsageException(
           "give exactly one of: --socket (or --fd) with --uds-path, --vm (repeatable), --config (see --help)");
     }
-    if (FLAGS.has("config")) return fromConfig(Path.of(FLAGS.require("config")));
+    if (FLAGS.has("config")) return distinct(fromConfig(Path.of(FLAGS.require("config"))));
     if (FLAGS.has("vm")) {
       List<VsockVm> vms = new ArrayList<>();
       for (String spec : FLAGS.all("vm")) vms.add(VsockVm.parse(spec));
-      return vms;
+      return distinct(vms);
     }
     Map<String, String> keys = new LinkedHashMap<>();
     for (String key :
@@ -156,6 +165,33 @@ final class VsockCommand {
       if (FLAGS.has(key)) keys.put(key, FLAGS.get(key, null));
     }
     return List.of(VsockVm.of(keys, "the flags"));
+  }
+
+  /** No two guests may share a CID, a vhost-user socket (path or fd) or a uds-path. */
+  static List<VsockVm> distinct(List<VsockVm> vms) throws UsageException {
+    for (int i = 0; i < vms.size(); i++) {
+      for (int j = 0; j < i; j++) {
+        VsockVm a = vms.get(j);
+        VsockVm b = vms.get(i);
+        String clash =
+            a.guestCid() == b.guestCid()
+                ? "guest CID " + a.guestCid()
+                : a.socket().equals(b.socket())
+                    ? "vhost-user socket " + a.socket()
+                    : a.udsPath().equals(b.udsPath()) ? "uds-path " + a.udsPath() : null;
+        if (clash != null) {
+          throw new UsageException(
+              "guests "
+                  + (j + 1)
+                  + " and "
+                  + (i + 1)
+                  + " both have "
+                  + clash
+                  + "; each needs its own");
+        }
+      }
+    }
+    return vms;
   }
 
   static List<VsockVm> fromConfig(Path file) throws UsageException, IOException {
