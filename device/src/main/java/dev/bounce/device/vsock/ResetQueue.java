@@ -32,10 +32,25 @@ final class ResetQueue {
   boolean add(int guestPort, int hostPort, int type) {
     if (isFull()) return false;
     int at = (head + count) % ports.length;
-    ports[at] = ((long) guestPort << 32) | Integer.toUnsignedLong(hostPort);
+    ports[at] = pair(guestPort, hostPort);
     types[at] = (byte) type;
     count++;
     return true;
+  }
+
+  /** Drops every RST for this pair, keeping the others in order. */
+  void remove(int guestPort, int hostPort) {
+    long pair = pair(guestPort, hostPort);
+    int kept = 0;
+    for (int i = 0; i < count; i++) {
+      int from = (head + i) % ports.length;
+      if (ports[from] == pair) continue;
+      int to = (head + kept) % ports.length; // never ahead of from: compacting in place is safe
+      ports[to] = ports[from];
+      types[to] = types[from];
+      kept++;
+    }
+    count = kept;
   }
 
   int firstGuestPort() {
@@ -58,5 +73,9 @@ final class ResetQueue {
   void clear() {
     head = 0;
     count = 0;
+  }
+
+  private static long pair(int guestPort, int hostPort) {
+    return ((long) guestPort << 32) | Integer.toUnsignedLong(hostPort);
   }
 }

@@ -216,7 +216,7 @@ public final class VsockConnection {
   /** The host resets the connection: RST to the guest, and the connection is dropped. */
   public void reset() {
     if (state == State.CLOSED) return;
-    device.resetConnection(this, true);
+    device.resetConnection(this);
   }
 
   @Override

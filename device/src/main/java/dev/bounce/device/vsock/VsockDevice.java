@@ -374,6 +374,10 @@ public final class VsockDevice implements VirtioDevice {
       refuse(existing, guestPort, hostPort, type);
       return;
     }
+    // The guest reuses the pair, so it holds the connection an RST still waiting for it belonged to
+    // as gone: sent after this REQUEST's RESPONSE was queued, it would reset the new one instead.
+    connectionResets.remove(guestPort, hostPort);
+    strayResets.remove(guestPort, hostPort);
     if (atConnectionLimit()) {
       if (logs()) {
         print(
@@ -511,7 +515,7 @@ public final class VsockDevice implements VirtioDevice {
     if (c.peerShutdown == VsockHeader.SHUTDOWN_BOTH
         && c.fromGuest.isEmpty()
         && c.state != VsockConnection.State.CLOSED) {
-      resetConnection(c, true);
+      resetConnection(c);
     }
   }
 
@@ -546,17 +550,12 @@ public final class VsockDevice implements VirtioDevice {
     }
   }
 
-  /** Ends {@code c}: RST to the guest when {@code tell}, and the host end hears it. */
-  void resetConnection(VsockConnection c, boolean tell) {
-    boolean kept = forget(c);
-    if (tell) {
-      // The RST takes over the connection's slot, so its queue has room (see connectionResets).
-      if (kept && connectionResets.add(c.guestPort(), c.hostPort(), c.type())) {
-        requestRx();
-      } else {
-        strayReset(c.guestPort(), c.hostPort(), c.type());
-      }
-    }
+  /** Ends {@code c}: RST to the guest, and the host end hears it. */
+  void resetConnection(VsockConnection c) {
+    forget(c);
+    // The RST takes over the connection's slot, so its queue has room (see connectionResets).
+    connectionResets.add(c.guestPort(), c.hostPort(), c.type());
+    requestRx();
     close(c);
   }
 
@@ -565,12 +564,9 @@ public final class VsockDevice implements VirtioDevice {
     return connections.size() + connectionResets.size() >= maxConnections;
   }
 
-  /** Removes {@code c} from the table; whether it was there. */
-  private boolean forget(VsockConnection c) {
+  private void forget(VsockConnection c) {
     if (last == c) last = null;
-    if (connections.get(c.key()) != c) return false;
     connections.remove(c.key());
-    return true;
   }
 
   private static void close(VsockConnection c) {
@@ -583,7 +579,7 @@ public final class VsockDevice implements VirtioDevice {
 
   private void refuse(VsockConnection c, int guestPort, int hostPort, int type) {
     if (c != null) {
-      resetConnection(c, true);
+      resetConnection(c);
     } else {
       strayReset(guestPort, hostPort, type);
     }

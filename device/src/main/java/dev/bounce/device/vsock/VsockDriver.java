@@ -172,6 +172,16 @@ public final class VsockDriver {
     this.postRx = post;
   }
 
+  /** Rx buffers posted that the device has not used yet. */
+  public int rxBuffersPosted() {
+    return rxRing.size() - rxRing.freeDescriptors();
+  }
+
+  /** Whether the device used every tx buffer posted: it has taken every packet sent so far. */
+  public boolean txIdle() {
+    return txRing.freeDescriptors() == txRing.size();
+  }
+
   /** RSTs that arrived for no socket of this driver (answers to raw packets, refused ones). */
   public long resetsForNoSocket() {
     return resetsForNoSocket;

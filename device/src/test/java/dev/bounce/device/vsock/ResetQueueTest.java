@@ -33,6 +33,38 @@ class ResetQueueTest {
   }
 
   @Test
+  void removeDropsEveryRstOfAPairAndKeepsTheRestInOrderAcrossWrapAround() {
+    ResetQueue queue = new ResetQueue(5);
+    ArrayDeque<int[]> model = new ArrayDeque<>();
+    Random random = new Random(11);
+    for (int step = 0; step < 10_000; step++) {
+      // Few distinct pairs, one with a high (negative as int) port, so that removals hit.
+      int guestPort = random.nextInt(3) == 0 ? 0x8000_0001 : random.nextInt(2);
+      int hostPort = random.nextInt(2);
+      switch (random.nextInt(3)) {
+        case 0 -> {
+          if (queue.add(guestPort, hostPort, 1)) model.addLast(new int[] {guestPort, hostPort});
+        }
+        case 1 -> {
+          if (!model.isEmpty()) {
+            queue.removeFirst();
+            model.pollFirst();
+          }
+        }
+        default -> {
+          queue.remove(guestPort, hostPort);
+          model.removeIf(r -> r[0] == guestPort && r[1] == hostPort);
+        }
+      }
+      assertEquals(model.size(), queue.size());
+      if (!model.isEmpty()) {
+        assertEquals(model.peekFirst()[0], queue.firstGuestPort());
+        assertEquals(model.peekFirst()[1], queue.firstHostPort());
+      }
+    }
+  }
+
+  @Test
   void refusesWhenFullAndEmptiesOnClear() {
     ResetQueue queue = new ResetQueue(2);
     assertTrue(queue.add(0xffff_ffff, 1, 1));

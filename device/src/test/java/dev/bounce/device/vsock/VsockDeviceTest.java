@@ -251,14 +251,11 @@ class VsockDeviceTest {
   }
 
   @Test
-  void everyEndedConnectionsRstWaitsForRxBuffers() throws Exception {
+  void everyEndedConnectionsRstWaitsForRxBuffersAndKeepsItsSlot() throws Exception {
     // More connections end while the guest posts no rx buffers than RSTs for unknown ports are
     // kept (1024): a guest socket whose RST were dropped would wait for ever.
     int count = 1100;
-    host = new LoopbackHost().echo(ECHO_PORT);
-    rig = new VsockRig(dir, 16, BUFFER, count, loop -> host);
-    device = rig.device;
-    driver = rig.driver;
+    startWithRoomFor(count);
     List<VsockDriver.Socket> sockets = new ArrayList<>();
     for (int i = 0; i < count; i++) {
       sockets.add(driver.startConnect(ECHO_PORT, VsockHeader.TYPE_STREAM));
@@ -269,20 +266,79 @@ class VsockDeviceTest {
       driver.pump(10);
     }
     assertTrue(sockets.stream().allMatch(VsockDriver.Socket::isOpen));
-    driver.postRxBuffers(false);
+    useUpRxBuffers(sockets.getFirst());
     // A full shutdown of a connection with nothing left to forward ends it with an RST.
     for (VsockDriver.Socket s : sockets) s.shutdown(VsockHeader.SHUTDOWN_BOTH);
     while (device.connectionCount() > 0) {
       assertTrue(System.nanoTime() < deadline, "the shutdowns did not end the connections");
       driver.pump(10);
     }
-    // No RST lost: the 16 posted buffers carried some, the rest waited.
+    // Until their RSTs went, the ended connections fill the table: a new one is refused.
+    VsockDriver.Socket late = driver.startConnect(ECHO_PORT, VsockHeader.TYPE_STREAM);
+    awaitTxTaken();
+    assertEquals(0, device.connectionCount(), "a connection taken while the table was full");
     driver.postRxBuffers(true);
     for (VsockDriver.Socket s : sockets) s.awaitReset(TIMEOUT);
+    late.awaitReset(TIMEOUT);
     assertEquals(0, driver.badPackets(), driver.firstProblem());
     // Their slots are free again.
     VsockDriver.Socket t = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
     assertArrayEquals(random(1000, 16), echo(t, random(1000, 16)));
+  }
+
+  @Test
+  void aRequestReusingAPairDropsTheRstStillWaitingForIt() throws Exception {
+    startWithRoomFor(64);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    useUpRxBuffers(s);
+    int port = 7777;
+    long resetsBefore = driver.resetsForNoSocket();
+    // Data for no connection: its RST waits for an rx buffer...
+    driver.sendRaw(
+        VsockHeader.HOST_CID, port, ECHO_PORT, 1, VsockHeader.TYPE_STREAM, Op.RW, 0, new byte[1]);
+    // ...when the guest connects from the same port. The RST belongs to what came before; sent
+    // ahead of the RESPONSE, it would reset this connection.
+    driver.sendRaw(
+        VsockHeader.HOST_CID, port, ECHO_PORT, 0, VsockHeader.TYPE_STREAM, Op.REQUEST, 0, null);
+    awaitTxTaken();
+    assertEquals(2, device.connectionCount());
+    driver.postRxBuffers(true);
+    // The driver knows no socket on that port: it answers the RESPONSE with RST, which ends it.
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (device.connectionCount() > 1) {
+      assertTrue(System.nanoTime() < deadline, "no RESPONSE for the raw REQUEST");
+      driver.pump(10);
+    }
+    assertEquals(resetsBefore, driver.resetsForNoSocket(), "the stale RST reached the guest");
+  }
+
+  private void startWithRoomFor(int maxConnections) throws Exception {
+    host = new LoopbackHost().echo(ECHO_PORT);
+    rig = new VsockRig(dir, 16, BUFFER, maxConnections, loop -> host);
+    device = rig.device;
+    driver = rig.driver;
+  }
+
+  /** Stops restocking rx buffers, and has the echo on {@code s} use up every one posted. */
+  private void useUpRxBuffers(VsockDriver.Socket s) throws IOException {
+    driver.postRxBuffers(false);
+    byte[] data = random(BUFFER, 17); // more than the 16 posted buffers hold
+    int sent = 0;
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (driver.rxBuffersPosted() > 0) {
+      assertTrue(System.nanoTime() < deadline, driver.rxBuffersPosted() + " rx buffers unused");
+      if (sent < data.length) sent += s.trySend(data, sent, data.length - sent, false);
+      driver.pump(10);
+    }
+  }
+
+  /** Waits until the device has taken every packet the driver sent. */
+  private void awaitTxTaken() throws IOException {
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (!driver.txIdle()) {
+      assertTrue(System.nanoTime() < deadline, "the device did not take what was sent");
+      driver.pump(10);
+    }
   }
 
   private void awaitStrayReset(int port, long count) throws IOException {
