@@ -54,7 +54,9 @@ class BackendConventionsTest {
     for (int boot = 1; boot <= 2; boot++) assertTrafficFlows("frontend " + boot);
     activator.destroy(); // systemd-socket-activate exec'd bounce: this is bounce's SIGTERM
     assertTrue(activator.waitFor(20, TimeUnit.SECONDS), "no exit on SIGTERM: " + log());
+    assertEquals(143, activator.exitValue(), "the status the unit counts as success: " + log());
     assertTrue(log().contains("guest CID 3: 0 guest errors"), log());
+    assertCleanClose();
   }
 
   @Test
@@ -67,6 +69,12 @@ class BackendConventionsTest {
       Thread.sleep(50);
     }
     assertTrue(log().contains("the frontend on inherited fd 3 went away"), log());
+    assertCleanClose();
+  }
+
+  /** Everything closed while bounce's event loops still ran. */
+  private void assertCleanClose() {
+    assertTrue(!log().contains("bounce vsock: closing"), "a close failed: " + log());
   }
 
   /**

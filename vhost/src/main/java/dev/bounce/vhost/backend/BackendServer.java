@@ -1,6 +1,7 @@
 package dev.bounce.vhost.backend;
 
 import dev.bounce.pool.Fd;
+import dev.bounce.pool.Libc;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.socket.UnixListener;
 import dev.bounce.vhost.socket.UnixSocket;
@@ -101,6 +102,7 @@ public final class BackendServer implements AutoCloseable {
               .controlLoop()
               .submit(
                   () -> {
+                    Libc.setCloseOnExec(fd.value());
                     server.serve(UnixSocket.adopt(fd));
                     return null;
                   });
