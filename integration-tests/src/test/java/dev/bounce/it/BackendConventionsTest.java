@@ -175,21 +175,7 @@ class BackendConventionsTest {
   /** The fake frontend connects (bounce starts on that connection) and streams both ways. */
   private void assertTrafficFlows(String who) throws Exception {
     LauncherTest.Run run =
-        LauncherTest.launch(
-            "frontend",
-            "--socket",
-            socket.toString(),
-            "--device",
-            "vsock",
-            "--uds-path",
-            uds.toString(),
-            "--memory",
-            "64M",
-            "--count",
-            "4",
-            "--bytes",
-            "64K",
-            "--json");
+        LauncherTest.vsockFrontend(socket, uds, "--count", "4", "--bytes", "64K");
     String what = who + ": " + run.out() + run.err() + "\nbounce: " + log();
     assertEquals(0, run.status(), what);
     Map<String, Object> json = Json.object(run.out().strip());

@@ -17,6 +17,29 @@ class LauncherTest {
 
   record Run(int status, String out, String err) {}
 
+  /**
+   * {@code scripts/bounce frontend --device vsock} with 64 MiB of guest RAM against the backend at
+   * {@code socket} whose host side is {@code uds}, printing JSON; {@code extra} flags after.
+   */
+  static Run vsockFrontend(Path socket, Path uds, String... extra)
+      throws IOException, InterruptedException {
+    List<String> args =
+        new java.util.ArrayList<>(
+            List.of(
+                "frontend",
+                "--socket",
+                socket.toString(),
+                "--device",
+                "vsock",
+                "--uds-path",
+                uds.toString(),
+                "--memory",
+                "64M",
+                "--json"));
+    args.addAll(List.of(extra));
+    return launch(args.toArray(String[]::new));
+  }
+
   static Run launch(String... args) throws IOException, InterruptedException {
     List<String> command =
         new java.util.ArrayList<>(List.of(ROOT.resolve("scripts/bounce").toString()));

@@ -71,22 +71,7 @@ class VsockCliTest {
   }
 
   private static LauncherTest.Run frontend(String... extra) throws Exception {
-    String[] base = {
-      "frontend",
-      "--socket",
-      socket.toString(),
-      "--device",
-      "vsock",
-      "--uds-path",
-      uds.toString(),
-      "--memory",
-      "64M",
-      "--json"
-    };
-    String[] args = new String[base.length + extra.length];
-    System.arraycopy(base, 0, args, 0, base.length);
-    System.arraycopy(extra, 0, args, base.length, extra.length);
-    return LauncherTest.launch(args);
+    return LauncherTest.vsockFrontend(socket, uds, extra);
   }
 
   @Test
