@@ -86,6 +86,9 @@ public final class VsockDriver {
   private int nextPort = FIRST_EPHEMERAL;
 
   private long resetsForNoSocket;
+  private int markerPort = -1;
+  private Socket markerSocket;
+  private long packetsAtMarker;
   private int lastStrayResetPort = -1;
   private long badPackets;
   private long creditViolations;
@@ -221,6 +224,7 @@ public final class VsockDriver {
     long txCnt;
     int announcedFwdCnt;
     int peerShutdown;
+    long packetsIn;
 
     Socket(int localPort, int peerPort, int type) {
       this.localPort = localPort;
@@ -395,6 +399,42 @@ public final class VsockDriver {
     /** Asks the device for its credit. */
     public void requestCredit() throws IOException {
       postOrWait(this, Op.CREDIT_REQUEST, 0);
+    }
+
+    /**
+     * The device's credit for this socket once it has processed every packet sent before this call,
+     * not as a packet still on its way says. The device takes tx packets in order, and each pass
+     * over the rx queue sends its RSTs for unknown connections before any connection's packets: so
+     * a CREDIT_REQUEST from a port no socket has (answered with such an RST, the marker), then this
+     * socket's CREDIT_REQUEST, and the first packet of this socket that arrives after the marker
+     * was filled after the device had taken every packet before the marker. When the guest posts no
+     * rx buffers and has none left with the device, nothing more can arrive: the credit known then
+     * is the last this socket will learn.
+     */
+    public long settledCredit(Duration timeout) throws IOException {
+      checkUsable();
+      long deadline = System.nanoTime() + timeout.toNanos();
+      int port = nextPort++;
+      markerPort = port;
+      markerSocket = this;
+      packetsAtMarker = -1;
+      try {
+        sendRaw(VsockHeader.HOST_CID, port, peerPort, 0, type, Op.CREDIT_REQUEST, 0, null);
+        requestCredit();
+        while (packetsAtMarker < 0 || packetsIn == packetsAtMarker) {
+          if (!postRx && rxRing.inFlight() == 0) break;
+          checkUsable();
+          if (System.nanoTime() > deadline) {
+            throw new IOException("no answer to CREDIT_REQUEST (port " + localPort + ")");
+          }
+          pump(10);
+        }
+      } finally {
+        markerPort = -1;
+        markerSocket = null;
+      }
+      checkUsable();
+      return credit();
     }
 
     /** Sends RST and forgets the socket. */
@@ -720,6 +760,9 @@ public final class VsockDriver {
       if (s == null) {
         resetsForNoSocket++;
         lastStrayResetPort = localPort;
+        if (localPort == markerPort && packetsAtMarker < 0) {
+          packetsAtMarker = markerSocket.packetsIn;
+        }
       } else {
         s.reset = true;
         sockets.remove(VsockConnection.key(localPort, peerPort));
@@ -740,6 +783,7 @@ public final class VsockDriver {
       }
       return;
     }
+    s.packetsIn++;
     s.peerBufAlloc = VsockHeader.bufAlloc(heap, at);
     s.peerFwdCnt = VsockHeader.fwdCnt(heap, at);
     switch (op) {

@@ -87,20 +87,36 @@ final class VsockRig implements AutoCloseable {
     }
   }
 
+  /** How long {@link #sendUntilStalled} waits for any one step before it fails. */
+  static final Duration STALL_TIMEOUT = Duration.ofSeconds(20);
+
   /**
    * Sends {@code data} on {@code s} in writes of at most {@code chunk} bytes until it is all sent
-   * or nothing more goes for half a second (the connection stalled), pumping {@code driver}.
+   * or the connection stalled, pumping {@code driver}. Stalled means no credit as the device counts
+   * it once it has processed every byte sent ({@link VsockDriver.Socket#settledCredit}), not a
+   * quiet spell: a device that is merely slow (a busy machine) would look stalled after one, and
+   * would then take more bytes or give more credit after all.
    *
    * @return the bytes sent
    */
   static int sendUntilStalled(VsockDriver driver, VsockDriver.Socket s, byte[] data, int chunk)
       throws IOException {
     int sent = 0;
-    for (int idle = 0; sent < data.length && idle < 100; ) {
+    long deadline = System.nanoTime() + STALL_TIMEOUT.toNanos();
+    while (sent < data.length) {
       int n = s.trySend(data, sent, Math.min(chunk, data.length - sent), false);
       sent += n;
-      idle = n == 0 ? idle + 1 : 0;
-      driver.pump(5);
+      if (n > 0) {
+        deadline = System.nanoTime() + STALL_TIMEOUT.toNanos();
+        driver.pump(0);
+        continue;
+      }
+      if (s.credit() == 0 && s.settledCredit(STALL_TIMEOUT) == 0) break;
+      if (System.nanoTime() > deadline) {
+        throw new AssertionError(
+            "sent " + sent + " bytes, then neither more nor a stall (credit " + s.credit() + ")");
+      }
+      driver.pump(5); // the tx queue or the guest's buffers are full: wait for the device
     }
     return sent;
   }
