@@ -69,9 +69,13 @@ class UnixHostTest {
   @BeforeEach
   void start() throws Exception {
     uds = dir.resolve("vm.vsock");
-    rig = new VsockRig(dir, 256, BUFFER, 64, loop -> UnixHost.listen(uds, loop, PATIENCE));
-    driver = rig.driver;
+    startRig(PATIENCE);
     hostApps = Executors.newCachedThreadPool();
+  }
+
+  private void startRig(Duration patience) throws Exception {
+    rig = new VsockRig(dir, 256, BUFFER, 64, loop -> UnixHost.listen(uds, loop, patience));
+    driver = rig.driver;
   }
 
   @AfterEach
@@ -266,6 +270,10 @@ class UnixHostTest {
 
   @Test
   void hostApplicationsThatNeverSendConnectAreBounded() throws Exception {
+    // A patience longer than the test may run: whatever closes a connection here does so at once,
+    // not by the CONNECT timeout, however long a busy machine takes to get there.
+    rig.close();
+    startRig(Duration.ofHours(1));
     List<SocketChannel> silent = new ArrayList<>();
     try {
       for (int i = 0; i < UnixHost.MAX_AWAITING_CONNECT; i++) {
@@ -279,12 +287,7 @@ class UnixHostTest {
                   return readToEof(ch);
                 }
               });
-      long started = System.nanoTime();
       assertEquals(0, await(extra).length);
-      long waitedMillis = (System.nanoTime() - started) / 1_000_000;
-      assertTrue(
-          waitedMillis < PATIENCE.toMillis() / 2,
-          "closed after " + waitedMillis + " ms: by the CONNECT timeout, not at once");
     } finally {
       for (SocketChannel ch : silent) ch.close();
     }
