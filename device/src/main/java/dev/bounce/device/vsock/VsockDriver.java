@@ -175,14 +175,14 @@ public final class VsockDriver {
     this.postRx = post;
   }
 
-  /** Rx buffers posted that the device has not used yet. */
+  /** Rx buffers posted and not yet back from the device: 0 when it can send nothing more. */
   public int rxBuffersPosted() {
-    return rxRing.size() - rxRing.freeDescriptors();
+    return rxRing.inFlight();
   }
 
   /** Whether the device used every tx buffer posted: it has taken every packet sent so far. */
   public boolean txIdle() {
-    return txRing.freeDescriptors() == txRing.size();
+    return txRing.inFlight() == 0;
   }
 
   /** RSTs that arrived for no socket of this driver (answers to raw packets, refused ones). */
