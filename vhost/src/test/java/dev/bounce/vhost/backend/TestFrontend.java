@@ -30,7 +30,13 @@ final class TestFrontend implements AutoCloseable {
   static final int QUEUE_SIZE = 256;
   static final int QUEUES = 2;
   private static final long RING_STRIDE = 0x8000;
-  static final Duration TIMEOUT = Duration.ofSeconds(5);
+
+  /**
+   * How long the backend tests wait for something that must happen (a reply, an echo, a signal):
+   * the wait ends as soon as it does, so this only bounds how long a broken build hangs, and must
+   * not be what a busy machine runs into.
+   */
+  static final Duration TIMEOUT = Duration.ofSeconds(20);
 
   static final long FEATURES =
       VirtioFeatures.bit(VirtioFeatures.VERSION_1)
