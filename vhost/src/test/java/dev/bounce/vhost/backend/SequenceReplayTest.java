@@ -65,7 +65,11 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class SequenceReplayTest {
-  private static final Duration REPLY = Duration.ofSeconds(5);
+  /**
+   * How long to wait for what must come (a reply, an echo, the back-end connecting, a session's
+   * end): each wait ends when it does, so this only bounds a broken build's wait.
+   */
+  private static final Duration REPLY = Duration.ofSeconds(20);
 
   /** How long a request that has no reply waits to be sure none comes. */
   private static final Duration QUIET = Duration.ofMillis(25);
@@ -129,7 +133,7 @@ class SequenceReplayTest {
         backend.clearLog();
         try (FrontendChannel channel =
                 reconnects
-                    ? FrontendChannel.accept(socket, Duration.ofSeconds(10))
+                    ? FrontendChannel.accept(socket, REPLY)
                     : FrontendChannel.connect(socket);
             Session session = new Session(recording, s + 1, channel, device, reconnect)) {
           for (RecordedSequence.Step step : steps) session.replay(step);
@@ -138,7 +142,7 @@ class SequenceReplayTest {
               session.where + ": the back-end sent something nobody asked for at the end");
           session.checkNoGuestErrors();
           channel.close();
-          backend.awaitNoSession(Duration.ofSeconds(5));
+          backend.awaitNoSession(REPLY);
         }
         assertEquals(
             List.of(), backend.warnings(), recording.name() + " session " + (s + 1) + ": warnings");
