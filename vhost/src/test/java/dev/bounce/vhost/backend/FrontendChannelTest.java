@@ -41,6 +41,31 @@ import org.junit.jupiter.api.io.TempDir;
 class FrontendChannelTest {
   private static final Duration SHORT = Duration.ofMillis(150);
 
+  /** How long to wait for a connection that must come: the wait ends when it does. */
+  private static final Duration WAIT = Duration.ofSeconds(20);
+
+  /** A call that may fail with an IOException. */
+  @FunctionalInterface
+  private interface Attempt<T> {
+    T run() throws IOException;
+  }
+
+  /**
+   * Runs {@code connect} until it succeeds: the other side binds and listens at the path on its own
+   * thread, and until it has, connecting fails (no such file, or refused between bind and listen).
+   */
+  private static <T> T onceListening(Attempt<T> connect) throws InterruptedException {
+    long deadline = System.nanoTime() + WAIT.toNanos();
+    while (true) {
+      try {
+        return connect.run();
+      } catch (IOException notYet) {
+        if (System.nanoTime() - deadline > 0) throw new RuntimeException(notYet);
+        Thread.sleep(10);
+      }
+    }
+  }
+
   @TempDir Path dir;
 
   /** A connected pair: our frontend channel and the peer's FFM socket. */
@@ -177,14 +202,14 @@ class FrontendChannelTest {
             () -> {
               try {
                 Thread.sleep(50);
-                return FrontendChannel.connect(path);
-              } catch (IOException | InterruptedException e) {
+                return onceListening(() -> FrontendChannel.connect(path));
+              } catch (InterruptedException e) {
                 throw new RuntimeException(e);
               }
             });
     List<EventFd> fds = new ArrayList<>();
-    try (FrontendChannel receiver = FrontendChannel.accept(path, Duration.ofSeconds(5));
-        FrontendChannel sender = connecting.get(5, TimeUnit.SECONDS)) {
+    try (FrontendChannel receiver = FrontendChannel.accept(path, WAIT);
+        FrontendChannel sender = connecting.get(WAIT.toSeconds(), TimeUnit.SECONDS)) {
       for (int i = 0; i < 12; i++) fds.add(EventFd.create());
       sender.sendRaw(
           u64Reply(FrontendRequest.GET_FEATURES.code(), 0x5, 1),
@@ -203,7 +228,7 @@ class FrontendChannelTest {
   void endOfStreamIsClosedByPeer() throws Exception {
     try (Pair pair = connect()) {
       pair.peer().close();
-      assertTrue(pair.frontend().isClosedByPeer(Duration.ofSeconds(2)));
+      assertTrue(pair.frontend().isClosedByPeer(WAIT));
       assertThrows(
           FrontendChannel.ClosedByPeer.class,
           () -> pair.frontend().receiveReply(FrontendRequest.GET_FEATURES, SHORT));
@@ -246,13 +271,13 @@ class FrontendChannelTest {
             () -> {
               try {
                 Thread.sleep(100);
-                return UnixSocket.connect(path);
-              } catch (IOException | InterruptedException e) {
+                return onceListening(() -> UnixSocket.connect(path));
+              } catch (InterruptedException e) {
                 throw new RuntimeException(e);
               }
             });
-    try (FrontendChannel frontend = FrontendChannel.accept(path, Duration.ofSeconds(5));
-        UnixSocket peer = backend.get(5, TimeUnit.SECONDS)) {
+    try (FrontendChannel frontend = FrontendChannel.accept(path, WAIT);
+        UnixSocket peer = backend.get(WAIT.toSeconds(), TimeUnit.SECONDS)) {
       assertFalse(Files.exists(path), "the socket file is gone once a backend is accepted");
       peer.send(offHeap(u64Reply(FrontendRequest.GET_QUEUE_NUM.code(), 0x5, 2)));
       frontend.send(FrontendRequest.GET_QUEUE_NUM, false);
