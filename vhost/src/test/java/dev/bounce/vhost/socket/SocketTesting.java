@@ -11,6 +11,7 @@ import dev.bounce.pool.NativeException;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
 import java.lang.foreign.MemorySegment;
 import java.lang.invoke.MethodHandle;
 import java.nio.file.Files;
@@ -40,8 +41,24 @@ final class SocketTesting {
       Libc.downcall(
           "setsockopt",
           FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+  private static final MethodHandle GETSOCKOPT =
+      Libc.downcall(
+          "getsockopt",
+          FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, ADDRESS));
   private static final MethodHandle MKFIFO =
       Libc.downcall("mkfifo", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+
+  /** ioctl(2) with a pointer argument (it is variadic). */
+  private static final MethodHandle IOCTL =
+      Linker.nativeLinker()
+          .downcallHandle(
+              Linker.nativeLinker().defaultLookup().find("ioctl").orElseThrow(),
+              FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS),
+              Linker.Option.firstVariadicArg(2),
+              Linker.Option.captureCallState("errno"));
+
+  /** SIOCOUTQ (TIOCOUTQ): for a Unix socket, the bytes of its buffers the peer has not read yet. */
+  private static final long SIOCOUTQ = 0x5411;
 
   private SocketTesting() {}
 
@@ -92,6 +109,46 @@ final class SocketTesting {
     }
   }
 
+  /** An int socket option as the kernel keeps it (SO_SNDBUF: twice what was set). */
+  static int getInt(Fd socket, int option) throws NativeException {
+    MemorySegment state = Libc.callState();
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment v = arena.allocate(JAVA_INT);
+      MemorySegment length = arena.allocate(JAVA_INT);
+      length.set(JAVA_INT, 0, 4);
+      int result =
+          (int)
+              GETSOCKOPT.invokeExact(
+                  state, socket.value(), SocketCalls.SOL_SOCKET, option, v, length);
+      if (result < 0) throw Libc.fail("getsockopt", "option " + option, state);
+      return v.get(JAVA_INT, 0);
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
+    }
+  }
+
+  /**
+   * What {@code socket} has sent and its peer not read yet, counted as the kernel counts it against
+   * SO_SNDBUF (with each buffer's overhead): a write blocks once this reaches {@link #getInt
+   * getInt(socket, SO_SNDBUF)}.
+   */
+  static int unsent(Fd socket) throws NativeException {
+    MemorySegment state = Libc.callState();
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment v = arena.allocate(JAVA_INT);
+      int result = (int) IOCTL.invokeExact(state, socket.value(), SIOCOUTQ, v);
+      if (result < 0) throw Libc.fail("ioctl", "SIOCOUTQ", state);
+      return v.get(JAVA_INT, 0);
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
+    }
+  }
+
+  /** SO_SNDTIMEO: a write waits at most {@code millis} for room; 0 waits as long as it takes. */
   static void setSendTimeout(Fd socket, long millis) throws NativeException {
     try (Arena arena = Arena.ofConfined()) {
       MemorySegment timeval = arena.allocate(16, 8);

@@ -31,6 +31,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -390,30 +391,48 @@ class UnixSocketTest {
   @Test
   void shortWritesAreContinuedFromWhereTheyStopped() throws Exception {
     // A send timeout makes the kernel return a short count once it has taken some bytes and the
-    // peer does not read in time. The peer starts reading only after the first timeout, so the
-    // first sendmsg is short for sure and send must go on with the rest, without the fd.
-    long timeoutMillis = 300;
+    // peer does not read in time, so the first sendmsg is short and send must go on with the rest,
+    // without the fd. The timeout is taken when a write starts to wait: once the first sendmsg
+    // waits, the peer turns it off, so that the next sendmsg waits for as long as it takes the peer
+    // to read (a second timeout with nothing taken would be a failure of send, not of the test).
+    long probeMillis = 300;
     SocketTesting.setInt(client.fd(), SocketTesting.SO_SNDBUF, 16 * 1024);
-    SocketTesting.setSendTimeout(client.fd(), timeoutMillis);
 
     // The setup produces short writes: with nobody reading, one sendmsg takes only part of 1 MiB.
     try (UnixSocket probeClient = UnixSocket.connect(listener.path());
         UnixSocket probeServer = listener.accept()) {
       SocketTesting.setInt(probeClient.fd(), SocketTesting.SO_SNDBUF, 16 * 1024);
-      SocketTesting.setSendTimeout(probeClient.fd(), timeoutMillis);
+      SocketTesting.setSendTimeout(probeClient.fd(), probeMillis);
       assertTrue(probeServer != null);
       long n = SocketTesting.rawSend(probeClient.fd().value(), new byte[1 << 20]);
       assertTrue(n > 0 && n < 1 << 20, "expected a short write, got " + n);
     }
 
+    long timeoutMillis = 1000;
+    SocketTesting.setSendTimeout(client.fd(), timeoutMillis);
+    int sendBuffer = SocketTesting.getInt(client.fd(), SocketTesting.SO_SNDBUF);
     byte[] payload = new byte[1 << 20];
     new Random(7).nextBytes(payload);
     EventFd attached = closing(EventFd.create());
+    CountDownLatch watching = new CountDownLatch(1);
     CompletableFuture<byte[]> read =
         CompletableFuture.supplyAsync(
             () -> {
               try (Arena local = Arena.ofConfined()) {
-                Thread.sleep(timeoutMillis * 3 / 2); // after the first timeout, before the second
+                watching.countDown();
+                // The first sendmsg has filled the socket's buffer: its next piece waits.
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                while (SocketTesting.unsent(client.fd()) < sendBuffer) {
+                  assertTrue(System.nanoTime() < deadline, "the buffer never filled");
+                  Thread.sleep(1);
+                }
+                long full = System.nanoTime();
+                Thread.sleep(20); // had the wait not begun yet, it would simply not time out
+                SocketTesting.setSendTimeout(client.fd(), 0);
+                // Read after the first timeout; how much later does not matter any more.
+                long firstTimedOut = full + TimeUnit.MILLISECONDS.toNanos(timeoutMillis * 3 / 2);
+                long left = firstTimedOut - System.nanoTime();
+                if (left > 0) Thread.sleep(Duration.ofNanos(left));
 
                 MemorySegment all = local.allocate(payload.length);
                 List<Fd> fds = new ArrayList<>();
@@ -426,8 +445,9 @@ class UnixSocketTest {
                 throw new RuntimeException(e);
               }
             });
+    assertTrue(watching.await(20, TimeUnit.SECONDS), "the reader did not start");
     client.send(segment(arena, payload), attached.fd());
-    byte[] received = read.get(10, TimeUnit.SECONDS);
+    byte[] received = read.get(20, TimeUnit.SECONDS);
     assertTrue(Arrays.equals(payload, received), "the payload arrived changed");
     assertEquals(1, attached.drain());
   }
