@@ -27,7 +27,7 @@ class FdWatchTest {
                 called.countDown();
               })) {
         fd.signal();
-        assertTrue(called.await(5, TimeUnit.SECONDS), "callback ran");
+        assertTrue(called.await(20, TimeUnit.SECONDS), "callback ran");
       }
     }
   }
@@ -58,9 +58,9 @@ class FdWatchTest {
                   })) {
         bad.signal(); // never drained: level-triggered, it would fire again and again if still
         // watched
-        assertEquals("alive", loop.submit(() -> "alive").get(5, TimeUnit.SECONDS));
+        assertEquals("alive", loop.submit(() -> "alive").get(20, TimeUnit.SECONDS));
         good.signal();
-        assertTrue(goodCalled.await(5, TimeUnit.SECONDS), "the other watch still runs");
+        assertTrue(goodCalled.await(20, TimeUnit.SECONDS), "the other watch still runs");
         assertEquals(1, badCalls.get(), "the failing fd is no longer watched");
       }
     }

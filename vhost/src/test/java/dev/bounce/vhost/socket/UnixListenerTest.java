@@ -164,7 +164,7 @@ class UnixListenerTest {
 
       IOException e =
           assertTimeoutPreemptively(
-              Duration.ofSeconds(5),
+              Duration.ofSeconds(10),
               () -> assertThrows(IOException.class, () -> UnixListener.bind(path, false)),
               "binding next to a busy live listener hung");
       assertTrue(e.getMessage().contains(path.toString()), "message should name the path: " + e);
@@ -318,7 +318,8 @@ class UnixListenerTest {
                     fail(e);
                   }
                 });
-    UnixSocket accepted = assertTimeoutPreemptively(Duration.ofSeconds(5), () -> listener.accept());
+    UnixSocket accepted =
+        assertTimeoutPreemptively(Duration.ofSeconds(10), () -> listener.accept());
     assertNotNull(accepted);
     accepted.close();
     connector.join();

@@ -466,7 +466,7 @@ class UnixSocketTest {
     Thread.sleep(100);
     assertFalse(blocked.isDone(), "receive should be waiting");
     server.shutdown();
-    assertEquals(0L, blocked.get(5, TimeUnit.SECONDS));
+    assertEquals(0L, blocked.get(10, TimeUnit.SECONDS));
     server.shutdown(); // again: harmless
     server.close(); // the receiver has returned: close frees the fd and the buffers
     assertFalse(server.fd().isOpen());
