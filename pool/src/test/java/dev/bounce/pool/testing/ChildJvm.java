@@ -87,8 +87,9 @@ public final class ChildJvm implements AutoCloseable {
       throw new TimeoutException(
           mainClass + " still running after " + timeout.toMillis() + " ms; " + describe());
     }
-    stdout.join(Duration.ofSeconds(5));
-    stderr.join(Duration.ofSeconds(5));
+    // The child has exited: its output ends, and the readers are done once they get the CPU.
+    stdout.join(Duration.ofSeconds(20));
+    stderr.join(Duration.ofSeconds(20));
     return process.exitValue();
   }
 
