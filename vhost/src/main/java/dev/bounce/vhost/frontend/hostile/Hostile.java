@@ -117,18 +117,23 @@ public final class Hostile {
   /**
    * Where the backend is and how to talk to it.
    *
-   * @param timeout how long to wait for a reply, the end of a connection, or an err eventfd
+   * @param timeout how long to wait for a reply, the end of a connection, or an err eventfd (each
+   *     wait ends as soon as the backend reacts, so only a backend that fails to react waits it
+   *     out)
    */
   public record Config(
       Path socket, Handshake handshake, Guest guest, int queueSize, Duration timeout) {
-    /** QEMU's handshake, 16 MiB of shared RAM, 256-entry queues, 2 s waits. */
+    /**
+     * QEMU's handshake, 16 MiB of shared RAM, 256-entry queues, 10 s waits: long enough that a
+     * correct backend on a busy machine is not taken for one that does not react.
+     */
     public static Config of(Path socket) {
       return new Config(
           socket,
           Handshake.QEMU,
           Guest.shared(DEFAULT_RAM_START, 16L << 20),
           256,
-          Duration.ofSeconds(2));
+          Duration.ofSeconds(10));
     }
 
     public Config withHandshake(Handshake h) {
