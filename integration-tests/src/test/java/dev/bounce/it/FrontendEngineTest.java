@@ -197,14 +197,14 @@ class FrontendEngineTest {
         try (GuestRam ram = Layout.SHARED.create();
             FrontendSession session =
                 FrontendSession.accept(
-                    socket, Duration.ofSeconds(10), ram, options(Handshake.DPDK))) {
+                    socket, Duration.ofSeconds(20), ram, options(Handshake.DPDK))) {
           Stats stats = new EchoDriver(session).run(CHAINS, CHAIN_BYTES, Duration.ofSeconds(30));
           assertEquals(0, stats.errors(), "round " + round + ": first: " + stats.firstError());
           assertEquals(CHAINS, stats.operations(), "round " + round);
           assertEquals(CHAINS, engine.device.served(), "round " + round);
           session.stop();
         }
-        engine.awaitNoSession(Duration.ofSeconds(5));
+        engine.awaitNoSession(Duration.ofSeconds(20));
       }
     }
   }

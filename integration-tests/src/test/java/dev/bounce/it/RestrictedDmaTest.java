@@ -407,7 +407,8 @@ class RestrictedDmaTest {
       FrontendSession.Queue victim = session.queue(0);
       attack(attack, session, victim);
       assertTrue(
-          Libc.pollIn(victim.err().fd().value(), 5000), "the error eventfd of ring 0 signalled");
+          Libc.pollIn(victim.err().fd().value(), (int) WAIT.toMillis()),
+          "the error eventfd of ring 0 signalled");
       DmaMetrics metrics = engine.server.session().dmaMetrics();
       assertEquals(
           List.of(attack.poolViolation ? 1L : 0L, 0L), metrics.violations(), metrics.toString());
