@@ -62,7 +62,7 @@ final class VsockDemo {
       List<String> command = backendCommand(socket, uds);
       say("demo", "starting the backend: bounce " + String.join(" ", command));
       backend = startBackend(command, log);
-      awaitListening(backend, socket, uds, log);
+      awaitListening(backend, log);
       say("demo", "backend process " + backend.pid() + " listening");
       VsockWorkload.Result result = traffic(socket, uds);
       backend.destroy(); // SIGTERM: the daemon's way out; it reports its guest errors
@@ -227,10 +227,14 @@ final class VsockDemo {
         .start();
   }
 
-  private static void awaitListening(Process backend, Path socket, Path uds, Path log)
+  /**
+   * Waits for the line the backend prints once both its sockets listen: a socket file appears at
+   * bind(2), a moment before listen(2), and a connection in between would be refused.
+   */
+  private static void awaitListening(Process backend, Path log)
       throws IOException, InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
-    while (!Files.exists(socket) || !Files.exists(uds)) {
+    while (!Files.readString(log, StandardCharsets.UTF_8).contains("bounce vsock: guest CID")) {
       if (!backend.isAlive() || System.nanoTime() > deadline) {
         throw new IOException(
             "the backend "
