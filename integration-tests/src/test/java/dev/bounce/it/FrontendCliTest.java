@@ -51,7 +51,9 @@ class FrontendCliTest {
             .redirectOutput(backendLog.toFile())
             .start();
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
-    while (!Files.exists(socket)) {
+    // The line comes once the sockets listen; their files appear a moment before (at bind).
+    while (!Files.readString(backendLog, StandardCharsets.UTF_8)
+        .contains("bounce echo-backend: serving")) {
       if (!backend.isAlive()) throw new AssertionError("echo-backend exited: " + log());
       if (System.nanoTime() > deadline) throw new AssertionError("no socket: " + log());
       Thread.sleep(20);

@@ -44,7 +44,9 @@ class RestrictedDmaCliTest {
             .start();
     try {
       long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
-      while (!Files.exists(socket)) {
+      // The line comes once the sockets listen; their files appear a moment before (at bind).
+      while (!Files.readString(log, StandardCharsets.UTF_8)
+          .contains("bounce echo-backend: serving")) {
         assertTrue(backend.isAlive(), "echo-backend exited: " + Files.readString(log));
         assertTrue(System.nanoTime() < deadline, "no socket: " + Files.readString(log));
         Thread.sleep(20);

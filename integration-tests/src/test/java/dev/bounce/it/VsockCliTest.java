@@ -44,7 +44,9 @@ class VsockCliTest {
             .redirectOutput(backendLog.toFile())
             .start();
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
-    while (!Files.exists(socket) || !Files.exists(uds)) {
+    // The line comes once the sockets listen; their files appear a moment before (at bind).
+    while (!Files.readString(backendLog, StandardCharsets.UTF_8)
+        .contains("bounce vsock: guest CID")) {
       if (!backend.isAlive()) throw new AssertionError("bounce vsock exited: " + log());
       if (System.nanoTime() > deadline) throw new AssertionError("no sockets: " + log());
       Thread.sleep(20);
