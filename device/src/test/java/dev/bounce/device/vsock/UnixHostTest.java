@@ -34,6 +34,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -554,17 +555,21 @@ class UnixHostTest {
   @Test
   void aHostThatHalfClosesAndThenClosesResetsTheGuestConnection() throws Exception {
     try (ServerSocketChannel listener = hostListener(1234)) {
+      CountDownLatch halfCloseSeen = new CountDownLatch(1);
       Future<Void> app =
           hostApp(
               () -> {
                 try (SocketChannel ch = listener.accept()) {
                   ch.shutdownOutput();
-                  Thread.sleep(200);
+                  // Closes only once bounce has taken the half-close (the guest heard it), so
+                  // that the close comes to a socket whose input is shut down.
+                  assertTrue(halfCloseSeen.await(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS));
                 }
                 return null;
               });
       VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
       s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      halfCloseSeen.countDown();
       await(app);
       s.awaitReset(TIMEOUT);
     }
