@@ -32,8 +32,8 @@ import java.util.stream.Stream;
  * is part of the cost) and the host application ({@link VsockWorkload}). After a warm-up round,
  * every round streams each way once per mode, modes back to back; a ratio is the median of the
  * per-round ratios to shared. Goal: restricted costs at most 10% (ratio at least 0.90). Each
- * measurement's CPU cost per GiB is compared the same way (at most 1.10): on two shared cores the
- * throughput also swings with what other processes take.
+ * measurement's CPU cost per GiB is compared the same way (at most 1.10): the cost itself, where
+ * throughput also depends on whether the extra work lands on a core that had time to spare.
  */
 public final class VsockDmaBench {
   private static final long STREAM_BYTES = Long.getLong("bench.streamBytes", 256L << 20);
@@ -51,8 +51,8 @@ public final class VsockDmaBench {
 
   /**
    * The suffix of a measurement's CPU cost: seconds of CPU that bounce and this process (the guest,
-   * its bounce copy, and the host application) spent per GiB moved. Time other processes take from
-   * the two cores is not in it, so it swings less with the machine's load than throughput does.
+   * its bounce copy, and the host application) spent per GiB moved. On these shared VMs it swings
+   * from round to round about as much as throughput does (caches and cores are shared too).
    */
   private static final String CPU = " cpu";
 
