@@ -2,6 +2,7 @@ package dev.bounce.device.cli;
 
 import dev.bounce.device.vsock.VsockDevice;
 import java.nio.file.Path;
+import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import java.util.Set;
@@ -57,6 +58,13 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
       if (!KEYS.contains(key)) {
         throw new UsageException(
             where + ": unknown key '" + e.getKey() + "' (known: " + KEYS + ")");
+      }
+      // A config file's "uds_path:" is null, and String.valueOf would make it the path "null".
+      if (e.getValue() == null) {
+        throw new UsageException(where + ": " + e.getKey() + " has no value");
+      }
+      if (e.getValue() instanceof Map<?, ?> || e.getValue() instanceof Collection<?>) {
+        throw new UsageException(where + ": " + e.getKey() + " is not a single value");
       }
       values.put(key, String.valueOf(e.getValue()));
     }

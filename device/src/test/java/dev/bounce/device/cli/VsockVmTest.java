@@ -323,6 +323,18 @@ class VsockVmTest {
         "vms[0]: unknown key 'forward_cid'");
   }
 
+  @Test
+  void aConfigKeyWithoutAValueIsRefusedNotTakenAsTheWordNull() throws Exception {
+    // YAML reads "uds_path:" as null; it must not become a socket called "null" in the cwd.
+    configRefused("vms:\n  - {socket: /s, uds_path: }\n", "vms[0]: uds_path has no value");
+    configRefused("vms:\n  - socket: ~\n    uds_path: /u\n", "vms[0]: socket has no value");
+    configRefused(
+        "vms:\n  - {socket: /s, uds_path: /u, guest_cid: null}\n",
+        "vms[0]: guest_cid has no value");
+    configRefused(
+        "vms:\n  - {socket: [/s1, /s2], uds_path: /u}\n", "vms[0]: socket is not a single value");
+  }
+
   // distinct(): no two guests share a CID, a vhost-user socket or a uds-path
 
   private static String clash(List<VsockVm> vms) {
