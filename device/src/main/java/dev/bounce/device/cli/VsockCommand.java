@@ -9,6 +9,7 @@ import io.netty.channel.IoEventLoop;
 import java.io.IOException;
 import java.io.Reader;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -200,6 +201,8 @@ final class VsockCommand {
       root = new Yaml(new SafeConstructor(new LoaderOptions())).load(in);
     } catch (YAMLException e) {
       throw new UsageException(file + " is not valid YAML: " + e.getMessage());
+    } catch (NoSuchFileException e) { // whose message is the bare path
+      throw new UsageException("--config " + file + ": no such file");
     }
     if (!(root instanceof Map<?, ?> top) || !(top.get("vms") instanceof List<?> list)) {
       throw new UsageException(file + ": expected a top-level 'vms:' list");

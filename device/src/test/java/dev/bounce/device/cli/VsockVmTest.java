@@ -335,6 +335,13 @@ class VsockVmTest {
         "vms:\n  - {socket: [/s1, /s2], uds_path: /u}\n", "vms[0]: socket is not a single value");
   }
 
+  @Test
+  void aMissingConfigFileIsAUsageErrorThatSaysSo() {
+    Path file = dir.resolve("no-such.yaml");
+    UsageException e = assertThrows(UsageException.class, () -> VsockCommand.fromConfig(file));
+    assertEquals("--config " + file + ": no such file", e.getMessage());
+  }
+
   // distinct(): no two guests share a CID, a vhost-user socket or a uds-path
 
   private static String clash(List<VsockVm> vms) {
