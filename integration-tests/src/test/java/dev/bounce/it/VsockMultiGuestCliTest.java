@@ -1,0 +1,247 @@
+package dev.bounce.it;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * One {@code scripts/bounce vsock} process serving two guests, given with repeated {@code --vm} or
+ * with a {@code --config} YAML file (vhost-device-vsock's ways), each driven at once by its own
+ * {@code scripts/bounce frontend --device vsock}: each guest streams both ways with no errors and
+ * has its own CID, and SIGTERM reports both guests and removes every socket file.
+ */
+@Timeout(value = 150, unit = TimeUnit.SECONDS)
+class VsockMultiGuestCliTest {
+  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
+  private static final long START_SECONDS = 90;
+  private static final long STOP_SECONDS = 20;
+
+  @TempDir Path dir;
+  private Path backendLog;
+  private Process backend;
+
+  record Guest(long cid, Path socket, Path uds) {}
+
+  private List<Guest> twoGuests() {
+    return List.of(
+        new Guest(3, dir.resolve("vhost3.sock"), dir.resolve("vm3.vsock")),
+        new Guest(4, dir.resolve("vhost4.sock"), dir.resolve("vm4.vsock")));
+  }
+
+  @AfterEach
+  void killBackendLeftRunning() throws InterruptedException {
+    if (backend != null && backend.isAlive()) {
+      backend.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
+    }
+  }
+
+  @Test
+  void twoGuestsFromRepeatedVmFlagsEachStreamWithTheirOwnCid() throws Exception {
+    List<Guest> guests = twoGuests();
+    Guest three = guests.get(0);
+    Guest four = guests.get(1);
+    startBackend(
+        guests,
+        "--vm",
+        "guest-cid=3,socket=" + three.socket() + ",uds-path=" + three.uds(),
+        "--vm",
+        "guest-cid=4,socket=" + four.socket() + ",uds-path=" + four.uds() + ",tx-buffer-size=64K");
+    driveEachGuestAtOnce(guests);
+    stopBackendAndCheckItCleanedUp(guests);
+  }
+
+  @Test
+  void twoGuestsFromAConfigFileEachStreamWithTheirOwnCid() throws Exception {
+    List<Guest> guests = twoGuests();
+    Path config =
+        Files.writeString(
+            dir.resolve("vms.yaml"),
+            """
+            vms:
+              - guest_cid: 3
+                socket: %s
+                uds_path: %s
+              - guest_cid: 4
+                socket: %s
+                uds_path: %s
+                tx_buffer_size: 65536
+                queue_size: 512
+            """
+                .formatted(
+                    guests.get(0).socket(),
+                    guests.get(0).uds(),
+                    guests.get(1).socket(),
+                    guests.get(1).uds()));
+    startBackend(guests, "--config", config.toString());
+    driveEachGuestAtOnce(guests);
+    stopBackendAndCheckItCleanedUp(guests);
+  }
+
+  @Test
+  void twoGuestsWithOneCidAreAUsageErrorAndNothingIsServed() throws Exception {
+    Path a = dir.resolve("a.sock");
+    Path b = dir.resolve("b.sock");
+    Path u1 = dir.resolve("u1.vsock");
+    Path u2 = dir.resolve("u2.vsock");
+    start(
+        "--vm",
+        "guest-cid=3,socket=" + a + ",uds-path=" + u1,
+        "--vm",
+        "guest-cid=3,socket=" + b + ",uds-path=" + u2);
+    // Exits at once; if it serves instead, say so now rather than at the timeout.
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(START_SECONDS);
+    while (!backend.waitFor(20, TimeUnit.MILLISECONDS)) {
+      if (log().contains(": vhost-user socket ")) {
+        throw new AssertionError("bounce vsock serves two guests with CID 3: " + log());
+      }
+      if (System.nanoTime() > deadline) throw new AssertionError("bounce vsock runs on: " + log());
+    }
+    String log = log();
+    assertEquals(2, backend.exitValue(), log);
+    assertTrue(
+        log.contains("bounce vsock: guests 1 and 2 both have guest CID 3; each needs its own"),
+        log);
+    for (Path p : List.of(a, b, u1, u2)) {
+      assertFalse(Files.exists(p, LinkOption.NOFOLLOW_LINKS), p + " was created");
+    }
+  }
+
+  /** Starts bounce vsock with {@code args}, its stdout and stderr going to {@link #log()}. */
+  private void start(String... args) throws IOException {
+    backendLog = dir.resolve("vsock.log");
+    List<String> command = new ArrayList<>(List.of(ROOT.resolve("scripts/bounce").toString()));
+    command.add("vsock");
+    command.addAll(List.of(args));
+    backend =
+        new ProcessBuilder(command)
+            .directory(ROOT.toFile())
+            .redirectErrorStream(true)
+            .redirectOutput(backendLog.toFile())
+            .start();
+  }
+
+  /** Starts bounce vsock with {@code args}; returns once it says it serves every guest. */
+  private void startBackend(List<Guest> guests, String... args) throws Exception {
+    start(args);
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(START_SECONDS);
+    // Each guest's line comes once its sockets listen; their files appear a moment before.
+    while (!guests.stream()
+        .allMatch(
+            g ->
+                log()
+                    .contains(
+                        "bounce vsock: guest CID "
+                            + g.cid()
+                            + ": vhost-user socket "
+                            + g.socket()
+                            + ", host side "
+                            + g.uds()))) {
+      if (!backend.isAlive()) throw new AssertionError("bounce vsock exited: " + log());
+      if (System.nanoTime() > deadline) {
+        throw new AssertionError("not serving both guests after " + START_SECONDS + " s: " + log());
+      }
+      Thread.sleep(20);
+    }
+  }
+
+  /**
+   * Runs a frontend against each guest, both at once: a JSON stream workload each, then a short
+   * text one whose stderr names the CID the guest read from the device's config space (the JSON
+   * does not carry it).
+   */
+  private void driveEachGuestAtOnce(List<Guest> guests) throws Exception {
+    try (ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
+      List<Future<LauncherTest.Run>> json = new ArrayList<>();
+      for (Guest g : guests) {
+        json.add(
+            pool.submit(
+                () ->
+                    LauncherTest.vsockFrontend(
+                        g.socket(), g.uds(), "--count", "4", "--bytes", "256K")));
+      }
+      for (int i = 0; i < guests.size(); i++) checkStreamed(guests.get(i), json.get(i).get());
+
+      List<Future<LauncherTest.Run>> text = new ArrayList<>();
+      for (Guest g : guests) {
+        text.add(
+            pool.submit(
+                () ->
+                    LauncherTest.launch(
+                        "frontend",
+                        "--socket",
+                        g.socket().toString(),
+                        "--device",
+                        "vsock",
+                        "--uds-path",
+                        g.uds().toString(),
+                        "--memory",
+                        "64M",
+                        "--count",
+                        "1",
+                        "--bytes",
+                        "4K")));
+      }
+      for (int i = 0; i < guests.size(); i++) {
+        Guest g = guests.get(i);
+        LauncherTest.Run run = text.get(i).get();
+        String what = "guest CID " + g.cid() + ": " + run.out() + run.err() + "\nbackend: " + log();
+        assertEquals(0, run.status(), what);
+        assertTrue(
+            run.err().contains("; guest CID " + g.cid() + "; host side " + g.uds() + ";"), what);
+      }
+    }
+  }
+
+  private void checkStreamed(Guest g, LauncherTest.Run run) {
+    String what = "guest CID " + g.cid() + ": " + run.out() + run.err() + "\nbackend: " + log();
+    assertEquals(0, run.status(), what);
+    Map<String, Object> json = Json.object(run.out().strip());
+    assertEquals(4.0, json.get("connections"), what);
+    for (String way : new String[] {"guest_to_host", "host_to_guest"}) {
+      Map<?, ?> stats = (Map<?, ?>) json.get(way);
+      assertEquals(4 * 256 * 1024.0, stats.get("bytes"), way + ": " + what);
+      assertEquals(0.0, stats.get("errors"), way + ": " + what);
+    }
+  }
+
+  /** SIGTERM: both guests reported with no errors, and no socket file left behind. */
+  private void stopBackendAndCheckItCleanedUp(List<Guest> guests) throws Exception {
+    backend.destroy(); // SIGTERM
+    if (!backend.waitFor(STOP_SECONDS, TimeUnit.SECONDS)) {
+      throw new AssertionError("bounce vsock did not exit on SIGTERM: " + log());
+    }
+    String log = log();
+    assertEquals(143, backend.exitValue(), log);
+    for (Guest g : guests) {
+      assertTrue(log.contains("bounce vsock: guest CID " + g.cid() + ": 0 guest errors"), log);
+      for (Path p : List.of(g.socket(), g.uds(), Path.of(g.uds() + ".seqpacket"))) {
+        assertFalse(Files.exists(p, LinkOption.NOFOLLOW_LINKS), p + " is left: " + log);
+      }
+    }
+  }
+
+  private String log() {
+    try {
+      return Files.readString(backendLog, StandardCharsets.UTF_8);
+    } catch (IOException e) {
+      return "(no log: " + e.getMessage() + ")";
+    }
+  }
+}
