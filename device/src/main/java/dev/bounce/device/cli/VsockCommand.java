@@ -154,15 +154,7 @@ final class VsockCommand {
       return distinct(vms);
     }
     Map<String, String> keys = new LinkedHashMap<>();
-    for (String key :
-        List.of(
-            "guest-cid",
-            "socket",
-            "socket-path",
-            "fd",
-            "uds-path",
-            "tx-buffer-size",
-            "queue-size")) {
+    for (String key : VsockVm.KEYS) {
       if (FLAGS.has(key)) keys.put(key, FLAGS.get(key, null));
     }
     return List.of(VsockVm.of(keys, "the flags"));

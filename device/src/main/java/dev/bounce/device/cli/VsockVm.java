@@ -4,8 +4,8 @@ import dev.bounce.device.vsock.VsockDevice;
 import java.nio.file.Path;
 import java.util.Collection;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
-import java.util.Set;
 
 /**
  * One guest served by {@code bounce vsock}: what vhost-device-vsock takes per VM, from its flags,
@@ -17,8 +17,9 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
   static final int DEFAULT_TX_BUFFER_SIZE = VsockDevice.DEFAULT_BUFFER_SIZE;
   static final int DEFAULT_QUEUE_SIZE = 1024;
 
-  private static final Set<String> KEYS =
-      Set.of(
+  /** The keys of a guest, in the order the help lists them. */
+  static final List<String> KEYS =
+      List.of(
           "guest-cid", "socket", "socket-path", "fd", "uds-path", "tx-buffer-size", "queue-size");
 
   VsockVm {

@@ -124,15 +124,7 @@ class VsockVmTest {
   @Test
   void anUnknownKeyIsRefusedListingTheKnownOnes() {
     String message = refused(BASE + ",colour=blue", "unknown key 'colour'", "(known: ");
-    for (String key :
-        List.of(
-            "guest-cid",
-            "socket",
-            "socket-path",
-            "fd",
-            "uds-path",
-            "tx-buffer-size",
-            "queue-size")) {
+    for (String key : VsockVm.KEYS) {
       assertTrue(message.contains(key), key + " not listed: " + message);
     }
     // As the user spelled it.
