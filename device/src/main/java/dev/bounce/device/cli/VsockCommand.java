@@ -8,6 +8,7 @@ import dev.bounce.vhost.loop.EventLoops;
 import io.netty.channel.IoEventLoop;
 import java.io.IOException;
 import java.io.Reader;
+import java.nio.file.AccessDeniedException;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
@@ -164,14 +165,7 @@ final class VsockCommand {
   static List<VsockVm> distinct(List<VsockVm> vms) throws UsageException {
     for (int i = 0; i < vms.size(); i++) {
       for (int j = 0; j < i; j++) {
-        VsockVm a = vms.get(j);
-        VsockVm b = vms.get(i);
-        String clash =
-            a.guestCid() == b.guestCid()
-                ? "guest CID " + a.guestCid()
-                : a.socket().equals(b.socket())
-                    ? "vhost-user socket " + a.socket()
-                    : a.udsPath().equals(b.udsPath()) ? "uds-path " + a.udsPath() : null;
+        String clash = clash(vms.get(j), vms.get(i));
         if (clash != null) {
           throw new UsageException(
               "guests "
@@ -187,14 +181,40 @@ final class VsockCommand {
     return vms;
   }
 
+  /** What guests {@code a} and {@code b} share that each needs its own, or null. */
+  private static String clash(VsockVm a, VsockVm b) {
+    if (a.guestCid() == b.guestCid()) return "guest CID " + a.guestCid();
+    Path aSocket = a.socket() instanceof VhostSocket.AtPath(Path p) ? file(p) : null;
+    Path bSocket = b.socket() instanceof VhostSocket.AtPath(Path p) ? file(p) : null;
+    if (aSocket == null ? a.socket().equals(b.socket()) : aSocket.equals(bSocket)) {
+      return "vhost-user socket " + a.socket();
+    }
+    Path aUds = file(a.udsPath());
+    Path bUds = file(b.udsPath());
+    if (aUds.equals(bUds)) return "uds-path " + a.udsPath();
+    if (aUds.equals(bSocket) || bUds.equals(aSocket)) {
+      return "the path "
+          + (aUds.equals(bSocket) ? aUds : bUds)
+          + " (one's socket, the other's uds-path)";
+    }
+    return null;
+  }
+
+  /** A path as the file it names, however spelled (relative, with . or ..). */
+  private static Path file(Path path) {
+    return path.toAbsolutePath().normalize();
+  }
+
   static List<VsockVm> fromConfig(Path file) throws UsageException, IOException {
     Object root;
     try (Reader in = Files.newBufferedReader(file)) {
       root = new Yaml(new SafeConstructor(new LoaderOptions())).load(in);
     } catch (YAMLException e) {
       throw new UsageException(file + " is not valid YAML: " + e.getMessage());
-    } catch (NoSuchFileException e) { // whose message is the bare path
+    } catch (NoSuchFileException e) { // whose message is the bare path, as AccessDenied's
       throw new UsageException("--config " + file + ": no such file");
+    } catch (AccessDeniedException e) {
+      throw new IOException("--config " + file + ": permission denied", e);
     }
     if (!(root instanceof Map<?, ?> top) || !(top.get("vms") instanceof List<?> list)) {
       throw new UsageException(file + ": expected a top-level 'vms:' list");

@@ -43,7 +43,10 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
     for (String pair : spec.split(",")) {
       int equals = pair.indexOf('=');
       if (equals < 1) throw new UsageException("--vm: '" + pair + "' is not key=value");
-      keys.put(pair.substring(0, equals).trim(), pair.substring(equals + 1).trim());
+      String key = pair.substring(0, equals).trim();
+      if (keys.put(key, pair.substring(equals + 1).trim()) != null) {
+        throw new UsageException("--vm " + spec + ": " + key + " is given twice");
+      }
     }
     return of(keys, "--vm " + spec);
   }
@@ -67,7 +70,10 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
       if (e.getValue() instanceof Map<?, ?> || e.getValue() instanceof Collection<?>) {
         throw new UsageException(where + ": " + e.getKey() + " is not a single value");
       }
-      values.put(key, String.valueOf(e.getValue()));
+      if (values.put(key, String.valueOf(e.getValue())) != null) {
+        throw new UsageException(
+            where + ": " + key + " is given twice ('-' and '_' spell one key)");
+      }
     }
     if (!values.containsKey("uds-path")) throw new UsageException(where + ": uds-path is missing");
     try {

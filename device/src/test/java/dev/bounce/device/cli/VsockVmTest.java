@@ -407,4 +407,23 @@ class VsockVmTest {
             VsockVm.parse("guest_cid=3,socket_path=/s2,uds_path=/u2"));
     assertEquals("guests 1 and 2 both have guest CID 3; each needs its own", clash(vms));
   }
+
+  @Test
+  void aKeyGivenTwiceIsRefused() {
+    refused(BASE + ",queue-size=64,queue-size=128", "queue-size is given twice");
+    refused(BASE + ",guest-cid=4,guest_cid=5", "guest-cid is given twice");
+  }
+
+  @Test
+  void pathsClashHoweverTheyAreSpelled() throws Exception {
+    VsockVm a = VsockVm.parse("guest-cid=3,socket=/tmp/a.sock,uds-path=/tmp/a.vsock");
+    VsockVm sameSocket = VsockVm.parse("guest-cid=4,socket=/tmp/./x/../a.sock,uds-path=/tmp/b");
+    VsockVm socketOnUds = VsockVm.parse("guest-cid=5,socket=/tmp/a.vsock,uds-path=/tmp/c");
+    assertTrue(
+        clash(List.of(a, sameSocket)).contains("both have vhost-user socket"),
+        clash(List.of(a, sameSocket)));
+    assertTrue(
+        clash(List.of(a, socketOnUds)).contains("both have the path /tmp/a.vsock"),
+        clash(List.of(a, socketOnUds)));
+  }
 }
