@@ -752,8 +752,10 @@ class EngineDataPathTest {
     /**
      * One chain end to end: used buffer notifications on, the chain posted, a kick where the device
      * asks for one (an idle device does; one still finishing its last batch may pick the chain up
-     * on its own re-check), the echo checked, and the device's call read from the call eventfd (it
-     * was asked for, so it must come).
+     * on its own re-check), the device's call read from the call eventfd, then the echo checked.
+     * The call is awaited before anything is harvested: it was asked for, so it must come. (With
+     * EVENT_IDX, a driver that harvested first would have moved used_event past the chain, and a
+     * device that read it after that would rightly stay silent.)
      */
     void echoOne(int extra, boolean indirect) throws NativeException {
       call.drain();
@@ -761,12 +763,9 @@ class EngineDataPathTest {
       posted += extra; // vary the length
       assertEquals(1, post(1, frontend.ram, bufferBase, indirect), () -> describe());
       kickIfNeeded();
-      long callsBefore = calls;
+      awaitSignal(call, "ring " + index + "'s call eventfd");
+      calls++;
       awaitCompleted(completed + 1);
-      if (calls == callsBefore) { // harvested before reading the call: it is there, or coming
-        awaitSignal(call, "ring " + index + "'s call eventfd");
-        calls++;
-      }
       assertEquals(0, queue.inFlight());
       assertFalse(queue.hasUsed());
     }
