@@ -14,17 +14,20 @@ final class Logging {
   private Logging() {}
 
   static void configure() {
-    if (System.getProperty("java.util.logging.config.file") != null) return;
-    System.setProperty("java.util.logging.manager", KeptAtExit.class.getName());
-    System.setProperty(
-        "java.util.logging.SimpleFormatter.format", "%1$tT.%1$tL %4$-7s %3$s: %5$s%6$s%n");
-    LogManager.getLogManager().reset();
-    Logger root = Logger.getLogger("");
-    ConsoleHandler handler = new ConsoleHandler();
-    handler.setFormatter(new SimpleFormatter());
-    handler.setLevel(Level.ALL);
-    root.addHandler(handler);
-    root.setLevel(Level.INFO);
+    if (System.getProperty("java.util.logging.manager") == null) {
+      System.setProperty("java.util.logging.manager", KeptAtExit.class.getName());
+    }
+    if (System.getProperty("java.util.logging.config.file") == null) {
+      System.setProperty(
+          "java.util.logging.SimpleFormatter.format", "%1$tT.%1$tL %4$-7s %3$s: %5$s%6$s%n");
+      LogManager.getLogManager().reset();
+      Logger root = Logger.getLogger("");
+      ConsoleHandler handler = new ConsoleHandler();
+      handler.setFormatter(new SimpleFormatter());
+      handler.setLevel(Level.ALL);
+      root.addHandler(handler);
+      root.setLevel(Level.INFO);
+    }
     if (LogManager.getLogManager() instanceof KeptAtExit manager) manager.keep();
   }
 

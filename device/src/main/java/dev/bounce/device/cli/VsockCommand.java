@@ -111,29 +111,29 @@ final class VsockCommand {
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(threads, "bounce-data")) {
       List<VsockDevice> devices = new ArrayList<>();
-      for (VsockVm vm : vms) {
-        devices.add(serve(vm, dma, control.next(), data.next(), open, onFinished));
+      try {
+        for (VsockVm vm : vms) {
+          devices.add(serve(vm, dma, control.next(), data.next(), open, onFinished));
+        }
+        Runtime.getRuntime()
+            .addShutdownHook(
+                new Thread(
+                    () -> {
+                      stopped.countDown();
+                      try {
+                        closed.await(SHUTDOWN_SECONDS, TimeUnit.SECONDS);
+                      } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                      }
+                    }));
+        stopped.await();
+      } finally {
+        closeAll(open); // here, not after the try-with-resources: the loops must still run
       }
-      Runtime.getRuntime()
-          .addShutdownHook(
-              new Thread(
-                  () -> {
-                    stopped.countDown();
-                    try {
-                      closed.await(SHUTDOWN_SECONDS, TimeUnit.SECONDS);
-                    } catch (InterruptedException e) {
-                      Thread.currentThread().interrupt();
-                    }
-                  }));
-      stopped.await();
-      closeAll(open);
       for (VsockDevice d : devices) {
         System.err.println(
             "bounce vsock: guest CID " + d.guestCid() + ": " + d.guestErrors() + " guest errors");
       }
-    } catch (Exception e) {
-      closeAll(open);
-      throw e;
     } finally {
       closed.countDown(); // the event loops are shut down by now
     }
@@ -164,6 +164,19 @@ final class VsockCommand {
   /** No two guests may share a CID, a vhost-user socket (path or fd) or a uds-path. */
   static List<VsockVm> distinct(List<VsockVm> vms) throws UsageException {
     for (int i = 0; i < vms.size(); i++) {
+      VsockVm vm = vms.get(i);
+      Path uds = file(vm.udsPath());
+      if (vm.socket() instanceof VhostSocket.AtPath(Path socket)
+          && (file(socket).equals(uds) || file(socket).equals(file(Path.of(uds + ".seqpacket"))))) {
+        throw new UsageException(
+            "guest "
+                + (i + 1)
+                + ": its vhost-user socket "
+                + socket
+                + " is also a path of its host side (uds-path "
+                + vm.udsPath()
+                + ")");
+      }
       for (int j = 0; j < i; j++) {
         String clash = clash(vms.get(j), vms.get(i));
         if (clash != null) {
@@ -208,7 +221,9 @@ final class VsockCommand {
   static List<VsockVm> fromConfig(Path file) throws UsageException, IOException {
     Object root;
     try (Reader in = Files.newBufferedReader(file)) {
-      root = new Yaml(new SafeConstructor(new LoaderOptions())).load(in);
+      LoaderOptions options = new LoaderOptions();
+      options.setAllowDuplicateKeys(false); // else the last of two socket: keys wins, unsaid
+      root = new Yaml(new SafeConstructor(options)).load(in);
     } catch (YAMLException e) {
       throw new UsageException(file + " is not valid YAML: " + e.getMessage());
     } catch (NoSuchFileException e) { // whose message is the bare path, as AccessDenied's

@@ -70,6 +70,9 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
       if (e.getValue() instanceof Map<?, ?> || e.getValue() instanceof Collection<?>) {
         throw new UsageException(where + ": " + e.getKey() + " is not a single value");
       }
+      if (String.valueOf(e.getValue()).isBlank()) {
+        throw new UsageException(where + ": " + e.getKey() + " has no value");
+      }
       if (values.put(key, String.valueOf(e.getValue())) != null) {
         throw new UsageException(
             where + ": " + key + " is given twice ('-' and '_' spell one key)");

@@ -554,7 +554,11 @@ public final class VsockDevice implements VirtioDevice {
   void resetConnection(VsockConnection c) {
     forget(c);
     // The RST takes over the connection's slot, so its queue has room (see connectionResets).
-    connectionResets.add(c.guestPort(), c.hostPort(), c.type());
+    if (!connectionResets.add(c.guestPort(), c.hostPort(), c.type())) {
+      // Cannot happen while every slot is counted; said loudly if it ever does.
+      LOG.log(Level.ERROR, "vsock: bug: no slot kept for the RST of " + c);
+      strayReset(c.guestPort(), c.hostPort(), c.type());
+    }
     requestRx();
     close(c);
   }

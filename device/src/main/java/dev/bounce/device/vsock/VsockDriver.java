@@ -86,6 +86,7 @@ public final class VsockDriver {
   private int nextPort = FIRST_EPHEMERAL;
 
   private long resetsForNoSocket;
+  private long responses;
   private int markerPort = -1;
   private Socket markerSocket;
   private long packetsAtMarker;
@@ -188,6 +189,11 @@ public final class VsockDriver {
   /** RSTs that arrived for no socket of this driver (answers to raw packets, refused ones). */
   public long resetsForNoSocket() {
     return resetsForNoSocket;
+  }
+
+  /** RESPONSE packets received, for a socket of this driver or not. */
+  public long responses() {
+    return responses;
   }
 
   /** The local port the last RST for no socket was addressed to, or -1. */
@@ -756,6 +762,7 @@ public final class VsockDriver {
       return;
     }
     Socket s = sockets.get(VsockConnection.key(localPort, peerPort));
+    if (op == Op.RESPONSE) responses++;
     if (op == Op.RST) {
       if (s == null) {
         resetsForNoSocket++;

@@ -147,7 +147,7 @@ class VsockVmTest {
   @Test
   void badNumbersAreRefusedNamingTheKeyAndValue() {
     refused(BASE + ",guest-cid=three", "guest-cid 'three' is not a number");
-    refused(BASE + ",guest-cid=", "guest-cid '' is not a number");
+    refused(BASE + ",guest-cid=", "guest-cid has no value");
     refused(BASE + ",queue-size=1k", "queue-size '1k' is not a number");
     refused(BASE + ",tx-buffer-size=lots", "tx-buffer-size: 'lots' is not a size");
     refused(BASE + ",tx-buffer-size=64Q", "tx-buffer-size: '64Q' is not a size");
@@ -425,5 +425,26 @@ class VsockVmTest {
     assertTrue(
         clash(List.of(a, socketOnUds)).contains("both have the path /tmp/a.vsock"),
         clash(List.of(a, socketOnUds)));
+  }
+
+  @Test
+  void aKeyTwiceInAConfigEntryIsRefused() throws Exception {
+    configRefused(
+        "vms:\n  - {socket: /first, socket: /second, uds_path: /u}\n", "is not valid YAML");
+  }
+
+  @Test
+  void anEmptyValueIsRefused() throws Exception {
+    refused("socket=/s,uds-path=", "uds-path has no value");
+    configRefused("vms:\n  - {socket: /s, uds_path: \"\"}\n", "uds_path has no value");
+  }
+
+  @Test
+  void aGuestWhoseSocketIsOneOfItsOwnHostSidePathsIsRefused() {
+    for (String socket : List.of("/tmp/g/vm.vsock", "/tmp/g/vm.vsock.seqpacket")) {
+      VsockVm vm = vm(3, at(socket), "/tmp/g/./vm.vsock");
+      assertTrue(
+          clash(List.of(vm)).contains("is also a path of its host side"), clash(List.of(vm)));
+    }
   }
 }

@@ -2,6 +2,7 @@ package dev.bounce.device.vsock;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -310,6 +311,36 @@ class VsockDeviceTest {
       driver.pump(10);
     }
     assertEquals(resetsBefore, driver.resetsForNoSocket(), "the stale RST reached the guest");
+  }
+
+  @Test
+  void aRequestReusingThePairOfAnEndedConnectionDropsItsWaitingRst() throws Exception {
+    startWithRoomFor(64);
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    useUpRxBuffers(s);
+    s.shutdown(VsockHeader.SHUTDOWN_BOTH); // bounce ends it; its RST waits for an rx buffer
+    awaitTxTaken();
+    assertEquals(0, device.connectionCount());
+    // The guest connects again from the same port: that RST belongs to the connection before.
+    long responses = driver.responses();
+    driver.sendRaw(
+        VsockHeader.HOST_CID,
+        s.localPort(),
+        ECHO_PORT,
+        0,
+        VsockHeader.TYPE_STREAM,
+        Op.REQUEST,
+        0,
+        null);
+    awaitTxTaken();
+    driver.postRxBuffers(true);
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (driver.responses() == responses) {
+      assertTrue(System.nanoTime() < deadline, "no RESPONSE for the new connection");
+      driver.pump(10);
+    }
+    assertFalse(s.wasReset(), "the ended connection's RST came ahead of the new RESPONSE");
+    assertEquals(1, device.connectionCount());
   }
 
   private void startWithRoomFor(int maxConnections) throws Exception {

@@ -204,6 +204,11 @@ public final class BackendServer implements AutoCloseable {
     return path;
   }
 
+  @Override
+  public String toString() {
+    return config.name() + " on " + where;
+  }
+
   /** Ends the session (rings stopped, everything released) and stops listening. */
   @Override
   public void close() {
