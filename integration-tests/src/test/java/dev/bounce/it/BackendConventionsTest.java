@@ -176,13 +176,7 @@ class BackendConventionsTest {
   private void assertTrafficFlows(String who) throws Exception {
     LauncherTest.Run run =
         LauncherTest.vsockFrontend(socket, uds, "--count", "4", "--bytes", "64K");
-    String what = who + ": " + run.out() + run.err() + "\nbounce: " + log();
-    assertEquals(0, run.status(), what);
-    Map<String, Object> json = Json.object(run.out().strip());
-    assertEquals(4.0, json.get("connections"), what);
-    for (String way : new String[] {"guest_to_host", "host_to_guest"}) {
-      assertEquals(0.0, ((Map<?, ?>) json.get(way)).get("errors"), way + ": " + what);
-    }
+    LauncherTest.assertVsockStreams(run, 4, 64 << 10, who + ", bounce: " + log());
   }
 
   private String log() {

@@ -8,6 +8,7 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
@@ -38,6 +39,24 @@ class LauncherTest {
                 "--json"));
     args.addAll(List.of(extra));
     return launch(args.toArray(String[]::new));
+  }
+
+  /**
+   * That {@code run} of {@link #vsockFrontend} succeeded: {@code connections} streams, each {@code
+   * bytesEach} bytes both ways, no error; {@code context} goes into every failure message.
+   */
+  static Map<String, Object> assertVsockStreams(
+      Run run, int connections, long bytesEach, String context) {
+    String what = context + ": " + run.out() + run.err();
+    assertEquals(0, run.status(), what);
+    Map<String, Object> json = Json.object(run.out().strip());
+    assertEquals((double) connections, json.get("connections"), what);
+    for (String way : new String[] {"guest_to_host", "host_to_guest"}) {
+      Map<?, ?> stats = (Map<?, ?>) json.get(way);
+      assertEquals((double) connections * bytesEach, stats.get("bytes"), way + ": " + what);
+      assertEquals(0.0, stats.get("errors"), way + ": " + what);
+    }
+    return json;
   }
 
   static Run launch(String... args) throws IOException, InterruptedException {

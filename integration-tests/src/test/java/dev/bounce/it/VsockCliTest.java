@@ -80,15 +80,10 @@ class VsockCliTest {
   void streamsBothWaysReportConnectionsBytesAndNoErrors() throws Exception {
     LauncherTest.Run run =
         frontend("--count", "20", "--parallel", "5", "--bytes", "256K", "--size", "16K");
-    String what = run.out() + run.err() + "\nbackend: " + log();
-    assertEquals(0, run.status(), what);
-    Map<String, Object> json = Json.object(run.out().strip());
-    assertEquals(20.0, json.get("connections"), what);
+    Map<String, Object> json =
+        LauncherTest.assertVsockStreams(run, 20, 256 << 10, "backend: " + log());
     for (String way : new String[] {"guest_to_host", "host_to_guest"}) {
-      Map<?, ?> stats = (Map<?, ?>) json.get(way);
-      assertEquals(20 * 256 * 1024.0, stats.get("bytes"), way + ": " + what);
-      assertEquals(20 * 16.0, stats.get("operations"), way + ": " + what);
-      assertEquals(0.0, stats.get("errors"), way + ": " + what);
+      assertEquals(20 * 16.0, ((Map<?, ?>) json.get(way)).get("operations"), way);
     }
   }
 

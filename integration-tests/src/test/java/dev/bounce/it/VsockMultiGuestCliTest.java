@@ -11,7 +11,6 @@ import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -210,15 +209,8 @@ class VsockMultiGuestCliTest {
   }
 
   private void checkStreamed(Guest g, LauncherTest.Run run) {
-    String what = "guest CID " + g.cid() + ": " + run.out() + run.err() + "\nbackend: " + log();
-    assertEquals(0, run.status(), what);
-    Map<String, Object> json = Json.object(run.out().strip());
-    assertEquals(4.0, json.get("connections"), what);
-    for (String way : new String[] {"guest_to_host", "host_to_guest"}) {
-      Map<?, ?> stats = (Map<?, ?>) json.get(way);
-      assertEquals(4 * 256 * 1024.0, stats.get("bytes"), way + ": " + what);
-      assertEquals(0.0, stats.get("errors"), way + ": " + what);
-    }
+    LauncherTest.assertVsockStreams(
+        run, 4, 256 << 10, "guest CID " + g.cid() + ", backend: " + log());
   }
 
   /** SIGTERM: both guests reported with no errors, and no socket file left behind. */
