@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.spi.VirtioDevice;
+import io.netty.channel.IoEventLoop;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -22,6 +23,10 @@ import java.util.logging.SimpleFormatter;
  */
 final class BackendFixture implements AutoCloseable {
   final EventLoops loops;
+
+  /** The loop the server's sessions handle messages on. */
+  final IoEventLoop controlLoop;
+
   final BackendServer server;
   final Path path;
   private final Logger logger = Logger.getLogger("dev.bounce.vhost");
@@ -31,8 +36,10 @@ final class BackendFixture implements AutoCloseable {
 
   private final Capture capture = new Capture();
 
-  private BackendFixture(EventLoops loops, BackendServer server, Path path) {
+  private BackendFixture(
+      EventLoops loops, IoEventLoop controlLoop, BackendServer server, Path path) {
     this.loops = loops;
+    this.controlLoop = controlLoop;
     this.server = server;
     this.path = path;
     logger.addHandler(capture);
@@ -45,14 +52,7 @@ final class BackendFixture implements AutoCloseable {
 
   /** The backend listens at {@code path} (the frontend connects, as QEMU does). */
   static BackendFixture listen(Path path, VirtioDevice device) throws IOException {
-    EventLoops loops = new EventLoops(2, "test-backend");
-    try {
-      return new BackendFixture(
-          loops, BackendServer.listen(path, config(loops, "test", device)), path);
-    } catch (IOException | RuntimeException e) {
-      loops.close();
-      throw e;
-    }
+    return listen(path, device, RestrictedDma.OFF);
   }
 
   /** {@link #listen(Path, VirtioDevice)} with a restricted-DMA configuration. */
@@ -63,6 +63,7 @@ final class BackendFixture implements AutoCloseable {
       BackendServer.Config config = config(loops, "test", device);
       return new BackendFixture(
           loops,
+          config.controlLoop(),
           BackendServer.listen(
               path,
               new BackendServer.Config(
@@ -77,8 +78,9 @@ final class BackendFixture implements AutoCloseable {
   /** The backend connects to a frontend listening at {@code path} (DPDK's server=1). */
   static BackendFixture connect(Path path, VirtioDevice device) {
     EventLoops loops = new EventLoops(2, "test-backend");
+    BackendServer.Config config = config(loops, "test", device);
     return new BackendFixture(
-        loops, BackendServer.connect(path, config(loops, "test", device)), path);
+        loops, config.controlLoop(), BackendServer.connect(path, config), path);
   }
 
   /** Waits until no frontend is being served (the last one's session has ended). */

@@ -20,6 +20,7 @@ import io.netty.buffer.Unpooled;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -158,6 +159,47 @@ class InBandNotificationsTest {
       while (noChannelWarnings(backend) == 0 && System.nanoTime() < deadline) Thread.sleep(5);
       Thread.sleep(QUIET.toMillis()); // any later notice has reached the control loop by now
       assertEquals(1, noChannelWarnings(backend), backend.warnings().toString());
+    }
+  }
+
+  /**
+   * Used-buffer notices the data loop makes while the control loop is busy elsewhere: one waiting
+   * BACKEND_VRING_CALL covers the ones after it, so the control loop's queue does not grow with the
+   * ring's pace.
+   */
+  @Test
+  void noticesWaitingForTheControlLoopAreOneMessagePerRing() throws Exception {
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
+        FrontendChannel backendChannel = handBackendChannel(frontend, IN_BAND)) {
+      frontend.shareMemory();
+      DriverRing ring = configureWithoutKickAndCall(frontend, 0);
+      // A kick eventfd, which the data loop serves without the control loop; still no call fd.
+      frontend.setVringFd(FrontendRequest.SET_VRING_KICK, 0, frontend.kick[0]);
+      CountDownLatch busy = new CountDownLatch(1);
+      CountDownLatch release = new CountDownLatch(1);
+      backend.controlLoop.execute(
+          () -> {
+            busy.countDown();
+            try {
+              release.await();
+            } catch (InterruptedException e) {
+              Thread.currentThread().interrupt();
+            }
+          });
+      busy.await();
+      try {
+        for (int used = 0; used < 10; used++) {
+          byte[] data = ("busy " + used).getBytes(StandardCharsets.UTF_8);
+          int head = ring.postEcho(data, data.length + 16);
+          frontend.kick[0].signal();
+          ring.awaitEcho(head, data, used, TestFrontend.TIMEOUT);
+        }
+      } finally {
+        release.countDown();
+      }
+      assertNotice(backendChannel, BackendRequest.VRING_CALL, 0);
+      assertFalse(backendChannel.awaitInput(QUIET), "ten used buffers, one waiting notice");
     }
   }
 
