@@ -4,6 +4,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -69,6 +73,28 @@ class BackendConventionsTest {
       Thread.sleep(50);
     }
     assertTrue(log().contains("the frontend on inherited fd 3 went away"), log());
+    assertCleanClose();
+  }
+
+  @Test
+  void aConnectedSocketWhoseFrontendBreaksTheProtocolEndsBounceWithAnError() throws Exception {
+    activate(true);
+    try (SocketChannel frontend = SocketChannel.open(UnixDomainSocketAddress.of(socket))) {
+      // GET_FEATURES without the version bit in its flags, and no reply asked for.
+      frontend.write(
+          ByteBuffer.allocate(12)
+              .order(ByteOrder.LITTLE_ENDIAN)
+              .putInt(1)
+              .putInt(0)
+              .putInt(0)
+              .flip());
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+      while (!log().contains("ended on an error")) {
+        assertTrue(System.nanoTime() < deadline, "bounce did not end on the error: " + log());
+        Thread.sleep(50);
+      }
+    }
+    assertTrue(log().contains("inherited fd 3: ended on an error: GET_FEATURES"), log());
     assertCleanClose();
   }
 

@@ -110,10 +110,12 @@ final class VsockCommand {
     int threads = Math.min(vms.size(), Runtime.getRuntime().availableProcessors());
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(threads, "bounce-data")) {
-      List<VsockDevice> devices = new ArrayList<>();
+      List<Served> guests = new ArrayList<>();
       try {
         for (VsockVm vm : vms) {
-          devices.add(serve(vm, dma, control.next(), data.next(), open, onFinished));
+          Served guest = serve(vm, dma, control.next(), data.next(), open);
+          guests.add(guest);
+          guest.server().finished().thenRun(onFinished);
         }
         Runtime.getRuntime()
             .addShutdownHook(
@@ -130,14 +132,24 @@ final class VsockCommand {
       } finally {
         closeAll(open); // here, not after the try-with-resources: the loops must still run
       }
-      for (VsockDevice d : devices) {
+      int status = 0;
+      for (Served guest : guests) {
+        VsockDevice d = guest.device();
         System.err.println(
             "bounce vsock: guest CID " + d.guestCid() + ": " + d.guestErrors() + " guest errors");
+        // A management layer that handed bounce one frontend's socket learns from the status how
+        // that session ended.
+        BackendServer server = guest.server();
+        if (server.failure() != null) {
+          System.err.println(
+              "bounce vsock: " + server + ": ended on an error: " + server.failure());
+          status = 1;
+        }
       }
+      return status;
     } finally {
       closed.countDown(); // the event loops are shut down by now
     }
-    return 0;
   }
 
   private static List<VsockVm> vms() throws UsageException, IOException {
@@ -247,13 +259,15 @@ final class VsockCommand {
     return vms;
   }
 
-  private static VsockDevice serve(
+  /** One guest being served: its device and the server of its vhost-user socket. */
+  private record Served(VsockDevice device, BackendServer server) {}
+
+  private static Served serve(
       VsockVm vm,
       RestrictedDma dma,
       IoEventLoop control,
       IoEventLoop data,
-      List<AutoCloseable> open,
-      Runnable onFinished)
+      List<AutoCloseable> open)
       throws IOException {
     UnixHost host = UnixHost.listen(vm.udsPath(), data);
     open.add(host);
@@ -269,7 +283,6 @@ final class VsockCommand {
             .serve(
                 new BackendServer.Config("vsock cid " + vm.guestCid(), device, control, data, dma));
     open.add(0, server); // closed before its host side
-    server.finished().thenRun(onFinished);
     System.err.println(
         "bounce vsock: guest CID "
             + vm.guestCid()
@@ -277,7 +290,7 @@ final class VsockCommand {
             + vm.socket()
             + ", host side "
             + vm.udsPath());
-    return device;
+    return new Served(device, server);
   }
 
   private static void closeAll(List<AutoCloseable> open) {

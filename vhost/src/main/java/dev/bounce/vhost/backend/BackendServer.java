@@ -55,6 +55,7 @@ public final class BackendServer implements AutoCloseable {
   private final UnixListener listener;
   private final boolean oneFrontend;
   private final CompletableFuture<Void> finished = new CompletableFuture<>();
+  private volatile String failure;
   private FdWatch acceptWatch;
   private volatile BackendSession session;
   private volatile boolean closed;
@@ -130,6 +131,14 @@ public final class BackendServer implements AutoCloseable {
     return finished;
   }
 
+  /**
+   * Once {@link #finished} for an inherited connected socket: why bounce ended its one session (the
+   * frontend broke the protocol), or null when the frontend left.
+   */
+  public String failure() {
+    return failure;
+  }
+
   private void accept() {
     try {
       UnixSocket socket;
@@ -185,8 +194,10 @@ public final class BackendServer implements AutoCloseable {
   }
 
   private void sessionEnded() {
+    BackendSession ended = session;
     session = null;
     if (oneFrontend) {
+      failure = ended == null ? null : ended.failure();
       LOG.log(Level.INFO, "{0}: the frontend on {1} went away", config.name(), where);
       finished.complete(null);
     } else if (listener == null && !closed) {

@@ -119,6 +119,7 @@ public final class BackendSession implements AutoCloseable {
   private boolean warnedMemoryIgnored;
   private UnixSocket backendChannel;
   private boolean closed;
+  private volatile String failure;
 
   /** Per ring, a VRING_CALL (bit 1) and a VRING_ERR (bit 2) queued on the control loop. */
   private final AtomicIntegerArray noticesQueued;
@@ -214,8 +215,14 @@ public final class BackendSession implements AutoCloseable {
       close();
     } catch (IOException | ProtocolException e) {
       LOG.log(Level.WARNING, "{0}: closing the connection: {1}", name, e.getMessage());
+      failure = e.getMessage();
       close();
     }
+  }
+
+  /** Why bounce ended the connection (the frontend broke the protocol), or null. */
+  public String failure() {
+    return failure;
   }
 
   private void handle(MessageReader.Frame frame) throws IOException, ProtocolException {
