@@ -67,11 +67,7 @@ class BackendConventionsTest {
   void aConnectedSocketIsServedUntilItsFrontendLeavesThenBounceExits() throws Exception {
     activate(true);
     assertTrafficFlows("the one frontend");
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-    while (!log().contains("guest CID 3: 0 guest errors")) {
-      assertTrue(System.nanoTime() < deadline, "bounce did not exit after its frontend: " + log());
-      Thread.sleep(50);
-    }
+    awaitLog("guest CID 3: 0 guest errors", "bounce did not exit after its frontend");
     assertTrue(log().contains("the frontend on inherited fd 3 went away"), log());
     assertCleanClose();
   }
@@ -88,14 +84,18 @@ class BackendConventionsTest {
               .putInt(0)
               .putInt(0)
               .flip());
-      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-      while (!log().contains("ended on an error")) {
-        assertTrue(System.nanoTime() < deadline, "bounce did not end on the error: " + log());
-        Thread.sleep(50);
-      }
+      awaitLog("ended on an error", "bounce did not end on the error");
     }
     assertTrue(log().contains("inherited fd 3: ended on an error: GET_FEATURES"), log());
     assertCleanClose();
+  }
+
+  private void awaitLog(String text, String otherwise) throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+    while (!log().contains(text)) {
+      assertTrue(System.nanoTime() < deadline, otherwise + ": " + log());
+      Thread.sleep(50);
+    }
   }
 
   /** Everything closed while bounce's event loops still ran. */
