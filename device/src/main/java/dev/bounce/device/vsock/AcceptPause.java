@@ -17,6 +17,8 @@ import java.util.concurrent.TimeUnit;
 @ChannelHandler.Sharable
 final class AcceptPause extends ChannelInboundHandlerAdapter {
   private static final System.Logger LOG = System.getLogger(AcceptPause.class.getName());
+
+  /** How long a host listener stops accepting after accept(2) failed. */
   static final long PAUSE_MILLIS = 1000;
 
   private final Path listener;
@@ -25,11 +27,22 @@ final class AcceptPause extends ChannelInboundHandlerAdapter {
     this.listener = listener;
   }
 
-  @Override
-  public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+  /** The line either host listener logs when accept(2) fails and it pauses. */
+  static void logPause(Object listener, String why) {
     LOG.log(
         Level.WARNING,
-        "vsock: accepting at " + listener + ": " + cause.getMessage() + "; pausing for 1 s");
+        "vsock: accepting at "
+            + listener
+            + ": "
+            + why
+            + "; pausing for "
+            + PAUSE_MILLIS / 1000
+            + " s");
+  }
+
+  @Override
+  public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+    logPause(listener, cause.getMessage());
     ctx.channel().config().setAutoRead(false);
     ctx.executor()
         .schedule(

@@ -53,11 +53,9 @@ final class SeqpacketHost implements AutoCloseable {
       // Out of fds, say: the connection stays in the backlog and the level-triggered listener
       // would wake the loop at once, for ever. Stop watching for a second, as Netty's acceptor
       // does.
-      LOG.log(
-          Level.WARNING,
-          "vsock: accepting at " + listener + ": " + e.getMessage() + "; pausing for 1 s");
+      AcceptPause.logPause(listener, e.getMessage());
       watch.close();
-      loop.schedule(this::resume, 1, TimeUnit.SECONDS);
+      loop.schedule(this::resume, AcceptPause.PAUSE_MILLIS, TimeUnit.MILLISECONDS);
     }
   }
 

@@ -801,22 +801,22 @@ public final class VsockDevice implements VirtioDevice {
     print(Level.WARNING, c == null ? what : what + " (" + c + ")");
   }
 
-  /** Logs a line the guest caused, rate-limited so that a guest cannot flood the host's log. */
+  /** Logs a line the guest caused, rate-limited ({@link #logs}). */
   void log(Level level, String what) {
     if (logs()) print(level, what);
   }
 
   /**
    * Counts a line the guest caused; whether it is to be printed: the first {@link #LOG_FIRST}, then
-   * one in a thousand.
+   * one in a thousand, so that a guest cannot flood the host's log.
    */
-  boolean logs() {
+  private boolean logs() {
     logged++;
     return logged <= LOG_FIRST || logged % 1000 == 0;
   }
 
   /** Prints a line {@link #logs} let through. */
-  void print(Level level, String what) {
+  private void print(Level level, String what) {
     LOG.log(level, logged > LOG_FIRST ? what + " (" + logged + " such lines so far)" : what);
   }
 }
