@@ -122,6 +122,31 @@ class VsockMultiGuestCliTest {
     }
   }
 
+  /**
+   * The second guest's socket cannot be created: bounce exits 1 naming it, having closed what the
+   * first guest already had (its sockets are gone) while its event loops still ran.
+   */
+  @Test
+  void aGuestThatCannotStartEndsBounceAndRemovesWhatTheOthersOpened() throws Exception {
+    Path a = dir.resolve("a.sock");
+    Path u1 = dir.resolve("u1.vsock");
+    Path b = dir.resolve("missing-dir").resolve("b.sock");
+    Path u2 = dir.resolve("u2.vsock");
+    start(
+        "--vm",
+        "guest-cid=3,socket=" + a + ",uds-path=" + u1,
+        "--vm",
+        "guest-cid=4,socket=" + b + ",uds-path=" + u2);
+    assertTrue(backend.waitFor(START_SECONDS, TimeUnit.SECONDS), "bounce vsock runs on: " + log());
+    String log = log();
+    assertEquals(1, backend.exitValue(), log);
+    assertTrue(log.contains(b.toString()), "the failing path is named: " + log);
+    assertFalse(log.contains("bounce vsock: closing"), "a close failed: " + log);
+    for (Path p : List.of(a, u1, Path.of(u1 + ".seqpacket"), u2, Path.of(u2 + ".seqpacket"))) {
+      assertFalse(Files.exists(p, LinkOption.NOFOLLOW_LINKS), p + " was left behind");
+    }
+  }
+
   /** Starts bounce vsock with {@code args}, its stdout and stderr going to {@link #log()}. */
   private void start(String... args) throws IOException {
     backendLog = dir.resolve("vsock.log");
