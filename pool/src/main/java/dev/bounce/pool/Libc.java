@@ -74,6 +74,8 @@ public final class Libc {
       downcall("read", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
   private static final MethodHandle WRITE =
       downcall("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
+  private static final MethodHandle READV =
+      downcall("readv", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
   private static final MethodHandle POLL =
       downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
   private static final MethodHandle CLOSE =
@@ -302,6 +304,58 @@ public final class Libc {
         if (errno == EAGAIN) return WOULD_BLOCK;
         if (errno != EINTR) throw new NativeException("write", "fd " + fd + ", " + count, errno);
       }
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw unexpected(t);
+    }
+  }
+
+  /**
+   * readv(2) into the pieces of {@code vectors}, retried on EINTR; returns the bytes read (0 at end
+   * of file), or {@link #WOULD_BLOCK} when a non-blocking fd has nothing. Allocates nothing.
+   */
+  public static long readv(int fd, IoVectors vectors) throws NativeException {
+    MemorySegment state = callState();
+    try {
+      while (true) {
+        long n = (long) READV.invokeExact(state, fd, vectors.array(), vectors.count());
+        if (n >= 0) return n;
+        int errno = errno(state);
+        if (errno == EAGAIN) return WOULD_BLOCK;
+        if (errno != EINTR) {
+          throw new NativeException("readv", "fd " + fd + ", " + vectors.bytes(), errno);
+        }
+      }
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw unexpected(t);
+    }
+  }
+
+  private static final long FIONREAD = 0x541B;
+  private static final MethodHandle IOCTL_INT =
+      LINKER.downcallHandle(
+          symbol("ioctl"),
+          FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, ADDRESS),
+          Linker.Option.firstVariadicArg(2),
+          Linker.Option.captureCallState("errno"));
+  private static final ThreadLocal<MemorySegment> INT_OUT =
+      ThreadLocal.withInitial(() -> Arena.ofAuto().allocate(JAVA_INT));
+
+  /**
+   * The bytes a read of socket {@code fd} would return now (ioctl FIONREAD; 0 also at end of
+   * stream). Allocation-free.
+   */
+  public static int bytesReadable(int fd) throws NativeException {
+    MemorySegment state = callState();
+    MemorySegment out = INT_OUT.get();
+    try {
+      if ((int) IOCTL_INT.invokeExact(state, fd, FIONREAD, out) < 0) {
+        throw fail("ioctl FIONREAD", "fd " + fd, state);
+      }
+      return out.get(JAVA_INT, 0);
     } catch (NativeException e) {
       throw e;
     } catch (Throwable t) {
