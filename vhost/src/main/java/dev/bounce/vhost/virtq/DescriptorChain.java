@@ -14,6 +14,7 @@ import static dev.bounce.vhost.virtq.Virtq.VIRTQ_DESC_F_WRITE;
 
 import dev.bounce.pool.AddressKind;
 import dev.bounce.pool.GuestRegion;
+import dev.bounce.pool.IoVectors;
 import dev.bounce.vhost.virtq.VirtqueueException.Reason;
 import java.lang.foreign.MemorySegment;
 
@@ -340,6 +341,45 @@ public final class DescriptorChain {
   public int write(byte[] src, int srcIndex, int count) throws VirtqueueException {
     java.util.Objects.checkFromIndexSize(srcIndex, count, src.length);
     return (int) write(MemorySegment.ofArray(src), srcIndex, count);
+  }
+
+  /**
+   * Adds up to {@code max} bytes of the chain's device-writable room, from the cursor on, to {@code
+   * into} (one piece per descriptor, as far as {@code into} has room), and moves the cursor past
+   * them, so that one {@code readv(2)} can fill them straight from a file descriptor (vm-memory's
+   * read_volatile_from). They are not counted in {@link #bytesWritten}: only the caller knows how
+   * many the read filled. Readable descriptors still ahead are skipped (section 2.7.5.1).
+   *
+   * @return the bytes added
+   * @throws VirtqueueException when a descriptor reached is invalid
+   */
+  public long gatherWritable(IoVectors into, long max) throws VirtqueueException {
+    long done = 0;
+    while (done < max && into.hasRoom() && writableRoom()) {
+      long n = Math.min(length - consumed, max - done);
+      into.add(segment, offset + consumed, n);
+      consumed += n;
+      done += n;
+    }
+    return done;
+  }
+
+  /**
+   * Moves the cursor past up to {@code count} bytes of device-writable room without writing them
+   * (room for a header the device writes after the payload, once it knows the payload's length).
+   * Not counted in {@link #bytesWritten}.
+   *
+   * @return the bytes skipped (fewer at the end of the chain)
+   * @throws VirtqueueException when a descriptor reached is invalid
+   */
+  public long skipWritable(long count) throws VirtqueueException {
+    long done = 0;
+    while (done < count && writableRoom()) {
+      long n = Math.min(length - consumed, count - done);
+      consumed += n;
+      done += n;
+    }
+    return done;
   }
 
   /** Positions the cursor on unread bytes of a readable descriptor; false if there are none. */

@@ -360,6 +360,24 @@ public final class SplitQueue {
     return true;
   }
 
+  /**
+   * Gives back {@code chain}, the chain {@link #pop} returned last, unused: the next pop returns
+   * the same available ring entry again (virtio-queue's go_to_previous_position). For a device that
+   * pops several buffers before it knows how many it fills; give them back last popped first.
+   *
+   * @throws IllegalArgumentException when the chain belongs to another queue
+   */
+  public void unpop(DescriptorChain chain) {
+    if (chain.queue != this) {
+      throw new IllegalArgumentException("chain of another queue given to virtqueue " + index);
+    }
+    nextAvail = (nextAvail - 1) & 0xffff;
+    if (popBudget != Long.MAX_VALUE) popBudget++;
+    int head = chain.headIndex();
+    bytesInFlight -= Integer.toUnsignedLong(heldBytes[head]);
+    heldBytes[head] = 0;
+  }
+
   /** Reads avail.idx (acquire) into the shadow; whether there is anything new. */
   private boolean refreshAvailIndex(MemorySegment avail) throws VirtqueueException {
     int availIdx = Short.toUnsignedInt(avail.get(LE16, AVAIL_IDX));
