@@ -1,5 +1,7 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.pool.IoVectors;
+
 /**
  * Where a {@link VsockDevice}'s connections end on the host: the hybrid-vsock Unix sockets of
  * vhost-device-vsock and Firecracker (to come), or {@link LoopbackHost} in tests. Every method runs
@@ -31,6 +33,27 @@ public interface HostSide {
 
     /** Room for bytes to the guest was freed: {@link VsockConnection#write} takes more. */
     void writable(VsockConnection connection);
+
+    /**
+     * How many bytes for the guest wait at the host now, for {@link #readInto} (see {@link
+     * VsockConnection#bytesWaitAtHost}); 0 when none, and the endpoint says {@code bytesWaitAtHost}
+     * again when some come.
+     */
+    default int bytesAtHost(VsockConnection connection) {
+      return 0;
+    }
+
+    /**
+     * Reads bytes for the guest from the host straight into {@code buffers}, pieces of the guest's
+     * receive buffers, with one read, after {@link #bytesAtHost} said some wait; asked only while
+     * nothing {@link VsockConnection#write} took waits for the guest, so bytes stay in order. Must
+     * not end the connection meanwhile (a failed read ends it later, from the loop).
+     *
+     * @return the bytes read
+     */
+    default long readInto(VsockConnection connection, IoVectors buffers) {
+      return 0;
+    }
 
     /** The guest shut down its side: {@link VsockHeader#SHUTDOWN_RCV} and/or SEND. */
     void peerShutdown(VsockConnection connection, int flags);

@@ -1,6 +1,7 @@
 package dev.bounce.device.vsock;
 
 import dev.bounce.pool.Fd;
+import dev.bounce.pool.IoVectors;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.loop.FdWatch;
@@ -24,9 +25,11 @@ import java.util.concurrent.TimeUnit;
  * buffer without bound:
  *
  * <ul>
- *   <li>host to guest: the channel reads (auto-read is off) only when the guest has credit room
- *       ({@link VsockConnection#writable}); what one read brought and the guest has no room for yet
- *       waits in {@link #pending} until {@link #writable} says room was freed.
+ *   <li>host to guest: the device reads the socket straight into the guest's receive buffers
+ *       ({@link #readInto}, {@link HostReads}) as far as the guest's credit goes; once the socket
+ *       is empty, the channel reads the next bytes when they come (auto-read is off), which wakes
+ *       the device up. What such a read brought and the guest has no room for yet waits in {@link
+ *       #pending} until {@link #writable} says room was freed.
  *   <li>guest to host: bytes leave the connection's buffer only while the channel is writable (its
  *       outbound bytes below {@link UnixHost#WATER_MARK}); when the host stops reading, the buffer
  *       fills, the guest's credit runs out and the guest stops sending.
@@ -59,6 +62,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   private Fd roomFd;
   private FdWatch roomWatch;
   private boolean hostSentEof;
+  private boolean socketMayHoldMore;
   private boolean inputShut;
   private boolean outputShut;
   private boolean ended;
@@ -154,6 +158,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
       bytes.release();
       return;
     }
+    // A read that filled its buffer may have left more in the socket (else the socket is empty,
+    // and the device would only ask in vain).
+    socketMayHoldMore = !bytes.isWritable();
     pending = pending == null ? bytes : merge(ctx, pending, bytes);
     fromHost();
   }
@@ -211,8 +218,56 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     if (hostSentEof) {
       c.shutdown(VsockHeader.SHUTDOWN_SEND);
     } else if (c.writable() > 0) {
-      channel.read();
+      if (socketMayHoldMore) {
+        c.bytesWaitAtHost(); // the device reads them straight into the guest's buffers
+      } else {
+        channel.read();
+      }
     }
+  }
+
+  @Override
+  public int bytesAtHost(VsockConnection c) {
+    if (pending != null || hostSentEof || inputShut || !channel.isActive()) return 0;
+    int n;
+    try {
+      n = Libc.bytesReadable(fd());
+    } catch (NativeException e) {
+      return failed(c, e);
+    }
+    if (n == 0) readWhenMoreCome();
+    return n;
+  }
+
+  /**
+   * Host to guest without a copy: readv(2) straight into the guest's buffers (the device sized them
+   * to what {@link #bytesAtHost} said waits).
+   */
+  @Override
+  public long readInto(VsockConnection c, IoVectors buffers) {
+    long n;
+    try {
+      n = Libc.readv(fd(), buffers);
+    } catch (NativeException e) {
+      return failed(c, e);
+    }
+    if (n < buffers.bytes()) readWhenMoreCome(); // WOULD_BLOCK too; at end of stream Netty says so
+    return Math.max(n, 0);
+  }
+
+  /**
+   * Netty reads the next bytes when they come ({@link #channelRead}): the wake-up that tells the
+   * device to read again. Meanwhile the device does not.
+   */
+  private void readWhenMoreCome() {
+    socketMayHoldMore = false;
+    channel.read();
+  }
+
+  private int failed(VsockConnection c, NativeException e) {
+    LOG.log(Level.DEBUG, "vsock: host socket of " + c + ": " + e.getMessage());
+    channel.eventLoop().execute(channel::close); // not now: the device is filling buffers
+    return 0;
   }
 
   /** From now on bounce writes the socket and watches it itself (see the class comment). */

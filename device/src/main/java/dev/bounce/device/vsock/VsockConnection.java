@@ -44,6 +44,7 @@ public final class VsockConnection {
   int announcedFwdCnt;
   int hostShutdown;
   int peerShutdown;
+  boolean bytesWaitAtHost;
   private boolean lastReadEndedMessage;
 
   // A stream packet's payload the host may take straight from guest memory: set only during
@@ -199,6 +200,18 @@ public final class VsockConnection {
     if (isSeqpacket() && endOfMessage && n == length && state != State.CLOSED) toGuest.markEnd();
     if (n > 0 || endOfMessage) device.wantsToSend(this);
     return n;
+  }
+
+  /**
+   * Bytes for the guest may wait at the host end, to be read straight into the guest's receive
+   * buffers ({@link HostSide.HostEndpoint#readInto}) once it has some and credit: a stream's way
+   * round {@link #write}'s copy. The device asks until a read comes back short; the host end says
+   * so again when more may have come.
+   */
+  public void bytesWaitAtHost() {
+    if (state == State.CLOSED || isSeqpacket()) return;
+    bytesWaitAtHost = true;
+    device.wantsToSend(this);
   }
 
   // ---- closing ----

@@ -94,6 +94,7 @@ public final class VsockDevice implements VirtioDevice {
   private boolean rxRunning;
   private boolean rxRequested;
   private DescriptorChain rxChain;
+  private HostReads hostReads;
   private DescriptorChain txChain;
   private DescriptorChain eventChain;
   private final MemorySegment event = Arena.ofAuto().allocate(EVENT_SIZE);
@@ -169,6 +170,7 @@ public final class VsockDevice implements VirtioDevice {
   public void queueStarted(int index, SplitQueue queue) {
     if (index == RX_QUEUE) {
       rxChain = queue.newChain();
+      hostReads = new HostReads(this, queue);
       rxRunning = true;
       rxRequested = false;
       noticeResume(rxStarted, queue);
@@ -623,10 +625,25 @@ public final class VsockDevice implements VirtioDevice {
     return (int) Math.max(0, Math.min(free, Integer.MAX_VALUE));
   }
 
+  /** Whether {@code c} holds data the guest can take now (an empty message needs no credit). */
   private static boolean hasData(VsockConnection c) {
     return c.state == VsockConnection.State.ESTABLISHED
         && (!c.toGuest.isEmpty() || (c.isSeqpacket() && c.toGuest.messages() > 0))
         && (peerCredit(c) > 0 || c.toGuest.readable(1) == 0);
+  }
+
+  /**
+   * Whether data the guest has credit for may wait at {@code c}'s host end, to be read straight
+   * into rx buffers ({@link HostReads}): only once the connection said what comes before (its
+   * RESPONSE) and holds no bytes itself, which go first.
+   */
+  private static boolean readsFromHost(VsockConnection c) {
+    return c.bytesWaitAtHost
+        && c.state == VsockConnection.State.ESTABLISHED
+        && (c.pending & (VsockConnection.SEND_REQUEST | VsockConnection.SEND_RESPONSE)) == 0
+        && c.toGuest.isEmpty()
+        && c.writable() > 0
+        && peerCredit(c) > 0;
   }
 
   private static boolean hasWork(VsockConnection c) {
@@ -637,6 +654,7 @@ public final class VsockDevice implements VirtioDevice {
     }
     return (p & ~VsockConnection.SEND_SHUTDOWN) != 0
         || hasData(c)
+        || readsFromHost(c)
         || ((p & VsockConnection.SEND_SHUTDOWN) != 0 && c.toGuest.isEmpty());
   }
 
@@ -646,17 +664,24 @@ public final class VsockDevice implements VirtioDevice {
     }
     VsockConnection c;
     while ((c = nextWithWork()) != null) {
-      if (!queue.pop(rxChain)) {
+      boolean buffered = readsFromHost(c) ? hostReads.receive(c, peerCredit(c)) : fillOne(queue, c);
+      if (!buffered) {
         c.queued = true;
         sending.addFirst(c);
         return;
       }
-      fill(queue, rxChain, c);
       if (hasWork(c) && !c.queued) {
         c.queued = true;
         sending.addLast(c);
       }
     }
+  }
+
+  /** One packet of {@code c}; false when the rx queue had no buffer. */
+  private boolean fillOne(SplitQueue queue, VsockConnection c) throws VirtqueueException {
+    if (!queue.pop(rxChain)) return false;
+    fill(queue, rxChain, c);
+    return true;
   }
 
   /** Sends the RSTs of {@code resets}; whether all went (else the rx queue ran out of buffers). */
@@ -727,22 +752,7 @@ public final class VsockDevice implements VirtioDevice {
     } else {
       op = Op.CREDIT_UPDATE;
     }
-    int fwdCnt = (int) c.fromGuest.consumed();
-    VsockHeader.write(
-        header,
-        0,
-        VsockHeader.HOST_CID,
-        guestCid,
-        c.hostPort(),
-        c.guestPort(),
-        payload,
-        c.type(),
-        op,
-        flags,
-        c.fromGuest.capacity(),
-        fwdCnt);
-    c.announcedFwdCnt = fwdCnt;
-    c.pending &= ~VsockConnection.SEND_CREDIT;
+    writeHeader(c, op, flags, payload);
     if (chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
       if (guestErrorLogged()) {
         warn("a receive buffer is shorter than the 44-byte header", c);
@@ -756,6 +766,48 @@ public final class VsockDevice implements VirtioDevice {
       if (c.endpoint != null && c.toGuest.free() > 0) c.endpoint.writable(c);
     }
     queue.addUsed(chain.headIndex(), (int) chain.bytesWritten());
+  }
+
+  /**
+   * Completes {@code chain}, whose first {@code len} payload bytes {@link HostReads} read from the
+   * host end, as an RW packet of {@code c}: its header goes in front of them.
+   */
+  void completeData(SplitQueue queue, DescriptorChain chain, VsockConnection c, int len)
+      throws VirtqueueException {
+    writeHeader(c, Op.RW, 0, len);
+    chain.rewind();
+    chain.write(header, 0, VsockHeader.SIZE); // the room was measured when the payload's was
+    queue.addUsed(chain.headIndex(), VsockHeader.SIZE + len);
+  }
+
+  /**
+   * Completes a receive buffer too small for a header and data unused (the guest broke 5.10.6.3).
+   */
+  void unusable(SplitQueue queue, DescriptorChain chain) throws VirtqueueException {
+    if (guestErrorLogged()) {
+      warn("a receive buffer too small for a header and data is unusable", null);
+    }
+    complete(queue, chain, -1);
+  }
+
+  /** Puts {@code c}'s packet header into {@link #header}, announcing the credit it carries. */
+  private void writeHeader(VsockConnection c, int op, int flags, int len) {
+    int fwdCnt = (int) c.fromGuest.consumed();
+    VsockHeader.write(
+        header,
+        0,
+        VsockHeader.HOST_CID,
+        guestCid,
+        c.hostPort(),
+        c.guestPort(),
+        len,
+        c.type(),
+        op,
+        flags,
+        c.fromGuest.capacity(),
+        fwdCnt);
+    c.announcedFwdCnt = fwdCnt;
+    c.pending &= ~VsockConnection.SEND_CREDIT;
   }
 
   private static long writableBytes(DescriptorChain chain) throws VirtqueueException {
