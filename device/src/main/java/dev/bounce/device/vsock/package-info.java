@@ -6,7 +6,9 @@
  *       frontend hands it over, the event queue; config = guest CID), {@link
  *       dev.bounce.device.vsock.VsockHeader} and {@link dev.bounce.device.vsock.Op} (the 44-byte
  *       header, parsed in place), {@link dev.bounce.device.vsock.VsockConnection} (state, credit
- *       flow control, bounded {@link dev.bounce.device.vsock.ByteRing}s each way).
+ *       flow control, bounded {@link dev.bounce.device.vsock.ByteRing}s each way), {@link
+ *       dev.bounce.device.vsock.HostReads} (host-to-guest stream bytes read from the host socket
+ *       straight into rx buffers).
  *   <li>The host side, behind {@link dev.bounce.device.vsock.HostSide}: {@link
  *       dev.bounce.device.vsock.UnixHost}, the hybrid vsock of vhost-device-vsock and Firecracker
  *       (Netty channels for streams, SOCK_SEQPACKET sockets for SEQPACKET), and the in-memory
