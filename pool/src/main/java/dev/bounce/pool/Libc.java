@@ -41,6 +41,7 @@ public final class Libc {
   public static final int EINTR = 4;
   public static final int EBADF = 9;
   public static final int EAGAIN = 11;
+  public static final int EFAULT = 14;
   public static final int EINVAL = 22;
 
   /** What {@link #read} and {@link #write} return when a non-blocking fd is not ready (EAGAIN). */

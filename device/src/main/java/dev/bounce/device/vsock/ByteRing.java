@@ -128,9 +128,9 @@ final class ByteRing {
   }
 
   /**
-   * Counts {@code n} bytes as put in and taken out at once: they went from the guest straight to
-   * the host ({@link VsockConnection#offer}), so the counters (rx_cnt, fwd_cnt) stay exact. Only
-   * while empty, which keeps the bytes in order.
+   * Counts {@code n} bytes as put in and taken out at once: they went between guest and host
+   * without a stop here ({@link VsockConnection#offer}, {@link HostReads}), so the counters (rx_cnt
+   * and fwd_cnt, or tx_cnt) stay exact. Only while empty, which keeps the bytes in order.
    */
   void passThrough(int n) {
     if (!isEmpty()) throw new IllegalStateException("bytes wait in the ring: " + size());

@@ -23,6 +23,8 @@ final class HostReads {
   private final DescriptorChain[] chains = new DescriptorChain[MAX_BUFFERS];
   private final long[] room = new long[MAX_BUFFERS];
   private final IoVectors pieces = new IoVectors(MAX_BUFFERS);
+  private int popped; // chains[0, popped) are popped
+  private int filled; // chains[0, filled) are completed
 
   HostReads(VsockDevice device, SplitQueue queue) {
     this.device = device;
@@ -31,7 +33,9 @@ final class HostReads {
   }
 
   /**
-   * Reads up to {@code credit} bytes of {@code c}'s host end into the rx queue's buffers.
+   * Reads up to {@code credit} bytes of {@code c}'s host end into the rx queue's buffers. Buffers
+   * not completed go back to the ring, also when the queue fails midway; bytes read that could not
+   * reach the guest end the connection.
    *
    * @return false when the queue had no usable buffer (nothing was read)
    */
@@ -41,31 +45,44 @@ final class HostReads {
       c.bytesWaitAtHost = false;
       return true;
     }
-    int popped = gather(Math.min(credit, waiting));
-    if (popped == 0) return false;
-    long n = c.endpoint.readInto(c, pieces);
-    if (n < pieces.bytes()) c.bytesWaitAtHost = false;
-    int filled = 0;
-    if (n > 0 && !c.isClosed()) {
-      c.toGuest.passThrough((int) n);
-      for (long left = n; left > 0; filled++) {
-        int len = (int) Math.min(room[filled], left);
-        device.completeData(queue, chains[filled], c, len);
-        left -= len;
+    popped = 0;
+    filled = 0;
+    long read = 0;
+    long delivered = 0;
+    try {
+      gather(Math.min(credit, waiting));
+      if (popped == 0) return false;
+      read = c.endpoint.readInto(c, pieces);
+      if (read == HostSide.HostEndpoint.GUEST_MEMORY_FAULT) {
+        read = 0;
+        throw queue.memoryFault(
+            new IllegalStateException("readv(2) into rx buffers: EFAULT (guest memory went away)"));
       }
+      if (read < pieces.bytes()) c.bytesWaitAtHost = false;
+      if (read > 0 && !c.isClosed()) {
+        c.toGuest.passThrough((int) read);
+        while (delivered < read) {
+          int len = (int) Math.min(room[filled], read - delivered);
+          boolean whole = device.completeData(queue, chains[filled++], c, len);
+          if (!whole) break;
+          delivered += len;
+        }
+      }
+      return true;
+    } finally {
+      for (int i = popped - 1; i >= filled; i--) queue.unpop(chains[i]);
+      if (delivered < read && !c.isClosed()) c.reset(); // the stream lost bytes: it cannot go on
     }
-    for (int i = popped - 1; i >= filled; i--) queue.unpop(chains[i]);
-    return true;
   }
 
   /** Pops buffers and adds their payload room (after the header's) to {@link #pieces}. */
-  private int gather(long credit) throws VirtqueueException {
+  private void gather(long credit) throws VirtqueueException {
     pieces.clear();
-    int popped = 0;
     long wanted = credit;
     while (popped < MAX_BUFFERS && wanted > 0 && pieces.hasRoom()) {
       DescriptorChain chain = chains[popped];
       if (!queue.pop(chain)) break;
+      popped++;
       long got = 0;
       if (chain.skipWritable(VsockHeader.SIZE) == VsockHeader.SIZE) {
         got = chain.gatherWritable(pieces, Math.min(wanted, VsockDevice.MAX_PACKET_PAYLOAD));
@@ -73,16 +90,17 @@ final class HostReads {
       if (got == 0) {
         // Too small for a header and data: the guest broke 5.10.6.3. Completed unused when no
         // buffer is held before it; otherwise given back, and met first on the next pass.
-        if (popped > 0) {
+        if (popped > 1) {
           queue.unpop(chain);
+          popped--;
           break;
         }
         device.unusable(queue, chain);
+        popped = 0; // completed: nothing to give back
         continue;
       }
-      room[popped++] = got;
+      room[popped - 1] = got;
       wanted -= got;
     }
-    return popped;
   }
 }

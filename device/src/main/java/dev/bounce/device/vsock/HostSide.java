@@ -34,6 +34,9 @@ public interface HostSide {
     /** Room for bytes to the guest was freed: {@link VsockConnection#write} takes more. */
     void writable(VsockConnection connection);
 
+    /** What {@link #readInto} returns when the kernel could not write the guest's buffers. */
+    long GUEST_MEMORY_FAULT = -1;
+
     /**
      * How many bytes for the guest wait at the host now, for {@link #readInto} (see {@link
      * VsockConnection#bytesWaitAtHost}); 0 when none, and the endpoint says {@code bytesWaitAtHost}
@@ -49,7 +52,8 @@ public interface HostSide {
      * nothing {@link VsockConnection#write} took waits for the guest, so bytes stay in order. Must
      * not end the connection meanwhile (a failed read ends it later, from the loop).
      *
-     * @return the bytes read
+     * @return the bytes read, or {@link #GUEST_MEMORY_FAULT} when the read failed with EFAULT (the
+     *     frontend took the guest memory away: the queue stops, as on a fault in bounce's own copy)
      */
     default long readInto(VsockConnection connection, IoVectors buffers) {
       return 0;

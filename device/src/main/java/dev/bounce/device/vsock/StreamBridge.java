@@ -200,7 +200,11 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
 
   // ---- moving bytes ----
 
-  /** Host to guest: as much of {@link #pending} as the guest has room for, then the next read. */
+  /**
+   * Host to guest: as much of {@link #pending} as the guest has room for; then the device reads the
+   * socket itself when bytes may wait there ({@link #readInto}), or the channel reads when more
+   * come.
+   */
   private void fromHost() {
     VsockConnection c = connection;
     if (c == null || !c.isOpen() || !channel.isActive()) return;
@@ -249,6 +253,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     try {
       n = Libc.readv(fd(), buffers);
     } catch (NativeException e) {
+      if (e.errno() == Libc.EFAULT) return GUEST_MEMORY_FAULT; // the guest's side, not the socket
       return failed(c, e);
     }
     if (n < buffers.bytes()) readWhenMoreCome(); // WOULD_BLOCK too; at end of stream Netty says so

@@ -7,6 +7,7 @@ import io.netty.channel.Channel;
 import io.netty.channel.ChannelFuture;
 import io.netty.channel.ChannelInitializer;
 import io.netty.channel.ChannelOption;
+import io.netty.channel.FixedRecvByteBufAllocator;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.WriteBufferWaterMark;
 import io.netty.channel.epoll.EpollDomainSocketChannel;
@@ -56,11 +57,21 @@ public final class UnixHost implements HostSide, AutoCloseable {
   static final WriteBufferWaterMark WATER_MARK = new WriteBufferWaterMark(32 * 1024, 128 * 1024);
 
   /**
-   * How every host stream channel runs: it reads only when asked (the guest has room), a host
-   * half-close is a vsock SHUTDOWN rather than the end, and its outbound bytes are bounded.
+   * What one read of a host stream channel takes at most. The device reads host sockets straight
+   * into the guest's buffers ({@link HostReads}); the channel reads only to hear that bytes came
+   * after a socket ran empty, and what it takes goes the longer way (copied into the connection's
+   * ring, then into a buffer): small, so that the rest of a burst is left for the device.
+   */
+  static final int WAKE_UP_READ = 2048;
+
+  /**
+   * How every host stream channel runs: it reads only when asked, and little ({@link
+   * #WAKE_UP_READ}), a host half-close is a vsock SHUTDOWN rather than the end, and its outbound
+   * bytes are bounded.
    */
   static void configure(Channel channel) {
     channel.config().setAutoRead(false);
+    channel.config().setRecvByteBufAllocator(new FixedRecvByteBufAllocator(WAKE_UP_READ));
     channel.config().setOption(ChannelOption.ALLOW_HALF_CLOSURE, true);
     channel.config().setWriteBufferWaterMark(WATER_MARK);
   }

@@ -5,8 +5,9 @@ import dev.bounce.vhost.virtq.VirtqueueException;
 import java.lang.foreign.MemorySegment;
 
 /**
- * One vsock connection between a guest port and a host port, as the device keeps it: its state,
- * both directions' bytes (each a {@link ByteRing} bounded by the device's buffer size) and the
+ * One vsock connection between a guest port and a host port, as the device keeps it: its state, the
+ * bytes each way that wait in bounce (each a {@link ByteRing} bounded by the device's buffer size;
+ * stream bytes mostly pass without waiting: {@link #offer}, {@link #bytesWaitAtHost}) and the
  * credit of both peers (virtio 1.2 section 5.10.6.3). The host side works it through the public
  * methods, on the data loop only.
  *

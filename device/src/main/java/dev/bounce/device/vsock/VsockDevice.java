@@ -664,12 +664,18 @@ public final class VsockDevice implements VirtioDevice {
     }
     VsockConnection c;
     while ((c = nextWithWork()) != null) {
-      boolean buffered = readsFromHost(c) ? hostReads.receive(c, peerCredit(c)) : fillOne(queue, c);
-      if (!buffered) {
-        c.queued = true;
-        sending.addFirst(c);
-        return;
+      boolean buffered = false;
+      try {
+        buffered = readsFromHost(c) ? hostReads.receive(c, peerCredit(c)) : fillOne(queue, c);
+      } finally {
+        // Out of buffers, or the queue failed: c waits for the next pass (else it could wait for
+        // ever, its host end having handed the reading over to the device).
+        if (!buffered && !c.queued) {
+          c.queued = true;
+          sending.addFirst(c);
+        }
       }
+      if (!buffered) return;
       if (hasWork(c) && !c.queued) {
         c.queued = true;
         sending.addLast(c);
@@ -771,13 +777,23 @@ public final class VsockDevice implements VirtioDevice {
   /**
    * Completes {@code chain}, whose first {@code len} payload bytes {@link HostReads} read from the
    * host end, as an RW packet of {@code c}: its header goes in front of them.
+   *
+   * @return false when the header no longer fit (the guest shortened the buffer meanwhile): then
+   *     completed empty, and the payload is lost
    */
-  void completeData(SplitQueue queue, DescriptorChain chain, VsockConnection c, int len)
+  boolean completeData(SplitQueue queue, DescriptorChain chain, VsockConnection c, int len)
       throws VirtqueueException {
     writeHeader(c, Op.RW, 0, len);
-    chain.rewind();
-    chain.write(header, 0, VsockHeader.SIZE); // the room was measured when the payload's was
+    chain.rewind(); // walks (and checks) the descriptors again, as the guest may have changed them
+    if (chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
+      if (guestErrorLogged()) {
+        warn("a receive buffer shrank while the device filled it; reset", c);
+      }
+      queue.addUsed(chain.headIndex(), 0);
+      return false;
+    }
     queue.addUsed(chain.headIndex(), VsockHeader.SIZE + len);
+    return true;
   }
 
   /**
