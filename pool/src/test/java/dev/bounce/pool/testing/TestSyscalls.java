@@ -19,8 +19,15 @@ import java.lang.invoke.MethodHandle;
 public final class TestSyscalls {
   private static final int O_CLOEXEC = 0x80000;
 
+  private static final int AF_UNIX = 1;
+  private static final int SOCK_STREAM = 1;
+  private static final int SOCK_CLOEXEC = 0x80000;
+
   private static final MethodHandle PIPE2 =
       Libc.downcall("pipe2", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_INT));
+  private static final MethodHandle SOCKETPAIR =
+      Libc.downcall(
+          "socketpair", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS));
 
   private TestSyscalls() {}
 
@@ -52,6 +59,35 @@ public final class TestSyscalls {
         throw Libc.fail("pipe2", "O_CLOEXEC", state);
       }
       return new Pipe(Fd.adopt(fds.getAtIndex(JAVA_INT, 0)), Fd.adopt(fds.getAtIndex(JAVA_INT, 1)));
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
+    }
+  }
+
+  /** The two ends of a connected stream socket pair; bytes written to one are read at the other. */
+  public record SocketPair(Fd one, Fd other) implements AutoCloseable {
+    @Override
+    public void close() {
+      one.close();
+      other.close();
+    }
+  }
+
+  /**
+   * socketpair(2) AF_UNIX SOCK_STREAM with close-on-exec: the kind of socket a host application
+   * connects to bounce with, for tests of reads and FIONREAD on a real socket.
+   */
+  public static SocketPair socketPair() throws NativeException {
+    MemorySegment state = Libc.callState();
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment fds = arena.allocate(JAVA_INT, 2);
+      if ((int) SOCKETPAIR.invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
+        throw Libc.fail("socketpair", "AF_UNIX, SOCK_STREAM", state);
+      }
+      return new SocketPair(
+          Fd.adopt(fds.getAtIndex(JAVA_INT, 0)), Fd.adopt(fds.getAtIndex(JAVA_INT, 1)));
     } catch (NativeException e) {
       throw e;
     } catch (Throwable t) {
