@@ -49,7 +49,12 @@ public final class IoVectors {
   public void add(MemorySegment segment, long offset, long length) {
     if (count == capacity) throw new IllegalStateException("iovec array of " + capacity + " full");
     if (!segment.isNative()) throw new IllegalArgumentException("not native memory: " + segment);
-    java.util.Objects.checkFromIndexSize(offset, length, segment.byteSize());
+    // What the contract says (an IllegalArgumentException), not Objects.checkFromIndexSize's
+    // IndexOutOfBoundsException, which a caller catching the documented exception would miss.
+    if (offset < 0 || length < 0 || offset > segment.byteSize() - length) {
+      throw new IllegalArgumentException(
+          "bytes [" + offset + ", +" + length + ") are outside a segment of " + segment.byteSize());
+    }
     long at = IOVEC_SIZE * count;
     array.set(ValueLayout.JAVA_LONG, at, segment.address() + offset);
     array.set(ValueLayout.JAVA_LONG, at + 8, length);

@@ -72,6 +72,25 @@ class IoVectorsTest {
   }
 
   @Test
+  void rangesOutsideTheSegmentAreRefusedAsIllegalArguments() {
+    IoVectors vectors = new IoVectors(4);
+    MemorySegment native16 = Arena.ofAuto().allocate(16);
+    long[][] outside = {{0, 17}, {8, 9}, {16, 1}, {-1, 4}, {0, -1}, {Long.MAX_VALUE, 2}};
+    for (long[] range : outside) {
+      assertThrows(
+          IllegalArgumentException.class,
+          () -> vectors.add(native16, range[0], range[1]),
+          Arrays.toString(range));
+    }
+    assertEquals(0, vectors.count(), "a refused piece is not added");
+    assertEquals(0, vectors.bytes());
+    vectors.add(native16, 0, 16); // the whole segment, and an empty piece at its end, are inside
+    vectors.add(native16, 16, 0);
+    assertEquals(2, vectors.count());
+    assertEquals(16, vectors.bytes());
+  }
+
+  @Test
   void aFullArrayRefusesMoreUntilCleared() {
     IoVectors vectors = new IoVectors(2);
     MemorySegment memory = Arena.ofAuto().allocate(64);
