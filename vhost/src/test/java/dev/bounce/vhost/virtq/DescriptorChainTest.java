@@ -13,13 +13,18 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.pool.AddressKind;
+import dev.bounce.pool.IoVectors;
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
 import dev.bounce.pool.PoolViolationException;
 import dev.bounce.pool.UnmappedAddressException;
+import dev.bounce.pool.testing.TestSyscalls;
 import dev.bounce.vhost.virtq.DriverRings.Buf;
 import dev.bounce.vhost.virtq.VirtqueueException.Reason;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
 import org.junit.jupiter.api.Test;
 
 /** Walking and validating descriptor chains: every rule of sections 2.7.4 and 2.7.5. */
@@ -489,6 +494,179 @@ class DescriptorChainTest {
       VirtqueueException e = walkFails(queue);
       assertEquals(Reason.DESCRIPTOR_OUTSIDE_MEMORY, e.reason());
       assertEquals(0xffff_ffffL, e.length());
+    }
+  }
+
+  // ---- handing writable room to readv(2) (gatherWritable, skipWritable) ----
+
+  /** {@code n} bytes 1, 2, 3, ... (wrapping), so that a byte's value says where it was read. */
+  private static byte[] counting(int n) {
+    byte[] b = new byte[n];
+    for (int i = 0; i < n; i++) b[i] = (byte) (i + 1);
+    return b;
+  }
+
+  /**
+   * Fills {@code pieces} with one readv(2) from a pipe holding {@code data}, as a device reads a
+   * socket into the pieces a chain gathered; the bytes read.
+   */
+  private static long readvFromPipe(IoVectors pieces, byte[] data) throws NativeException {
+    try (TestSyscalls.Pipe pipe = TestSyscalls.pipe();
+        Arena arena = Arena.ofConfined()) {
+      MemorySegment from = arena.allocate(Math.max(1, data.length));
+      MemorySegment.copy(data, 0, from, ValueLayout.JAVA_BYTE, 0, data.length);
+      assertEquals(data.length, Libc.write(pipe.writeEnd().value(), from, data.length));
+      pipe.writeEnd().close();
+      return Libc.readv(pipe.readEnd().value(), pieces);
+    }
+  }
+
+  private static byte[] slice(byte[] b, int from, int to) {
+    return Arrays.copyOfRange(b, from, to);
+  }
+
+  @Test
+  void gatherWritableAddsRoomUpToMaxAcrossDescriptorsAndMovesTheCursor() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      Buf w1 = driver.writable(100);
+      Buf w2 = driver.writable(200);
+      driver.postChain(w1, w2);
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      IoVectors pieces = new IoVectors(8);
+
+      assertEquals(150, chain.gatherWritable(pieces, 150));
+      assertEquals(2, pieces.count(), "one piece per descriptor");
+      assertEquals(150, pieces.bytes());
+      byte[] data = counting(150);
+      assertEquals(150, readvFromPipe(pieces, data));
+      assertArrayEquals(slice(data, 0, 100), driver.bytes(w1.address(), 100));
+      assertArrayEquals(slice(data, 100, 150), driver.bytes(w2.address(), 50));
+      assertArrayEquals(new byte[150], driver.bytes(w2.address() + 50, 150), "past max");
+
+      // The cursor moved past them: the next gather starts where this one stopped.
+      pieces.clear();
+      assertEquals(150, chain.gatherWritable(pieces, 1000));
+      assertEquals(1, pieces.count());
+      byte[] more = counting(150);
+      assertEquals(150, readvFromPipe(pieces, more));
+      assertArrayEquals(slice(data, 100, 150), driver.bytes(w2.address(), 50), "not overwritten");
+      assertArrayEquals(more, driver.bytes(w2.address() + 50, 150));
+      pieces.clear();
+      assertEquals(0, chain.gatherWritable(pieces, 1000), "the chain's room is used up");
+      assertEquals(0, pieces.count());
+    }
+  }
+
+  @Test
+  void gatherWritableSkipsReadableDescriptorsAhead() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      byte[] request = {9, 8, 7, 6};
+      Buf r = driver.readable(request);
+      Buf w = driver.writable(40);
+      driver.postChain(r, driver.readable(new byte[] {5}), w);
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      IoVectors pieces = new IoVectors(4);
+      assertEquals(40, chain.gatherWritable(pieces, 100));
+      assertEquals(1, pieces.count(), "only the writable descriptor");
+      byte[] data = counting(40);
+      assertEquals(40, readvFromPipe(pieces, data));
+      assertArrayEquals(data, driver.bytes(w.address(), 40));
+      assertArrayEquals(request, driver.bytes(r.address(), 4), "a device never writes readables");
+    }
+  }
+
+  @Test
+  void gatherWritableStopsWhenTheIoVectorsAreFull() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      Buf w1 = driver.writable(10);
+      Buf w2 = driver.writable(10);
+      Buf w3 = driver.writable(10);
+      driver.postChain(w1, w2, w3);
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      IoVectors two = new IoVectors(2);
+      assertEquals(20, chain.gatherWritable(two, 1000));
+      assertEquals(2, two.count());
+      assertFalse(two.hasRoom());
+      // Nothing was skipped: the third descriptor is still ahead of the cursor.
+      IoVectors next = new IoVectors(2);
+      assertEquals(10, chain.gatherWritable(next, 1000));
+      byte[] data = counting(10);
+      assertEquals(10, readvFromPipe(next, data));
+      assertArrayEquals(data, driver.bytes(w3.address(), 10));
+      assertArrayEquals(new byte[10], driver.bytes(w1.address(), 10));
+    }
+  }
+
+  @Test
+  void gatheredAndSkippedRoomIsNotCountedInBytesWritten() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      driver.postChain(driver.writable(64), driver.writable(64));
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      assertEquals(3, chain.write(new byte[] {1, 2, 3}, 0, 3));
+      assertEquals(10, chain.skipWritable(10));
+      IoVectors pieces = new IoVectors(4);
+      assertEquals(100, chain.gatherWritable(pieces, 100));
+      assertEquals(3, chain.bytesWritten(), "only what write() wrote: the caller knows the rest");
+      assertEquals(2, chain.write(new byte[] {4, 5}, 0, 2), "the cursor is past the gathered room");
+      assertEquals(5, chain.bytesWritten());
+      // 128 bytes of room: 3 + 10 + 100 + 2 written, skipped or gathered, 13 left.
+      assertEquals(13, chain.skipWritable(1000));
+    }
+  }
+
+  @Test
+  void skipWritableLeavesRoomForAHeaderWrittenAfterThePayload() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      // The header room spans two descriptors, as a driver may split a buffer anywhere.
+      Buf w1 = driver.writable(30);
+      Buf w2 = driver.writable(100);
+      driver.postChain(w1, w2);
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      assertEquals(44, chain.skipWritable(44));
+      assertEquals(0, chain.bytesWritten());
+      IoVectors pieces = new IoVectors(4);
+      assertEquals(86, chain.gatherWritable(pieces, 1000));
+      byte[] payload = counting(86);
+      assertEquals(86, readvFromPipe(pieces, payload));
+      assertArrayEquals(new byte[30], driver.bytes(w1.address(), 30), "skipped, not written");
+      assertArrayEquals(new byte[14], driver.bytes(w2.address(), 14));
+      assertArrayEquals(payload, driver.bytes(w2.address() + 14, 86));
+
+      // The header goes in front once the payload's length is known.
+      chain.rewind();
+      byte[] header = new byte[44];
+      Arrays.fill(header, (byte) -1);
+      assertEquals(44, chain.write(header, 0, 44));
+      queue.addUsed(chain.headIndex(), 44 + 86);
+      queue.publish();
+      assertEquals(130, driver.usedLen(0));
+      assertArrayEquals(slice(header, 0, 30), driver.bytes(w1.address(), 30));
+      assertArrayEquals(slice(header, 30, 44), driver.bytes(w2.address(), 14));
+      assertArrayEquals(payload, driver.bytes(w2.address() + 14, 86), "the payload stays");
+    }
+  }
+
+  @Test
+  void skipWritableStopsAtTheEndOfTheChainAndSkipsReadables() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      driver.postChain(driver.readable(new byte[50]), driver.writable(20));
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      assertEquals(20, chain.skipWritable(44), "a buffer too small for a header: fewer");
+      assertEquals(0, chain.skipWritable(1));
+      assertEquals(0, chain.gatherWritable(new IoVectors(1), 10));
+      assertEquals(0, chain.bytesWritten());
     }
   }
 }

@@ -10,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.pool.AddressKind;
 import dev.bounce.pool.GuestAddressSpace;
+import dev.bounce.pool.IoVectors;
 import dev.bounce.pool.PoolViolationException;
 import dev.bounce.pool.UnmappedAddressException;
 import dev.bounce.vhost.virtq.DriverRings.Buf;
@@ -488,6 +489,134 @@ class SplitQueueTest {
       assertEquals(1400, queue.peakBytesInFlight());
       queue.reset();
       assertEquals(1400, queue.peakBytesInFlight(), "the peak outlives a reset");
+    }
+  }
+
+  // ---- unpop: buffers popped and not filled go back ----
+
+  @Test
+  void anUnpoppedChainIsTheNextPop() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      int first = driver.postChain(driver.writable(16));
+      int second = driver.postChain(driver.writable(16));
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      assertEquals(first, chain.headIndex());
+      queue.unpop(chain);
+      assertEquals(0, queue.lastAvailIndex(), "GET_VRING_BASE would hand it back too");
+      assertTrue(queue.hasAvailable());
+      assertTrue(queue.pop(chain));
+      assertEquals(first, chain.headIndex());
+      assertTrue(queue.pop(chain));
+      assertEquals(second, chain.headIndex());
+      assertFalse(queue.pop(chain));
+    }
+  }
+
+  @Test
+  void severalChainsGoBackLastPoppedFirstAndComeAgainInOrder() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      int[] heads = new int[4];
+      for (int k = 0; k < 4; k++) heads[k] = driver.postChain(driver.writable(16));
+      DescriptorChain[] chains = new DescriptorChain[4];
+      for (int k = 0; k < 4; k++) {
+        chains[k] = queue.newChain();
+        assertTrue(queue.pop(chains[k]));
+      }
+      // The first one filled, the other three given back.
+      queue.addUsed(chains[0].headIndex(), 0);
+      for (int k = 3; k >= 1; k--) queue.unpop(chains[k]);
+      assertEquals(1, queue.lastAvailIndex());
+      DescriptorChain chain = queue.newChain();
+      for (int k = 1; k < 4; k++) {
+        assertTrue(queue.pop(chain));
+        assertEquals(heads[k], chain.headIndex());
+      }
+      assertFalse(queue.pop(chain));
+      queue.publish();
+      assertEquals(1, driver.usedIndex(), "given back is not used");
+    }
+  }
+
+  @Test
+  void unpopGoesBackAcrossTheWrapOf16BitIndices() throws Exception {
+    try (DriverRings driver = DriverRings.shared(4, GUEST_BASE, MIB)) {
+      driver.startAt(0xffff);
+      SplitQueue queue = driver.queue(0, 0);
+      int head = driver.postChain(driver.writable(8));
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      assertEquals(0, queue.lastAvailIndex());
+      queue.unpop(chain);
+      assertEquals(0xffff, queue.lastAvailIndex());
+      assertTrue(queue.pop(chain));
+      assertEquals(head, chain.headIndex());
+      assertFalse(queue.pop(chain));
+    }
+  }
+
+  @Test
+  void unpopGivesBackTheBytesInFlightTheChainHeld() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      driver.postChain(driver.writable(300));
+      driver.postChain(driver.writable(1000), driver.writable(24));
+      DescriptorChain held = queue.newChain();
+      DescriptorChain back = queue.newChain();
+      assertTrue(queue.pop(held));
+      while (held.next()) {}
+      assertEquals(300, queue.bytesInFlight());
+      assertTrue(queue.pop(back));
+      assertEquals(1000, back.gatherWritable(new IoVectors(4), 1000));
+      assertEquals(1300, queue.bytesInFlight());
+      queue.unpop(back);
+      assertEquals(300, queue.bytesInFlight(), "back to before the pop");
+      // Popped and walked again, then used: counted once, and nothing is left over.
+      assertTrue(queue.pop(back));
+      while (back.next()) {}
+      assertEquals(1324, queue.bytesInFlight());
+      queue.addUsed(back.headIndex(), 0);
+      queue.addUsed(held.headIndex(), 0);
+      assertEquals(0, queue.bytesInFlight());
+    }
+  }
+
+  @Test
+  void unpopGivesBackTheLimitPopsBudget() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(0, 0);
+      int first = driver.postChain(driver.writable(16));
+      int second = driver.postChain(driver.writable(16));
+      queue.limitPops(2);
+      DescriptorChain a = queue.newChain();
+      DescriptorChain b = queue.newChain();
+      assertTrue(queue.pop(a));
+      assertTrue(queue.pop(b));
+      assertFalse(queue.pop(queue.newChain()), "the budget is spent");
+      queue.unpop(b);
+      queue.unpop(a);
+      assertTrue(queue.pop(a), "given back with the budget");
+      assertEquals(first, a.headIndex());
+      assertTrue(queue.pop(b));
+      assertEquals(second, b.headIndex());
+      assertFalse(queue.pop(queue.newChain()));
+    }
+  }
+
+  @Test
+  void aChainOfAnotherQueueCannotBeGivenBack() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      SplitQueue queue = driver.queue(1, 0);
+      driver.postChain(driver.writable(16));
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      SplitQueue other = new SplitQueue(2, 8);
+      IllegalArgumentException e =
+          assertThrows(IllegalArgumentException.class, () -> other.unpop(chain));
+      assertTrue(e.getMessage().contains("virtqueue 2"), e.getMessage());
+      assertEquals(1, queue.lastAvailIndex(), "the right queue is untouched");
     }
   }
 }
