@@ -72,6 +72,7 @@ public final class VsockDriver {
 
   private final long[] rxBuffer;
   private final long[] rxMapped;
+  private final int[] rxLength;
   private final long[] txHeader;
   private final long[] txHeaderMapped;
   private final long[] txPayload;
@@ -113,6 +114,7 @@ public final class VsockDriver {
     int txSize = txRing.size();
     this.rxBuffer = new long[rxSize];
     this.rxMapped = new long[rxSize];
+    this.rxLength = new int[rxSize];
     this.txHeader = new long[txSize];
     this.txHeaderMapped = new long[txSize];
     this.txPayload = new long[txSize];
@@ -230,6 +232,7 @@ public final class VsockDriver {
     long txCnt;
     int announcedFwdCnt;
     int peerShutdown;
+    long receivedAtPeerShutdown = -1;
     long packetsIn;
 
     Socket(int localPort, int peerPort, int type) {
@@ -262,6 +265,14 @@ public final class VsockDriver {
 
     public int peerShutdownFlags() {
       return peerShutdown;
+    }
+
+    /**
+     * The bytes this socket had received when the peer's first SHUTDOWN arrived, or -1 before: a
+     * device that sends its SHUTDOWN after the last byte makes it every byte the host sent.
+     */
+    public long receivedAtPeerShutdown() {
+      return receivedAtPeerShutdown;
     }
 
     /** Bytes the device may still send before it must wait for our credit. */
@@ -706,32 +717,50 @@ public final class VsockDriver {
 
   private void refill() {
     if (!postRx) return;
-    while (rxRing.freeDescriptors() > 0) {
-      long buffer = buffers.allocate(RX_BUFFER_SIZE);
-      if (buffer == GuestBuffers.NO_ROOM) return;
-      long mapped = dma.mapFromDevice(buffer, RX_BUFFER_SIZE);
-      if (mapped == Dma.NO_ROOM) {
-        buffers.free(buffer, RX_BUFFER_SIZE);
-        return;
-      }
-      int head = rxRing.add(mapped, RX_BUFFER_SIZE, true);
-      if (head == DriverQueue.NO_SPACE) {
-        dma.unmapFromDevice(mapped, buffer, RX_BUFFER_SIZE, 0);
-        buffers.free(buffer, RX_BUFFER_SIZE);
-        return;
-      }
-      rxBuffer[head] = buffer;
-      rxMapped[head] = mapped;
+    while (rxRing.freeDescriptors() > 0 && addRxBuffer(RX_BUFFER_SIZE)) {}
+  }
+
+  /**
+   * Posts one rx buffer of {@code size} bytes now, whether or not the rx queue is restocked ({@link
+   * #postRxBuffers(boolean)}), and kicks: in that order after the buffers posted before it. A size
+   * of at most the 44-byte header is a guest that breaks section 5.10.6.3 (an rx buffer holds a
+   * header and data).
+   *
+   * @throws IOException when the ring or guest memory has no room for it
+   */
+  public void postRxBuffer(int size) throws IOException {
+    if (!addRxBuffer(size)) throw new IOException("no room for an rx buffer of " + size);
+    kick();
+  }
+
+  private boolean addRxBuffer(int size) {
+    long buffer = buffers.allocate(size);
+    if (buffer == GuestBuffers.NO_ROOM) return false;
+    long mapped = dma.mapFromDevice(buffer, size);
+    if (mapped == Dma.NO_ROOM) {
+      buffers.free(buffer, size);
+      return false;
     }
+    int head = rxRing.add(mapped, size, true);
+    if (head == DriverQueue.NO_SPACE) {
+      dma.unmapFromDevice(mapped, buffer, size, 0);
+      buffers.free(buffer, size);
+      return false;
+    }
+    rxBuffer[head] = buffer;
+    rxMapped[head] = mapped;
+    rxLength[head] = size;
+    return true;
   }
 
   private void received(int head, int length) {
     long buffer = rxBuffer[head];
-    dma.unmapFromDevice(rxMapped[head], buffer, RX_BUFFER_SIZE, length);
+    int size = rxLength[head];
+    dma.unmapFromDevice(rxMapped[head], buffer, size, length);
     try {
       packet(buffer - buffers.start(), length);
     } finally {
-      buffers.free(buffer, RX_BUFFER_SIZE);
+      buffers.free(buffer, size);
     }
   }
 
@@ -807,7 +836,10 @@ public final class VsockDriver {
           s.in.markEnd();
         }
       }
-      case Op.SHUTDOWN -> s.peerShutdown |= VsockHeader.flags(heap, at) & VsockHeader.SHUTDOWN_BOTH;
+      case Op.SHUTDOWN -> {
+        if (s.receivedAtPeerShutdown < 0) s.receivedAtPeerShutdown = s.in.produced();
+        s.peerShutdown |= VsockHeader.flags(heap, at) & VsockHeader.SHUTDOWN_BOTH;
+      }
       case Op.CREDIT_UPDATE -> {}
       case Op.CREDIT_REQUEST -> replies.addLast(new Object[] {s, Op.CREDIT_UPDATE});
       default -> problem("unexpected " + VsockHeader.describe(heap, at));
