@@ -40,6 +40,7 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -198,6 +199,45 @@ class UnixHostTest {
       s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
       s.shutdown(VsockHeader.SHUTDOWN_SEND);
       assertArrayEquals(toHost, await(app));
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, rig.device.guestErrors());
+  }
+
+  @Test
+  void hostBytesInBurstsAndPausesArriveInOrderAndTheHostsHalfCloseAfterTheLastByte()
+      throws Exception {
+    byte[] toGuest = random(3 << 20, 30);
+    // Sizes around an rx buffer's payload (3732) and the 64-buffer batch of one read, and pauses
+    // that let the socket run empty (so the device reads straight from a socket that holds bytes,
+    // and Netty's read wakes it once the socket was empty).
+    int[] sizes = {1, 7, 100, 3731, 3732, 3733, 8192, 65_536, 238_848, 300_000};
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<Void> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  Random r = new Random(31);
+                  for (int at = 0; at < toGuest.length; ) {
+                    int n = Math.min(toGuest.length - at, sizes[r.nextInt(sizes.length)]);
+                    ByteBuffer b = ByteBuffer.wrap(toGuest, at, n);
+                    while (b.hasRemaining()) ch.write(b);
+                    at += n;
+                    if (r.nextInt(4) == 0) LockSupport.parkNanos(r.nextInt(3_000_000));
+                  }
+                  ch.shutdownOutput();
+                  assertEquals(-1, ch.read(ByteBuffer.allocate(1)), "the guest's EOF");
+                  return null;
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      assertArrayEquals(toGuest, s.readFully(toGuest.length, TIMEOUT));
+      s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      assertEquals(toGuest.length, s.receivedAtPeerShutdown(), "bytes before the SHUTDOWN");
+      assertEquals(0, s.available(), "nothing after it");
+      s.shutdown(VsockHeader.SHUTDOWN_SEND);
+      await(app);
     }
     assertEquals(0, driver.badPackets(), driver.firstProblem());
     assertEquals(0, driver.creditViolations());
