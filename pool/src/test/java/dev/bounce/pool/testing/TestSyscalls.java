@@ -52,13 +52,26 @@ public final class TestSyscalls {
 
   /** pipe2(2) with O_CLOEXEC. */
   public static Pipe pipe() throws NativeException {
+    Fd[] ends =
+        fdPair(
+            "pipe2", "O_CLOEXEC", (state, fds) -> (int) PIPE2.invokeExact(state, fds, O_CLOEXEC));
+    return new Pipe(ends[0], ends[1]);
+  }
+
+  /** A call that fills {@code fds} with two new fds, returning what the C function returned. */
+  @FunctionalInterface
+  private interface FdPairCall {
+    int call(MemorySegment state, MemorySegment fds) throws Throwable;
+  }
+
+  private static Fd[] fdPair(String call, String what, FdPairCall c) throws NativeException {
     MemorySegment state = Libc.callState();
     try (Arena arena = Arena.ofConfined()) {
       MemorySegment fds = arena.allocate(JAVA_INT, 2);
-      if ((int) PIPE2.invokeExact(state, fds, O_CLOEXEC) < 0) {
-        throw Libc.fail("pipe2", "O_CLOEXEC", state);
-      }
-      return new Pipe(Fd.adopt(fds.getAtIndex(JAVA_INT, 0)), Fd.adopt(fds.getAtIndex(JAVA_INT, 1)));
+      if (c.call(state, fds) < 0) throw Libc.fail(call, what, state);
+      return new Fd[] {
+        Fd.adopt(fds.getAtIndex(JAVA_INT, 0)), Fd.adopt(fds.getAtIndex(JAVA_INT, 1))
+      };
     } catch (NativeException e) {
       throw e;
     } catch (Throwable t) {
@@ -80,19 +93,13 @@ public final class TestSyscalls {
    * connects to bounce with, for tests of reads and FIONREAD on a real socket.
    */
   public static SocketPair socketPair() throws NativeException {
-    MemorySegment state = Libc.callState();
-    try (Arena arena = Arena.ofConfined()) {
-      MemorySegment fds = arena.allocate(JAVA_INT, 2);
-      if ((int) SOCKETPAIR.invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
-        throw Libc.fail("socketpair", "AF_UNIX, SOCK_STREAM", state);
-      }
-      return new SocketPair(
-          Fd.adopt(fds.getAtIndex(JAVA_INT, 0)), Fd.adopt(fds.getAtIndex(JAVA_INT, 1)));
-    } catch (NativeException e) {
-      throw e;
-    } catch (Throwable t) {
-      throw Libc.unexpected(t);
-    }
+    Fd[] ends =
+        fdPair(
+            "socketpair",
+            "AF_UNIX, SOCK_STREAM",
+            (state, fds) ->
+                (int) SOCKETPAIR.invokeExact(state, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds));
+    return new SocketPair(ends[0], ends[1]);
   }
 
   /** Whether {@code fd} is open in this process (fcntl F_GETFD succeeds). */

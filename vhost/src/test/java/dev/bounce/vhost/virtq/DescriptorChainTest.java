@@ -525,15 +525,21 @@ class DescriptorChainTest {
     return Arrays.copyOfRange(b, from, to);
   }
 
+  /** Posts one chain of {@code buffers} on a queue of {@code driver}'s rings and pops it. */
+  private static DescriptorChain popped(DriverRings driver, Buf... buffers) throws Exception {
+    SplitQueue queue = driver.queue(0, 0);
+    driver.postChain(buffers);
+    DescriptorChain chain = queue.newChain();
+    assertTrue(queue.pop(chain));
+    return chain;
+  }
+
   @Test
   void gatherWritableAddsRoomUpToMaxAcrossDescriptorsAndMovesTheCursor() throws Exception {
     try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
-      SplitQueue queue = driver.queue(0, 0);
       Buf w1 = driver.writable(100);
       Buf w2 = driver.writable(200);
-      driver.postChain(w1, w2);
-      DescriptorChain chain = queue.newChain();
-      assertTrue(queue.pop(chain));
+      DescriptorChain chain = popped(driver, w1, w2);
       IoVectors pieces = new IoVectors(8);
 
       assertEquals(150, chain.gatherWritable(pieces, 150));
@@ -562,13 +568,10 @@ class DescriptorChainTest {
   @Test
   void gatherWritableSkipsReadableDescriptorsAhead() throws Exception {
     try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
-      SplitQueue queue = driver.queue(0, 0);
       byte[] request = {9, 8, 7, 6};
       Buf r = driver.readable(request);
       Buf w = driver.writable(40);
-      driver.postChain(r, driver.readable(new byte[] {5}), w);
-      DescriptorChain chain = queue.newChain();
-      assertTrue(queue.pop(chain));
+      DescriptorChain chain = popped(driver, r, driver.readable(new byte[] {5}), w);
       IoVectors pieces = new IoVectors(4);
       assertEquals(40, chain.gatherWritable(pieces, 100));
       assertEquals(1, pieces.count(), "only the writable descriptor");
@@ -582,13 +585,10 @@ class DescriptorChainTest {
   @Test
   void gatherWritableStopsWhenTheIoVectorsAreFull() throws Exception {
     try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
-      SplitQueue queue = driver.queue(0, 0);
       Buf w1 = driver.writable(10);
       Buf w2 = driver.writable(10);
       Buf w3 = driver.writable(10);
-      driver.postChain(w1, w2, w3);
-      DescriptorChain chain = queue.newChain();
-      assertTrue(queue.pop(chain));
+      DescriptorChain chain = popped(driver, w1, w2, w3);
       IoVectors two = new IoVectors(2);
       assertEquals(20, chain.gatherWritable(two, 1000));
       assertEquals(2, two.count());
@@ -606,10 +606,7 @@ class DescriptorChainTest {
   @Test
   void gatheredAndSkippedRoomIsNotCountedInBytesWritten() throws Exception {
     try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
-      SplitQueue queue = driver.queue(0, 0);
-      driver.postChain(driver.writable(64), driver.writable(64));
-      DescriptorChain chain = queue.newChain();
-      assertTrue(queue.pop(chain));
+      DescriptorChain chain = popped(driver, driver.writable(64), driver.writable(64));
       assertEquals(3, chain.write(new byte[] {1, 2, 3}, 0, 3));
       assertEquals(10, chain.skipWritable(10));
       IoVectors pieces = new IoVectors(4);
@@ -625,13 +622,10 @@ class DescriptorChainTest {
   @Test
   void skipWritableLeavesRoomForAHeaderWrittenAfterThePayload() throws Exception {
     try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
-      SplitQueue queue = driver.queue(0, 0);
       // The header room spans two descriptors, as a driver may split a buffer anywhere.
       Buf w1 = driver.writable(30);
       Buf w2 = driver.writable(100);
-      driver.postChain(w1, w2);
-      DescriptorChain chain = queue.newChain();
-      assertTrue(queue.pop(chain));
+      DescriptorChain chain = popped(driver, w1, w2);
       assertEquals(44, chain.skipWritable(44));
       assertEquals(0, chain.bytesWritten());
       IoVectors pieces = new IoVectors(4);
@@ -647,8 +641,8 @@ class DescriptorChainTest {
       byte[] header = new byte[44];
       Arrays.fill(header, (byte) -1);
       assertEquals(44, chain.write(header, 0, 44));
-      queue.addUsed(chain.headIndex(), 44 + 86);
-      queue.publish();
+      chain.queue.addUsed(chain.headIndex(), 44 + 86);
+      chain.queue.publish();
       assertEquals(130, driver.usedLen(0));
       assertArrayEquals(slice(header, 0, 30), driver.bytes(w1.address(), 30));
       assertArrayEquals(slice(header, 30, 44), driver.bytes(w2.address(), 14));
@@ -659,10 +653,7 @@ class DescriptorChainTest {
   @Test
   void skipWritableStopsAtTheEndOfTheChainAndSkipsReadables() throws Exception {
     try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
-      SplitQueue queue = driver.queue(0, 0);
-      driver.postChain(driver.readable(new byte[50]), driver.writable(20));
-      DescriptorChain chain = queue.newChain();
-      assertTrue(queue.pop(chain));
+      DescriptorChain chain = popped(driver, driver.readable(new byte[50]), driver.writable(20));
       assertEquals(20, chain.skipWritable(44), "a buffer too small for a header: fewer");
       assertEquals(0, chain.skipWritable(1));
       assertEquals(0, chain.gatherWritable(new IoVectors(1), 10));
