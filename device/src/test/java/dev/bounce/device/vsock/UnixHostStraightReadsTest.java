@@ -2,12 +2,15 @@ package dev.bounce.device.vsock;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
+import java.net.SocketException;
 import java.net.StandardProtocolFamily;
 import java.net.StandardSocketOptions;
 import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.file.Path;
@@ -25,8 +28,9 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Host-to-guest bytes through {@link UnixHost}'s {@link StreamBridge}, where the device reads the
- * host socket straight into the guest's rx buffers. The host application is a JDK Unix socket, the
- * guest the fake frontend's {@link VsockDriver}.
+ * host socket straight into the guest's rx buffers: what Netty's wake-up read takes, and a readv(2)
+ * that faults because the frontend truncated the guest memory under the rx buffers. The host
+ * application is a JDK Unix socket, the guest the fake frontend's {@link VsockDriver}.
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
 class UnixHostStraightReadsTest {
@@ -151,6 +155,21 @@ class UnixHostStraightReadsTest {
     }
   }
 
+  /**
+   * Reads the host application's socket without waiting: 0 while it is open and bounce sent
+   * nothing, -1 once bounce closed it.
+   */
+  private static int readWithoutWaiting(SocketChannel ch) throws IOException {
+    ch.configureBlocking(false);
+    try {
+      return ch.read(ByteBuffer.allocate(1));
+    } catch (SocketException e) {
+      throw new AssertionError("bounce closed the host application's socket: " + e, e);
+    } finally {
+      ch.configureBlocking(true);
+    }
+  }
+
   /** Bytes in bounce's end of the host socket (FIONREAD), asked on the data loop. */
   private int waitingInHostSocket(VsockConnection c) throws Exception {
     return onLoop(() -> c.endpoint.bytesAtHost(c));
@@ -191,6 +210,66 @@ class UnixHostStraightReadsTest {
         driver.postRxBuffers(true);
         assertArrayEquals(data, s.readFully(data.length, TIMEOUT), "burst " + burst);
       }
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, rig.device.guestErrors());
+  }
+
+  /**
+   * The frontend truncates the guest memory under the rx buffers while host bytes wait in the
+   * socket for them: the device's readv(2) fails with EFAULT. That is the frontend's doing, as a
+   * fault in bounce's own copy is: the rx ring stops as a memory fault (error eventfd, the engine's
+   * guest-error line), the buffer is not consumed, and the connection and the host application's
+   * socket stay, with every byte. Once the memory is back and the ring set up again, they arrive.
+   */
+  @Test
+  void efaultFromTheStraightReadStopsTheRxRingAndKeepsTheHostSocketAndItsBytes() throws Exception {
+    start(16, VsockDriver.LINUX_BUFFER_SIZE);
+    VsockDriver.Socket[] guest = new VsockDriver.Socket[1];
+    try (SocketChannel ch = connect(guest);
+        WarningLog log = new WarningLog()) {
+      VsockDriver.Socket s = guest[0];
+      VsockConnection c = host.last;
+      useUpRxBuffers(s);
+      byte[] data = UnixHostTest.random(200_000, 50);
+      hostWritesWhole(ch, data);
+      // Netty's wake-up read waits in the connection: give it buffers until it went, one at a
+      // time, so that none is left for the device to read the socket into.
+      pumpUntilOnLoop(() -> c.queuedForGuest() > 0, "Netty's wake-up read");
+      while (onLoop(c::queuedForGuest) > 0) {
+        driver.postRxBuffer(VsockDriver.RX_BUFFER_SIZE);
+        pumpUntil(() -> driver.rxBuffersPosted() == 0, "the wake-up read's bytes");
+      }
+      int received = s.available();
+      int waiting = data.length - received;
+      assertEquals(waiting, waitingInHostSocket(c), "the rest waits in the socket");
+
+      // Away goes the memory above the rings: the driver's buffers, tx and rx.
+      long cut = rig.session.ringAreaEnd();
+      rig.truncateRamAt(cut);
+      driver.postRxBuffer(VsockDriver.RX_BUFFER_SIZE); // descriptor and kick only: no pump now
+      rig.awaitRingError(VsockDriver.RX_QUEUE, TIMEOUT);
+      onLoop(() -> null); // whatever the loop does after the fault has run
+      assertEquals(0, readWithoutWaiting(ch), "the host application's socket was closed");
+      assertTrue(onLoop(c::isOpen), "the connection ended");
+      assertEquals(waiting, waitingInHostSocket(c), "bytes left the socket");
+      assertTrue(
+          log.any("ring 0 stopped", "access faulted", "readv"),
+          "no memory-fault guest error for the rx ring's readv: " + log.lines());
+
+      // The frontend gives the memory back and restarts the ring where bounce stopped: at the
+      // buffer posted last, which it did not consume.
+      rig.truncateRamAt(VsockRig.RAM_START + VsockRig.RAM_SIZE);
+      int base = rig.stopRing(VsockDriver.RX_QUEUE);
+      assertEquals(
+          rig.session.queue(VsockDriver.RX_QUEUE).ring().lastUsedIndex(),
+          base,
+          "the rx buffer the read faulted on was consumed");
+      rig.startRing(VsockDriver.RX_QUEUE, base);
+      driver.postRxBuffers(true);
+      assertArrayEquals(data, s.readFully(data.length, TIMEOUT));
+      assertFalse(rig.ringErrorSignalled(VsockDriver.RX_QUEUE));
     }
     assertEquals(0, driver.badPackets(), driver.firstProblem());
     assertEquals(0, driver.creditViolations());

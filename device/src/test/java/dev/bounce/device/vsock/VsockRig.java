@@ -1,12 +1,20 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.pool.EventFd;
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.backend.RestrictedDma;
+import dev.bounce.vhost.frontend.FrontendChannel;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
 import dev.bounce.vhost.frontend.Handshake;
 import dev.bounce.vhost.frontend.MemoryMode;
 import dev.bounce.vhost.loop.EventLoops;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.protocol.Message;
+import dev.bounce.vhost.protocol.VringFdIndex;
+import dev.bounce.vhost.protocol.VringState;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import io.netty.channel.IoEventLoop;
 import java.io.ByteArrayOutputStream;
@@ -149,6 +157,65 @@ final class VsockRig implements AutoCloseable {
       }
     }
     return back.toByteArray();
+  }
+
+  // ---- a frontend that breaks the rules, and restarts rings ----
+
+  /**
+   * Stops ring {@code index} as a VMM does (GET_VRING_BASE): the available index bounce stopped at,
+   * the first chain it did not consume.
+   */
+  int stopRing(int index) throws IOException {
+    try (Message<FrontendRequest> reply =
+        session.channel().call(FrontendRequest.GET_VRING_BASE, new VringState(index, 0))) {
+      return (int) reply.payload(VringState.class).num();
+    }
+  }
+
+  /**
+   * Sets stopped ring {@code index} up again at {@code base}, as a guest driver does that restarts
+   * it after an error (SET_VRING_NUM starts a broken ring afresh): bounce serves it again.
+   */
+  void startRing(int index, int base) throws IOException {
+    FrontendSession.Queue q = session.queue(index);
+    FrontendChannel channel = session.channel();
+    channel.send(FrontendRequest.SET_VRING_NUM, new VringState(index, q.ring().size()), false);
+    channel.send(FrontendRequest.SET_VRING_BASE, new VringState(index, base), false);
+    channel.send(FrontendRequest.SET_VRING_ADDR, q.ring().vringAddress(), false);
+    channel.send(
+        FrontendRequest.SET_VRING_KICK, new VringFdIndex(index, false), false, q.kick().fd());
+  }
+
+  /** Waits up to {@code timeout} for bounce to signal ring {@code index}'s error eventfd. */
+  void awaitRingError(int index, Duration timeout) throws NativeException {
+    EventFd err = session.queue(index).err();
+    if (!Libc.pollIn(err.fd().value(), (int) timeout.toMillis())) {
+      throw new AssertionError(
+          "ring " + index + "'s error eventfd was not signalled within " + timeout);
+    }
+    err.drain();
+  }
+
+  /** Whether bounce signalled ring {@code index}'s error eventfd (without waiting). */
+  boolean ringErrorSignalled(int index) throws NativeException {
+    return Libc.pollIn(session.queue(index).err().fd().value(), 0);
+  }
+
+  /**
+   * Cuts the guest RAM memfd at guest address {@code end}, as a frontend that truncates the memory
+   * it shared (both mappings stay; their pages past the end fault), or with {@code end} at the end
+   * of RAM gives the memory back, zeroed. Whatever lies past {@code end} must not be touched
+   * meanwhile, by the driver either (same process): the rings lie below {@link
+   * FrontendSession#ringAreaEnd()}, the driver's buffers above it.
+   */
+  void truncateRamAt(long end) throws NativeException {
+    for (GuestRam.SharedRegion r : ram.sharedRegions()) {
+      try {
+        Libc.ftruncate(r.fd().value(), end - r.description().guestAddress());
+      } finally {
+        r.fd().close();
+      }
+    }
   }
 
   @Override
