@@ -1,5 +1,6 @@
 package dev.bounce.device.vsock;
 
+import static dev.bounce.pool.LittleEndian.LE64;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
@@ -306,6 +307,57 @@ class VsockHostReadsTest {
     bytesWaitAtHost();
     assertArrayEquals(more, s.readFully(more.length, TIMEOUT));
     assertEquals(1, rig.device.guestErrors());
+  }
+
+  // ---- a guest that breaks its rx ring while the device works on it ----
+
+  static final int RX = VsockDriver.RX_QUEUE;
+
+  /** A guest address outside guest memory (below RAM). */
+  static final long OUTSIDE_MEMORY = 0x1000;
+
+  /** Stops restocking and waits until every rx buffer is posted and nothing is in flight. */
+  private void stockedRxRing(int queueSize) throws Exception {
+    driver.postRxBuffers(false);
+    pumpUntil(() -> driver.rxBuffersPosted() == queueSize, "the rx ring stocked");
+  }
+
+  /** The next available index the device will consume (every buffer it used was harvested). */
+  private int nextRxIndex() {
+    return rig.session.queue(RX).ring().lastUsedIndex();
+  }
+
+  /**
+   * A pass whose batch meets a descriptor outside guest memory at its fourth buffer stops the rx
+   * ring (a guest error) having read nothing, and gives back the three buffers it popped before:
+   * GET_VRING_BASE reports none consumed. The connection waits for the next pass, so once the guest
+   * mended the descriptor and set the ring up again, the host's bytes arrive without any further
+   * word from the host end.
+   */
+  @Test
+  void aBatchThatMeetsABadDescriptorMidwayGivesItsBuffersBackAndTheConnectionWaitsForTheRing()
+      throws Exception {
+    start(16, VsockDriver.LINUX_BUFFER_SIZE);
+    VsockDriver.Socket s = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    stockedRxRing(16);
+    int next = nextRxIndex();
+    MemorySegment fourth = rig.descriptor(RX, rig.availableHead(RX, 3));
+    long address = fourth.get(LE64, 0);
+    fourth.set(LE64, 0, OUTSIDE_MEMORY);
+    byte[] data = random(8 * RX_PAYLOAD, 12); // eight buffers' worth
+    hostWrites(data, 0, data.length);
+    bytesWaitAtHost();
+    rig.awaitRingError(RX, TIMEOUT);
+    assertEquals(next, rig.stopRing(RX), "rx buffers the failed pass popped were consumed");
+    assertEquals(data.length, leftInSocket(), "bytes were read");
+    assertTrue(onLoop(() -> endpoint.connection.queued), "the connection waits for no pass");
+    assertTrue(onLoop(() -> endpoint.connection.bytesWaitAtHost));
+
+    fourth.set(LE64, 0, address);
+    rig.startRing(RX, next);
+    assertArrayEquals(data, s.readFully(data.length, TIMEOUT));
+    assertEquals(0, leftInSocket());
+    assertNoGuestOrDriverProblem();
   }
 
   /**

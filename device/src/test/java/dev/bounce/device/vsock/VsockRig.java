@@ -1,10 +1,13 @@
 package dev.bounce.device.vsock;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.backend.RestrictedDma;
+import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.FrontendChannel;
 import dev.bounce.vhost.frontend.FrontendSession;
 import dev.bounce.vhost.frontend.GuestRam;
@@ -19,6 +22,7 @@ import dev.bounce.vhost.spi.VirtioFeatures;
 import io.netty.channel.IoEventLoop;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.time.Duration;
 
@@ -216,6 +220,23 @@ final class VsockRig implements AutoCloseable {
         r.fd().close();
       }
     }
+  }
+
+  /**
+   * The head of the chain the driver made available on ring {@code index} {@code ahead} entries
+   * after the last one it harvested: when every chain the device consumed came back and was
+   * harvested, {@code ahead} 0 is the next chain the device pops.
+   */
+  int availableHead(int index, int ahead) {
+    DriverQueue ring = session.queue(index).ring();
+    int entry = (ring.lastUsedIndex() + ahead) & (ring.size() - 1);
+    long at = ring.guestAddresses().availableRing() + 4 + 2L * entry;
+    return Short.toUnsignedInt(ram.at(at, 2).get(LE16, 0));
+  }
+
+  /** Descriptor {@code head} of ring {@code index} in guest memory: le64 addr, le32 len, ... */
+  MemorySegment descriptor(int index, int head) {
+    return ram.at(session.queue(index).ring().guestAddresses().descriptorTable() + 16L * head, 16);
   }
 
   @Override
