@@ -1,9 +1,11 @@
 package dev.bounce.device.vsock;
 
+import static dev.bounce.pool.LittleEndian.LE32;
 import static dev.bounce.pool.LittleEndian.LE64;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.pool.Fd;
@@ -361,6 +363,42 @@ class VsockHostReadsTest {
   }
 
   /**
+   * A guest that shortens the first descriptor of an rx buffer below a header between the read into
+   * it and its completion: the device cannot put the header in front of the bytes. The buffer comes
+   * back empty (used len 0), a guest error, and the connection, whose bytes are lost, is reset (the
+   * RST goes in a buffer the pass gave back). The ring goes on, and so do other connections.
+   */
+  @Test
+  void anRxBufferShortenedBelowAHeaderBeforeItsCompletionComesBackEmptyAndResetsTheStream()
+      throws Exception {
+    start(16, VsockDriver.LINUX_BUFFER_SIZE);
+    VsockDriver.Socket s = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    stockedRxRing(16);
+    MemorySegment first = rig.descriptor(RX, rig.availableHead(RX, 0));
+    onLoop(() -> endpoint.afterRead = () -> first.set(LE32, 8, 20)); // len: 20 bytes
+    byte[] data = random(5000, 15); // two buffers' worth
+    hostWrites(data, 0, data.length);
+    bytesWaitAtHost();
+    s.awaitReset(TIMEOUT);
+    assertEquals(data.length, onLoop(() -> endpoint.bytesRead), "the read");
+    assertEquals(0, s.available(), "bytes of the lost read arrived");
+    assertEquals(1, rig.device.guestErrors());
+    pumpUntil(() -> driver.badPackets() > 0, "the shortened buffer back");
+    assertEquals(1, driver.badPackets(), driver.firstProblem());
+    assertTrue(driver.firstProblem().contains("came back with 0 bytes"), driver.firstProblem());
+
+    driver.postRxBuffers(true);
+    VsockDriver.Socket t = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    byte[] more = random(50_000, 16);
+    hostWrites(more, 0, more.length);
+    bytesWaitAtHost();
+    assertArrayEquals(more, t.readFully(more.length, TIMEOUT));
+    assertEquals(1, rig.device.guestErrors());
+    assertEquals(0, driver.creditViolations());
+    assertFalse(rig.ringErrorSignalled(RX), "the rx ring stopped");
+  }
+
+  /**
    * The host end of every connection: one real socket, read with FIONREAD and readv(2) as {@link
    * StreamBridge} reads its channel's. Runs on the data loop.
    */
@@ -377,6 +415,12 @@ class VsockHostReadsTest {
     long bytesRead;
     long largestRead;
     int shortReads;
+
+    /**
+     * Runs once, on the data loop, right after the next read: between the device's gathering of the
+     * rx buffers and their completion, where a guest may change their descriptors.
+     */
+    Runnable afterRead;
 
     SocketEndpoint(Fd fd) {
       this.fd = fd;
@@ -403,6 +447,9 @@ class VsockHostReadsTest {
       bytesRead += n;
       largestRead = Math.max(largestRead, n);
       if (n < buffers.bytes()) shortReads++;
+      Runnable then = afterRead;
+      afterRead = null;
+      if (then != null) then.run();
       return n;
     }
 
