@@ -63,7 +63,8 @@ final class HostReads {
         c.toGuest.passThrough((int) read);
         while (delivered < read) {
           int len = (int) Math.min(room[filled], read - delivered);
-          boolean whole = device.completeData(queue, chains[filled++], c, len);
+          boolean whole = device.completeData(queue, chains[filled], c, len);
+          filled++; // completed (empty if not whole); one that threw instead goes back
           if (!whole) break;
           delivered += len;
         }

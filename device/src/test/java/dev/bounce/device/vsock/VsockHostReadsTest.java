@@ -363,6 +363,47 @@ class VsockHostReadsTest {
   }
 
   /**
+   * A buffer the guest made bad between the read into it and its completion (its descriptor moved
+   * outside guest memory) stops the rx ring when the device completes it. The buffer before it
+   * stays used; it and the one after go back (GET_VRING_BASE counts them not consumed). The bytes
+   * read into them cannot reach the guest, so the connection is reset: the guest gets the first
+   * buffer's bytes, then RST. Other connections go on.
+   */
+  @Test
+  void aBufferThatTurnsBadBeforeItsCompletionGoesBackAndTheStreamThatLostBytesIsReset()
+      throws Exception {
+    start(16, VsockDriver.LINUX_BUFFER_SIZE);
+    VsockDriver.Socket s = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    stockedRxRing(16);
+    int next = nextRxIndex();
+    MemorySegment second = rig.descriptor(RX, rig.availableHead(RX, 1));
+    long address = second.get(LE64, 0);
+    onLoop(() -> endpoint.afterRead = () -> second.set(LE64, 0, OUTSIDE_MEMORY));
+    byte[] data = random(3 * RX_PAYLOAD, 13); // three buffers' worth, read at once
+    hostWrites(data, 0, data.length);
+    bytesWaitAtHost();
+    rig.awaitRingError(RX, TIMEOUT);
+    assertEquals(
+        next + 1, rig.stopRing(RX), "only the buffer completed before the bad one is consumed");
+    assertEquals(data.length, onLoop(() -> endpoint.bytesRead), "the read before it");
+    assertTrue(onLoop(() -> endpoint.connection.isClosed()), "a stream that lost bytes goes on");
+
+    second.set(LE64, 0, address);
+    rig.startRing(RX, next + 1);
+    driver.postRxBuffers(true);
+    s.awaitReset(TIMEOUT);
+    assertArrayEquals(Arrays.copyOf(data, RX_PAYLOAD), s.readFully(RX_PAYLOAD, TIMEOUT));
+    assertEquals(0, s.available(), "bytes after the ones of the completed buffer");
+
+    VsockDriver.Socket t = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    byte[] more = random(50_000, 14);
+    hostWrites(more, 0, more.length);
+    bytesWaitAtHost();
+    assertArrayEquals(more, t.readFully(more.length, TIMEOUT));
+    assertNoGuestOrDriverProblem();
+  }
+
+  /**
    * A guest that shortens the first descriptor of an rx buffer below a header between the read into
    * it and its completion: the device cannot put the header in front of the bytes. The buffer comes
    * back empty (used len 0), a guest error, and the connection, whose bytes are lost, is reset (the
