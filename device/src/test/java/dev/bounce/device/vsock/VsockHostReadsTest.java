@@ -112,6 +112,20 @@ class VsockHostReadsTest {
     }
   }
 
+  /** The host application sends all of {@code data}, and the host end says so. */
+  private void hostSends(byte[] data) throws NativeException {
+    hostWrites(data, 0, data.length);
+    bytesWaitAtHost();
+  }
+
+  /** A guest connection, with all {@code queueSize} rx buffers posted and no more to come. */
+  private VsockDriver.Socket connectedWithStockedRxRing(int queueSize) throws Exception {
+    start(queueSize, VsockDriver.LINUX_BUFFER_SIZE);
+    VsockDriver.Socket s = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    stockedRxRing(queueSize);
+    return s;
+  }
+
   /** The host end says bytes may wait (what a Netty read or an epoll wake-up would say). */
   private void bytesWaitAtHost() {
     rig.device.dataLoop().execute(() -> endpoint.connection.bytesWaitAtHost());
@@ -225,8 +239,7 @@ class VsockHostReadsTest {
     driver.postRxBuffers(true);
     driver.pump(0);
     byte[] more = random(50_000, 5);
-    hostWrites(more, 0, more.length);
-    bytesWaitAtHost();
+    hostSends(more);
     assertArrayEquals(more, s.readFully(more.length, TIMEOUT));
     assertNoGuestOrDriverProblem();
   }
@@ -259,8 +272,7 @@ class VsockHostReadsTest {
     driver.postRxBuffers(false);
     int posted = driver.rxBuffersPosted();
     byte[] fill = random(posted * RX_PAYLOAD, 8);
-    hostWrites(fill, 0, fill.length);
-    bytesWaitAtHost();
+    hostSends(fill);
     assertArrayEquals(fill, s.readFully(fill.length, TIMEOUT));
     assertEquals(0, driver.rxBuffersPosted());
   }
@@ -276,8 +288,7 @@ class VsockHostReadsTest {
     driver.postRxBuffers(true);
     driver.pump(0);
     byte[] data = random(10_000, 9);
-    hostWrites(data, 0, data.length);
-    bytesWaitAtHost();
+    hostSends(data);
     assertArrayEquals(data, s.readFully(data.length, TIMEOUT));
     assertEquals(2, rig.device.guestErrors());
     // Both came back to the guest, empty (which the driver counts as bad packets).
@@ -297,16 +308,14 @@ class VsockHostReadsTest {
     driver.postRxBuffers(true);
     driver.pump(0);
     byte[] data = random(10_000, 10);
-    hostWrites(data, 0, data.length);
-    bytesWaitAtHost();
+    hostSends(data);
     assertArrayEquals(data, s.readFully(data.length, TIMEOUT));
     assertEquals(1, rig.device.guestErrors());
     pumpUntil(() -> driver.badPackets() == 1, "the small buffer back");
     assertEquals(0, driver.creditViolations());
     // The connection goes on.
     byte[] more = random(20_000, 11);
-    hostWrites(more, 0, more.length);
-    bytesWaitAtHost();
+    hostSends(more);
     assertArrayEquals(more, s.readFully(more.length, TIMEOUT));
     assertEquals(1, rig.device.guestErrors());
   }
@@ -339,16 +348,13 @@ class VsockHostReadsTest {
   @Test
   void aBatchThatMeetsABadDescriptorMidwayGivesItsBuffersBackAndTheConnectionWaitsForTheRing()
       throws Exception {
-    start(16, VsockDriver.LINUX_BUFFER_SIZE);
-    VsockDriver.Socket s = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
-    stockedRxRing(16);
+    VsockDriver.Socket s = connectedWithStockedRxRing(16);
     int next = nextRxIndex();
     MemorySegment fourth = rig.descriptor(RX, rig.availableHead(RX, 3));
     long address = fourth.get(LE64, 0);
     fourth.set(LE64, 0, OUTSIDE_MEMORY);
     byte[] data = random(8 * RX_PAYLOAD, 12); // eight buffers' worth
-    hostWrites(data, 0, data.length);
-    bytesWaitAtHost();
+    hostSends(data);
     rig.awaitRingError(RX, TIMEOUT);
     assertEquals(next, rig.stopRing(RX), "rx buffers the failed pass popped were consumed");
     assertEquals(data.length, leftInSocket(), "bytes were read");
@@ -372,16 +378,13 @@ class VsockHostReadsTest {
   @Test
   void aBufferThatTurnsBadBeforeItsCompletionGoesBackAndTheStreamThatLostBytesIsReset()
       throws Exception {
-    start(16, VsockDriver.LINUX_BUFFER_SIZE);
-    VsockDriver.Socket s = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
-    stockedRxRing(16);
+    VsockDriver.Socket s = connectedWithStockedRxRing(16);
     int next = nextRxIndex();
     MemorySegment second = rig.descriptor(RX, rig.availableHead(RX, 1));
     long address = second.get(LE64, 0);
     onLoop(() -> endpoint.afterRead = () -> second.set(LE64, 0, OUTSIDE_MEMORY));
     byte[] data = random(3 * RX_PAYLOAD, 13); // three buffers' worth, read at once
-    hostWrites(data, 0, data.length);
-    bytesWaitAtHost();
+    hostSends(data);
     rig.awaitRingError(RX, TIMEOUT);
     assertEquals(
         next + 1, rig.stopRing(RX), "only the buffer completed before the bad one is consumed");
@@ -397,8 +400,7 @@ class VsockHostReadsTest {
 
     VsockDriver.Socket t = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
     byte[] more = random(50_000, 14);
-    hostWrites(more, 0, more.length);
-    bytesWaitAtHost();
+    hostSends(more);
     assertArrayEquals(more, t.readFully(more.length, TIMEOUT));
     assertNoGuestOrDriverProblem();
   }
@@ -412,14 +414,11 @@ class VsockHostReadsTest {
   @Test
   void anRxBufferShortenedBelowAHeaderBeforeItsCompletionComesBackEmptyAndResetsTheStream()
       throws Exception {
-    start(16, VsockDriver.LINUX_BUFFER_SIZE);
-    VsockDriver.Socket s = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
-    stockedRxRing(16);
+    VsockDriver.Socket s = connectedWithStockedRxRing(16);
     MemorySegment first = rig.descriptor(RX, rig.availableHead(RX, 0));
     onLoop(() -> endpoint.afterRead = () -> first.set(LE32, 8, 20)); // len: 20 bytes
     byte[] data = random(5000, 15); // two buffers' worth
-    hostWrites(data, 0, data.length);
-    bytesWaitAtHost();
+    hostSends(data);
     s.awaitReset(TIMEOUT);
     assertEquals(data.length, onLoop(() -> endpoint.bytesRead), "the read");
     assertEquals(0, s.available(), "bytes of the lost read arrived");
@@ -431,8 +430,7 @@ class VsockHostReadsTest {
     driver.postRxBuffers(true);
     VsockDriver.Socket t = driver.connect(PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
     byte[] more = random(50_000, 16);
-    hostWrites(more, 0, more.length);
-    bytesWaitAtHost();
+    hostSends(more);
     assertArrayEquals(more, t.readFully(more.length, TIMEOUT));
     assertEquals(1, rig.device.guestErrors());
     assertEquals(0, driver.creditViolations());
@@ -443,9 +441,8 @@ class VsockHostReadsTest {
    * The host end of every connection: one real socket, read with FIONREAD and readv(2) as {@link
    * StreamBridge} reads its channel's. Runs on the data loop.
    */
-  static final class SocketEndpoint implements HostSide.HostEndpoint {
+  static final class SocketEndpoint extends OneEndpoint.Endpoint {
     private final Fd fd;
-    volatile VsockConnection connection;
 
     /**
      * Added to what FIONREAD says: a host end that can only say how much may wait, whose reads then
@@ -493,32 +490,5 @@ class VsockHostReadsTest {
       if (then != null) then.run();
       return n;
     }
-
-    @Override
-    public void readable(VsockConnection c) {}
-
-    @Override
-    public void writable(VsockConnection c) {}
-
-    @Override
-    public void peerShutdown(VsockConnection c, int flags) {}
-
-    @Override
-    public void closed(VsockConnection c) {}
-  }
-
-  /** Every guest connection goes to the one endpoint. */
-  record OneEndpoint(SocketEndpoint endpoint) implements HostSide {
-    @Override
-    public void attach(VsockDevice device) {}
-
-    @Override
-    public HostEndpoint guestConnect(VsockConnection connection) {
-      endpoint.connection = connection;
-      return endpoint;
-    }
-
-    @Override
-    public void detach() {}
   }
 }

@@ -82,12 +82,11 @@ class VsockStraightPathTest {
   }
 
   /** A host end that reads in small pieces while its budget lasts. */
-  static final class Sink implements HostSide.HostEndpoint {
+  static final class Sink extends OneEndpoint.Endpoint {
     final ByteArrayOutputStream got = new ByteArrayOutputStream();
     private final byte[] piece = new byte[1000];
     int budget;
     boolean sawStraight;
-    VsockConnection connection;
 
     @Override
     public void readable(VsockConnection c) {
@@ -103,28 +102,5 @@ class VsockStraightPathTest {
         budget -= n;
       }
     }
-
-    @Override
-    public void writable(VsockConnection c) {}
-
-    @Override
-    public void peerShutdown(VsockConnection c, int flags) {}
-
-    @Override
-    public void closed(VsockConnection c) {}
-  }
-
-  /** Every guest connection goes to the one endpoint. */
-  record OneEndpoint(Sink sink) implements HostSide {
-    @Override
-    public void attach(VsockDevice device) {}
-
-    @Override
-    public HostEndpoint guestConnect(VsockConnection connection) {
-      return sink;
-    }
-
-    @Override
-    public void detach() {}
   }
 }
