@@ -5,10 +5,10 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 /**
- * A reusable array of {@code struct iovec} in native memory, for one {@link Libc#readv} into
- * several pieces of mapped memory at once (guest buffers, so that bytes from a socket land where
- * the driver reads them without a copy in between). Filling it allocates nothing; it is not
- * thread-safe.
+ * A reusable array of {@code struct iovec} in native memory, for one {@link Libc#readv} into or
+ * {@link Libc#writev} from several pieces of mapped memory at once (guest buffers, so that bytes
+ * move between a socket and the driver's buffers without a copy in between). Filling it allocates
+ * nothing; it is not thread-safe.
  */
 public final class IoVectors {
   private static final long IOVEC_SIZE = 16; // struct iovec { void *iov_base; size_t iov_len; }

@@ -77,6 +77,8 @@ public final class Libc {
       downcall("write", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG));
   private static final MethodHandle READV =
       downcall("readv", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
+  private static final MethodHandle WRITEV =
+      downcall("writev", FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
   private static final MethodHandle POLL =
       downcall("poll", FunctionDescriptor.of(JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
   private static final MethodHandle CLOSE =
@@ -326,6 +328,29 @@ public final class Libc {
         if (errno == EAGAIN) return WOULD_BLOCK;
         if (errno != EINTR) {
           throw new NativeException("readv", "fd " + fd + ", " + vectors.bytes(), errno);
+        }
+      }
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw unexpected(t);
+    }
+  }
+
+  /**
+   * writev(2) from the pieces of {@code vectors}, retried on EINTR; returns the bytes written, or
+   * {@link #WOULD_BLOCK} when a non-blocking fd has no room. Allocates nothing.
+   */
+  public static long writev(int fd, IoVectors vectors) throws NativeException {
+    MemorySegment state = callState();
+    try {
+      while (true) {
+        long n = (long) WRITEV.invokeExact(state, fd, vectors.array(), vectors.count());
+        if (n >= 0) return n;
+        int errno = errno(state);
+        if (errno == EAGAIN) return WOULD_BLOCK;
+        if (errno != EINTR) {
+          throw new NativeException("writev", "fd " + fd + ", " + vectors.bytes(), errno);
         }
       }
     } catch (NativeException e) {

@@ -312,6 +312,10 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   }
 
   private void toHostThroughNetty(VsockConnection c) {
+    if (channel.isWritable() && nothingHeldByNetty()) {
+      writeStraight(c);
+      if (c.isClosed()) return; // its last bytes went: closed() closes the channel
+    }
     boolean wrote = false;
     while (channel.isWritable() && c.available() > 0) {
       channel.write(takeFrom(c), channel.voidPromise()); // a failure reaches exceptionCaught
@@ -321,17 +325,53 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   }
 
   /**
+   * Guest to host with no copy in bounce: one writev(2) straight from the packet in guest memory
+   * ({@link VsockConnection#gatherStaged}). Only while Netty holds nothing for the socket, so that
+   * bytes stay in order; what the socket does not take now goes the buffered way. A failed write
+   * also leaves the bytes to that way, which reports it (or, on EFAULT, faults in bounce's own
+   * copy: a guest memory fault, not the host's).
+   */
+  private Straight writeStraight(VsockConnection c) {
+    IoVectors pieces = host.pieces();
+    pieces.clear();
+    long gathered = c.gatherStaged(pieces);
+    if (gathered == 0) return Straight.NONE;
+    long n;
+    try {
+      n = Math.max(0, Libc.writev(fd(), pieces));
+    } catch (NativeException e) {
+      n = 0;
+    }
+    c.tookStaged(gathered, n);
+    return n == gathered ? Straight.ALL : Straight.PART;
+  }
+
+  /** What {@link #writeStraight} did: nothing to write that way, all of it, or part. */
+  private enum Straight {
+    NONE,
+    ALL,
+    PART
+  }
+
+  private boolean nothingHeldByNetty() {
+    ChannelOutboundBuffer held = channel.unsafe().outboundBuffer();
+    return held == null || held.totalPendingWriteBytes() == 0;
+  }
+
+  /**
    * After the host's EOF (see the class comment): write(2) on the socket, once what Netty still
    * holds went, so that bytes stay in order.
    */
   private void toHostDirect(VsockConnection c) {
     while (flushUnsent() && c.available() > 0) {
-      ChannelOutboundBuffer held = channel.unsafe().outboundBuffer();
-      if (held != null && held.totalPendingWriteBytes() > 0) {
+      if (!nothingHeldByNetty()) {
         watchForRoom(); // Netty's writes drain as the socket makes room
         return;
       }
-      unsent = takeFrom(c);
+      Straight straight = writeStraight(c);
+      // Part: the watch says when there is room. Closed: its last bytes went, toHost closes.
+      if (straight == Straight.PART || c.isClosed()) return;
+      if (straight == Straight.NONE) unsent = takeFrom(c);
     }
   }
 

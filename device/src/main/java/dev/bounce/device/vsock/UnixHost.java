@@ -1,5 +1,6 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.pool.IoVectors;
 import dev.bounce.vhost.socket.UnixListener;
 import io.netty.bootstrap.Bootstrap;
 import io.netty.bootstrap.ServerBootstrap;
@@ -84,6 +85,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
   private int nextHostPort = FIRST_HOST_PORT;
   private int awaitingConnect;
   private final Duration patience;
+  private final IoVectors pieces = new IoVectors(16);
   private VsockDevice device;
 
   private UnixHost(Path udsPath, IoEventLoop loop, Channel listener, Duration patience) {
@@ -282,6 +284,11 @@ public final class UnixHost implements HostSide, AutoCloseable {
   /** How long a peer may keep a socket open without moving on (see {@link #listen}). */
   Duration patience() {
     return patience;
+  }
+
+  /** The iovec array of the bridges' straight writes: they all run on the one data loop. */
+  IoVectors pieces() {
+    return pieces;
   }
 
   /** The data loop every host socket lives on. */

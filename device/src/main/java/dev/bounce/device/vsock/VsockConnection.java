@@ -1,5 +1,6 @@
 package dev.bounce.device.vsock;
 
+import dev.bounce.pool.IoVectors;
 import dev.bounce.vhost.virtq.DescriptorChain;
 import dev.bounce.vhost.virtq.VirtqueueException;
 import java.lang.foreign.MemorySegment;
@@ -148,6 +149,47 @@ public final class VsockConnection {
     stagedFault = null;
     if (fault != null) throw fault;
     return stagedTaken;
+  }
+
+  /**
+   * Adds the bytes {@link #offer} staged, still in guest memory, to {@code pieces}, for the host
+   * end to write with one writev(2) and no copy in bounce; then {@link #tookStaged} says how many
+   * went. Only while nothing waits in {@link #fromGuest} (those go first).
+   *
+   * @return the bytes added (0: none staged now)
+   */
+  public long gatherStaged(IoVectors pieces) {
+    if (stagedLeft == 0 || !fromGuest.isEmpty()) return 0;
+    try {
+      return staged.gatherReadable(pieces, stagedLeft);
+    } catch (VirtqueueException e) {
+      stagedFault = e;
+      stagedLeft = 0;
+      return 0;
+    }
+  }
+
+  /**
+   * {@code n} of the {@code gathered} bytes of {@link #gatherStaged} reached the host (frees guest
+   * credit); the rest stays staged, for {@link #read} or the device to keep.
+   */
+  public void tookStaged(long gathered, long n) {
+    if (n < gathered) {
+      // The chain's cursor went past all of them: back to the first byte not written, behind
+      // the header and what the host took before.
+      try {
+        staged.rewind();
+        staged.skipReadable(VsockHeader.SIZE + stagedTaken + n);
+      } catch (VirtqueueException e) {
+        stagedFault = e;
+        stagedLeft = 0;
+      }
+    }
+    if (n == 0) return;
+    fromGuest.passThrough((int) n);
+    stagedTaken += (int) n;
+    stagedLeft -= (int) n;
+    device.consumedFromGuest(this);
   }
 
   private int readStaged(MemorySegment dst, long dstOffset, int max) {

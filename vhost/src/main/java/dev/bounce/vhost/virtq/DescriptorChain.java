@@ -365,6 +365,43 @@ public final class DescriptorChain {
   }
 
   /**
+   * Adds up to {@code max} bytes of device-readable data, from the cursor on, to {@code into} (one
+   * piece per descriptor, as far as {@code into} has room) and moves the cursor past them, so that
+   * one {@code writev(2)} can send them straight from guest memory (vm-memory's write_volatile_to).
+   * Stops at the first writable descriptor or the end of the chain.
+   *
+   * @return the bytes added
+   * @throws VirtqueueException when a descriptor reached is invalid
+   */
+  public long gatherReadable(IoVectors into, long max) throws VirtqueueException {
+    long done = 0;
+    while (done < max && into.hasRoom() && readable()) {
+      long n = Math.min(length - consumed, max - done);
+      into.add(segment, offset + consumed, n);
+      consumed += n;
+      done += n;
+    }
+    return done;
+  }
+
+  /**
+   * Moves the cursor past up to {@code count} bytes of device-readable data without reading them
+   * (after a {@link #rewind}, back to where a partial {@code writev(2)} stopped).
+   *
+   * @return the bytes skipped (fewer at the first writable descriptor or the end of the chain)
+   * @throws VirtqueueException when a descriptor reached is invalid
+   */
+  public long skipReadable(long count) throws VirtqueueException {
+    long done = 0;
+    while (done < count && readable()) {
+      long n = Math.min(length - consumed, count - done);
+      consumed += n;
+      done += n;
+    }
+    return done;
+  }
+
+  /**
    * Moves the cursor past up to {@code count} bytes of device-writable room without writing them
    * (room for a header the device writes after the payload, once it knows the payload's length).
    * Not counted in {@link #bytesWritten}.
