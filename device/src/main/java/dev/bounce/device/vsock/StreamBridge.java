@@ -30,9 +30,11 @@ import java.util.concurrent.TimeUnit;
  *       is empty, the channel reads the next bytes when they come (auto-read is off), which wakes
  *       the device up. What such a read brought and the guest has no room for yet waits in {@link
  *       #pending} until {@link #writable} says room was freed.
- *   <li>guest to host: bytes leave the connection's buffer only while the channel is writable (its
- *       outbound bytes below {@link UnixHost#WATER_MARK}); when the host stops reading, the buffer
- *       fills, the guest's credit runs out and the guest stops sending.
+ *   <li>guest to host: a packet's payload goes to the socket with one writev(2) straight from guest
+ *       memory ({@link #writeStraight}) while nothing waits before it; the rest waits in the
+ *       connection's buffer and leaves it only while the channel is writable (its outbound bytes
+ *       below {@link UnixHost#WATER_MARK}); when the host stops reading, the buffer fills, the
+ *       guest's credit runs out and the guest stops sending.
  * </ul>
  *
  * Half-closes map to vsock SHUTDOWN both ways; a channel that dies resets the connection, a

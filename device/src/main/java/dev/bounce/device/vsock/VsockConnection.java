@@ -128,9 +128,10 @@ public final class VsockConnection {
 
   /**
    * Hands a stream packet's {@code len} payload bytes, at {@code chain}'s cursor, to the host end
-   * while they are still in guest memory: what it {@link #read}s during this {@link
-   * HostSide.HostEndpoint#readable} call is copied once, from the chain to its buffer, instead of
-   * through {@link #fromGuest} first. The rest stays at the cursor for the device to keep.
+   * while they are still in guest memory: what it takes during this {@link
+   * HostSide.HostEndpoint#readable} call, written straight from there ({@link #gatherStaged}) or
+   * {@link #read} into its buffer, skips {@link #fromGuest}. The rest stays at the cursor for the
+   * device to keep.
    *
    * @return the bytes the host took (counted as received and forwarded in {@link #fromGuest})
    * @throws VirtqueueException when a descriptor of the chain was invalid
