@@ -31,10 +31,10 @@ import java.util.concurrent.TimeUnit;
  *       the device up. What such a read brought and the guest has no room for yet waits in {@link
  *       #pending} until {@link #writable} says room was freed.
  *   <li>guest to host: a packet's payload goes to the socket with one writev(2) straight from guest
- *       memory ({@link #writeStraight}) while nothing waits before it; the rest waits in the
- *       connection's buffer and leaves it only while the channel is writable (its outbound bytes
- *       below {@link UnixHost#WATER_MARK}); when the host stops reading, the buffer fills, the
- *       guest's credit runs out and the guest stops sending.
+ *       memory ({@link #writeStraight}) while nothing waits before it; what that leaves is copied
+ *       into Netty's buffer while the channel is writable (its outbound bytes below {@link
+ *       UnixHost#WATER_MARK}), else kept in the connection's ring; when the host stops reading, the
+ *       ring fills, the guest's credit runs out and the guest stops sending.
  * </ul>
  *
  * Half-closes map to vsock SHUTDOWN both ways; a channel that dies resets the connection, a
@@ -314,10 +314,7 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   }
 
   private void toHostThroughNetty(VsockConnection c) {
-    if (channel.isWritable() && nothingHeldByNetty()) {
-      writeStraight(c);
-      if (c.isClosed()) return; // its last bytes went: closed() closes the channel
-    }
+    if (channel.isWritable() && nothingHeldByNetty()) writeStraight(c);
     boolean wrote = false;
     while (channel.isWritable() && c.available() > 0) {
       channel.write(takeFrom(c), channel.voidPromise()); // a failure reaches exceptionCaught
@@ -371,8 +368,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
         return;
       }
       Straight straight = writeStraight(c);
-      // Part: the watch says when there is room. Closed: its last bytes went, toHost closes.
-      if (straight == Straight.PART || c.isClosed()) return;
+      // What a straight write left, the device keeps and says so (readable() again); a write that
+      // failed is reported by flushUnsent then.
+      if (straight == Straight.PART) return;
       if (straight == Straight.NONE) unsent = takeFrom(c);
     }
   }
@@ -386,11 +384,14 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     int want = Math.min(c.available(), CHUNK);
     ByteBuf buf = channel.alloc().directBuffer(want);
     taking = true;
+    boolean read = false;
     try {
       int n = c.read(NettyMemory.of(buf), NettyMemory.offset(buf, buf.writerIndex()), want);
+      read = true;
       return buf.writerIndex(buf.writerIndex() + n);
     } finally {
       taking = false;
+      if (!read) buf.release(); // guest memory faulted under the copy (the ring stops)
     }
   }
 

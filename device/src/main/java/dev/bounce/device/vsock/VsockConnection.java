@@ -175,22 +175,25 @@ public final class VsockConnection {
    * credit); the rest stays staged, for {@link #read} or the device to keep.
    */
   public void tookStaged(long gathered, long n) {
+    if (n > 0) {
+      fromGuest.passThrough((int) n);
+      stagedTaken += (int) n;
+      stagedLeft -= (int) n;
+    }
     if (n < gathered) {
       // The chain's cursor went past all of them: back to the first byte not written, behind
-      // the header and what the host took before.
+      // the header and what the host took before. A chain the guest changed meanwhile offers
+      // nothing more: the device finds it short, or broken, and says so.
+      long at = VsockHeader.SIZE + (long) stagedTaken;
       try {
         staged.rewind();
-        staged.skipReadable(VsockHeader.SIZE + stagedTaken + n);
+        if (staged.skipReadable(at) < at) stagedLeft = 0;
       } catch (VirtqueueException e) {
         stagedFault = e;
         stagedLeft = 0;
       }
     }
-    if (n == 0) return;
-    fromGuest.passThrough((int) n);
-    stagedTaken += (int) n;
-    stagedLeft -= (int) n;
-    device.consumedFromGuest(this);
+    if (n > 0) device.consumedFromGuest(this);
   }
 
   private int readStaged(MemorySegment dst, long dstOffset, int max) {
