@@ -233,4 +233,136 @@ class IoVectorsTest {
     assertEquals("ioctl FIONREAD", e.call());
     assertEquals(Libc.EBADF, e.errno());
   }
+
+  // ---- writev: the vsock device sends guest bytes to a host socket straight from guest memory
+  // ----
+
+  /** Reads exactly {@code n} bytes from {@code fd} (blocking). */
+  private static byte[] readExactly(Fd fd, int n) throws NativeException {
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment into = arena.allocate(Math.max(1, n));
+      long done = 0;
+      while (done < n) {
+        long got = Libc.read(fd.value(), into.asSlice(done), n - done);
+        assertTrue(got > 0, "read " + got + " after " + done + " of " + n);
+        done += got;
+      }
+      return into.asSlice(0, n).toArray(JAVA_BYTE);
+    }
+  }
+
+  private static byte[] concat(byte[]... parts) {
+    java.io.ByteArrayOutputStream all = new java.io.ByteArrayOutputStream();
+    for (byte[] p : parts) all.writeBytes(p);
+    return all.toByteArray();
+  }
+
+  @Test
+  void writevSendsPiecesOfAMappedMemfdInTheOrderAdded() throws Exception {
+    try (Memfd memfd = Memfd.create("bounce-writev", 3 * PAGE);
+        Mapping mapping = memfd.map(0, 3 * PAGE);
+        TestSyscalls.Pipe pipe = TestSyscalls.pipe()) {
+      MemorySegment memory = mapping.segment();
+      byte[] all = random((int) (3 * PAGE), 11);
+      MemorySegment.copy(all, 0, memory, JAVA_BYTE, 0, all.length);
+      // Out of address order, one piece across a page boundary, one empty: sent as listed.
+      IoVectors vectors = new IoVectors(8);
+      vectors.add(memory, 2 * PAGE + 10, 100);
+      vectors.add(memory, 5, 50);
+      vectors.add(memory, 0, 0);
+      vectors.add(memory, PAGE - 3, 7);
+      assertEquals(157, Libc.writev(pipe.writeEnd().value(), vectors));
+      byte[] expected =
+          concat(
+              bytes(memory, 2 * PAGE + 10, 100), bytes(memory, 5, 50), bytes(memory, PAGE - 3, 7));
+      assertArrayEquals(expected, readExactly(pipe.readEnd(), 157));
+      assertEquals(0, Libc.bytesReadable(pipe.readEnd().value()), "nothing more was sent");
+    }
+  }
+
+  @Test
+  void writevToAFullNonBlockingSocketWouldBlockAndSendsNothing() throws Exception {
+    try (Memfd memfd = Memfd.create("bounce-writev-full", PAGE);
+        Mapping mapping = memfd.map(0, PAGE);
+        TestSyscalls.SocketPair socket = TestSyscalls.socketPair()) {
+      MemorySegment memory = mapping.segment();
+      int fd = socket.one().value();
+      Libc.setNonBlocking(fd);
+      // Fill the socket with zeros until it takes no more.
+      IoVectors zeros = new IoVectors(1);
+      zeros.add(memory, 0, PAGE);
+      long filled = 0;
+      for (long n; (n = Libc.writev(fd, zeros)) != Libc.WOULD_BLOCK; ) {
+        assertTrue(n > 0, "writev " + n);
+        filled += n;
+      }
+      assertTrue(filled > 0);
+      assertEquals(Libc.WOULD_BLOCK, Libc.writev(fd, zeros), "still full");
+      byte[] marked = random(64, 12);
+      MemorySegment.copy(marked, 0, memory, JAVA_BYTE, 0, marked.length);
+      IoVectors vectors = new IoVectors(2);
+      vectors.add(memory, 0, 32);
+      vectors.add(memory, 32, 32);
+      assertEquals(Libc.WOULD_BLOCK, Libc.writev(fd, vectors));
+      // Nothing of the refused write went: the reader finds only the zeros, then (once room was
+      // made and the write repeated) the marked bytes.
+      assertArrayEquals(new byte[(int) filled], readExactly(socket.other(), (int) filled));
+      assertEquals(0, Libc.bytesReadable(socket.other().value()));
+      assertEquals(64, Libc.writev(fd, vectors));
+      assertArrayEquals(marked, readExactly(socket.other(), 64));
+    }
+  }
+
+  /** fcntl F_SETPIPE_SZ: a pipe of one page, so that what a write takes is exact. */
+  private static final int F_SETPIPE_SZ = 1031;
+
+  @Test
+  void aPartialWritevReturnsTheCountAndSendsThatManyBytesFromTheFirstPiecesOn() throws Exception {
+    try (Memfd memfd = Memfd.create("bounce-writev-partial", 2 * PAGE);
+        Mapping mapping = memfd.map(0, 2 * PAGE);
+        TestSyscalls.Pipe pipe = TestSyscalls.pipe()) {
+      MemorySegment memory = mapping.segment();
+      byte[] all = random((int) (2 * PAGE), 13);
+      MemorySegment.copy(all, 0, memory, JAVA_BYTE, 0, all.length);
+      int fd = pipe.writeEnd().value();
+      assertEquals(PAGE, Libc.fcntl(fd, F_SETPIPE_SZ, (int) PAGE), "a pipe of one page");
+      Libc.setNonBlocking(fd);
+      IoVectors vectors = new IoVectors(4);
+      vectors.add(memory, PAGE + 100, 3000); // then one ending in the second piece's middle
+      vectors.add(memory, 10, 3000);
+      vectors.add(memory, 5000, 100);
+
+      long n = Libc.writev(fd, vectors);
+      assertEquals(PAGE, n, "what the pipe had room for, not the 6100 asked");
+      byte[] first = readExactly(pipe.readEnd(), (int) n);
+      int inSecond = (int) n - 3000;
+      assertArrayEquals(
+          concat(bytes(memory, PAGE + 100, 3000), bytes(memory, 10, inSecond)), first);
+      assertEquals(0, Libc.bytesReadable(pipe.readEnd().value()));
+
+      // The caller goes on from the first byte not written.
+      IoVectors rest = new IoVectors(4);
+      rest.add(memory, 10 + inSecond, 3000 - inSecond);
+      rest.add(memory, 5000, 100);
+      assertEquals(6100 - n, Libc.writev(fd, rest));
+      assertArrayEquals(
+          concat(bytes(memory, 10 + inSecond, 3000 - inSecond), bytes(memory, 5000, 100)),
+          readExactly(pipe.readEnd(), (int) (6100 - n)));
+    }
+  }
+
+  @Test
+  void writevOfABadFdThrowsNamingTheCall() throws Exception {
+    IoVectors vectors = new IoVectors(1);
+    vectors.add(Arena.ofAuto().allocate(8), 0, 8);
+    Fd closed;
+    try (TestSyscalls.Pipe pipe = TestSyscalls.pipe()) {
+      closed = TestSyscalls.dup(pipe.writeEnd());
+    }
+    int fd = closed.value();
+    closed.close();
+    NativeException e = assertThrows(NativeException.class, () -> Libc.writev(fd, vectors));
+    assertEquals("writev", e.call());
+    assertEquals(Libc.EBADF, e.errno());
+  }
 }
