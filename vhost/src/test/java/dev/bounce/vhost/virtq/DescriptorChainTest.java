@@ -660,4 +660,138 @@ class DescriptorChainTest {
       assertEquals(0, chain.bytesWritten());
     }
   }
+
+  // ---- handing readable data to writev(2) (gatherReadable, skipReadable) ----
+
+  /**
+   * Sends {@code pieces} with one writev(2) into a pipe and returns what the pipe got, as a device
+   * writes a chain's payload to a host socket straight from guest memory.
+   */
+  private static byte[] writevThroughPipe(IoVectors pieces) throws NativeException {
+    try (TestSyscalls.Pipe pipe = TestSyscalls.pipe();
+        Arena arena = Arena.ofConfined()) {
+      long n = Libc.writev(pipe.writeEnd().value(), pieces);
+      assertEquals(pieces.bytes(), n, "a pipe takes a small write whole");
+      pipe.writeEnd().close();
+      MemorySegment into = arena.allocate(Math.max(1, n) + 1);
+      long got = 0;
+      for (long r; (r = Libc.read(pipe.readEnd().value(), into.asSlice(got), n + 1 - got)) > 0; ) {
+        got += r;
+      }
+      return into.asSlice(0, got).toArray(ValueLayout.JAVA_BYTE);
+    }
+  }
+
+  private static byte[] readRest(DescriptorChain chain) throws VirtqueueException {
+    byte[] b = new byte[4096];
+    int n = chain.read(b, 0, b.length);
+    return slice(b, 0, n);
+  }
+
+  @Test
+  void gatherReadableAddsDataUpToMaxAcrossDescriptorsAndMovesTheCursor() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      byte[] a = counting(100);
+      byte[] b = slice(counting(250), 50, 250); // 51, 52, ...: tells the two apart
+      DescriptorChain chain =
+          popped(driver, driver.readable(a), driver.readable(b), driver.writable(16));
+      IoVectors pieces = new IoVectors(8);
+
+      assertEquals(150, chain.gatherReadable(pieces, 150));
+      assertEquals(2, pieces.count(), "one piece per descriptor");
+      assertEquals(150, pieces.bytes());
+      byte[] sent = writevThroughPipe(pieces);
+      assertArrayEquals(a, slice(sent, 0, 100));
+      assertArrayEquals(slice(b, 0, 50), slice(sent, 100, 150));
+
+      // The cursor moved past them: a read goes on with the first byte not gathered.
+      assertArrayEquals(slice(b, 50, 200), readRest(chain));
+      pieces.clear();
+      assertEquals(0, chain.gatherReadable(pieces, 1000), "the readable data is used up");
+      assertEquals(0, pieces.count());
+    }
+  }
+
+  @Test
+  void gatherReadableGoesOnWhereTheLastGatherStopped() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      byte[] data = counting(120);
+      DescriptorChain chain = popped(driver, driver.readable(data));
+      IoVectors pieces = new IoVectors(4);
+      assertEquals(50, chain.gatherReadable(pieces, 50));
+      assertEquals(50, chain.gatherReadable(pieces, 50));
+      assertEquals(20, chain.gatherReadable(pieces, 50), "the end of the chain");
+      assertEquals(3, pieces.count());
+      assertArrayEquals(data, writevThroughPipe(pieces));
+    }
+  }
+
+  @Test
+  void gatherReadableStopsAtTheFirstWritableDescriptor() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      byte[] request = counting(40);
+      Buf w = driver.writable(40);
+      DescriptorChain chain = popped(driver, driver.readable(request), w);
+      IoVectors pieces = new IoVectors(4);
+      assertEquals(40, chain.gatherReadable(pieces, 1000), "not the writable room");
+      assertEquals(1, pieces.count());
+      assertArrayEquals(request, writevThroughPipe(pieces));
+      assertEquals(0, chain.gatherReadable(pieces, 1000));
+      assertEquals(1, pieces.count());
+      // The writable descriptor is untouched and still whole for the device.
+      assertEquals(3, chain.write(new byte[] {7, 8, 9}, 0, 3));
+      assertArrayEquals(new byte[] {7, 8, 9}, driver.bytes(w.address(), 3));
+    }
+  }
+
+  @Test
+  void gatherReadableStopsWhenTheIoVectorsAreFull() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      byte[] all = counting(30);
+      DescriptorChain chain =
+          popped(
+              driver,
+              driver.readable(slice(all, 0, 10)),
+              driver.readable(slice(all, 10, 20)),
+              driver.readable(slice(all, 20, 30)));
+      IoVectors two = new IoVectors(2);
+      assertEquals(20, chain.gatherReadable(two, 1000));
+      assertEquals(2, two.count());
+      assertFalse(two.hasRoom());
+      assertArrayEquals(slice(all, 0, 20), writevThroughPipe(two));
+      // Nothing was skipped: the third descriptor is still ahead of the cursor.
+      assertArrayEquals(slice(all, 20, 30), readRest(chain));
+    }
+  }
+
+  @Test
+  void skipReadableAfterARewindPositionsTheCursorWhereAPartialWriteStopped() throws Exception {
+    try (DriverRings driver = DriverRings.shared(8, GUEST_BASE, MIB)) {
+      // A 44-byte header split over two descriptors, then the payload over two more.
+      byte[] packet = counting(44 + 300);
+      DescriptorChain chain =
+          popped(
+              driver,
+              driver.readable(slice(packet, 0, 30)),
+              driver.readable(slice(packet, 30, 100)),
+              driver.readable(slice(packet, 100, 344)),
+              driver.writable(8));
+      byte[] header = new byte[44];
+      assertEquals(44, chain.read(header, 0, 44));
+      IoVectors pieces = new IoVectors(8);
+      assertEquals(300, chain.gatherReadable(pieces, 300));
+      // The socket took 90 of them: back to the first byte it did not take, in the third one.
+      chain.rewind();
+      assertEquals(44 + 90, chain.skipReadable(44 + 90));
+      assertArrayEquals(slice(packet, 134, 344), readRest(chain));
+
+      chain.rewind();
+      assertEquals(10, chain.skipReadable(10));
+      assertArrayEquals(slice(packet, 10, 20), slice(readRest(chain), 0, 10), "mid-descriptor");
+      chain.rewind();
+      assertEquals(344, chain.skipReadable(1000), "at most to the first writable descriptor");
+      assertEquals(0, chain.skipReadable(1));
+      assertEquals(0, chain.read(new byte[1], 0, 1));
+    }
+  }
 }
