@@ -68,7 +68,9 @@ public final class VsockDriver {
   private final long guestCid;
   private final int bufferSize;
   private final boolean seqpacket;
-  private final DriverQueue.Chain chain = new DriverQueue.Chain(2);
+  private DriverQueue.Chain chain = new DriverQueue.Chain(2);
+  private int txHeaderSplit;
+  private int[] txPayloadSplit = new int[0];
 
   private final long[] rxBuffer;
   private final long[] rxMapped;
@@ -566,6 +568,24 @@ public final class VsockDriver {
     kick();
   }
 
+  /**
+   * Lays out the tx packets posted from now on over several readable descriptors, as a driver may
+   * split a buffer anywhere: the header's first {@code headerSplit} bytes in one descriptor and the
+   * rest in another (0: one descriptor), then the payload in descriptors of {@code payloadPieces}
+   * bytes each, and what is left in one more.
+   */
+  public void splitTx(int headerSplit, int... payloadPieces) {
+    if (headerSplit < 0 || headerSplit >= VsockHeader.SIZE) {
+      throw new IllegalArgumentException("header split " + headerSplit);
+    }
+    for (int piece : payloadPieces) {
+      if (piece <= 0) throw new IllegalArgumentException("payload piece " + piece);
+    }
+    txHeaderSplit = headerSplit;
+    txPayloadSplit = payloadPieces.clone();
+    chain = new DriverQueue.Chain(3 + payloadPieces.length);
+  }
+
   /** Sends a tx chain of only {@code bytes} bytes (less than a header), zero-filled. */
   public void sendShortHeader(int bytes) throws IOException {
     long buffer = buffers.allocate(bytes);
@@ -656,8 +676,20 @@ public final class VsockDriver {
         payloadLength > 0 && hdrMapped != Dma.NO_ROOM ? dma.mapToDevice(pay, payloadLength) : 0;
     int head = DriverQueue.NO_SPACE;
     if (hdrMapped != Dma.NO_ROOM && payMapped != Dma.NO_ROOM) {
-      chain.clear().readable(hdrMapped, VsockHeader.SIZE);
-      if (payloadLength > 0) chain.readable(payMapped, payloadLength);
+      chain.clear();
+      if (txHeaderSplit > 0) {
+        chain.readable(hdrMapped, txHeaderSplit);
+        chain.readable(hdrMapped + txHeaderSplit, VsockHeader.SIZE - txHeaderSplit);
+      } else {
+        chain.readable(hdrMapped, VsockHeader.SIZE);
+      }
+      long at = 0;
+      for (int piece : txPayloadSplit) {
+        if (payloadLength - at <= piece) break;
+        chain.readable(payMapped + at, piece);
+        at += piece;
+      }
+      if (payloadLength > at) chain.readable(payMapped + at, payloadLength - at);
       head = txRing.add(chain, false);
     }
     if (head == DriverQueue.NO_SPACE) {

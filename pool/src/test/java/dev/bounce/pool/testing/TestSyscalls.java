@@ -29,6 +29,13 @@ public final class TestSyscalls {
       Libc.downcall(
           "socketpair", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS));
 
+  private static final int SOL_SOCKET = 1;
+  private static final int SO_SNDBUF = 7;
+  private static final MethodHandle SETSOCKOPT =
+      Libc.downcall(
+          "setsockopt",
+          FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
+
   private TestSyscalls() {}
 
   /** A new fd (close-on-exec) for the same open file as {@code fd}; the caller owns it. */
@@ -110,6 +117,24 @@ public final class TestSyscalls {
     } catch (NativeException e) {
       if (e.errno() == Libc.EBADF) return false;
       throw new AssertionError(e);
+    }
+  }
+
+  /**
+   * setsockopt SO_SNDBUF (Linux doubles it): a small send buffer makes a write larger than half of
+   * it partial, as a host socket a slow application leaves full takes only part of a packet.
+   */
+  public static void setSendBuffer(Fd socket, int bytes) throws NativeException {
+    MemorySegment state = Libc.callState();
+    try (Arena arena = Arena.ofConfined()) {
+      MemorySegment value = arena.allocate(JAVA_INT);
+      value.set(JAVA_INT, 0, bytes);
+      int r = (int) SETSOCKOPT.invokeExact(state, socket.value(), SOL_SOCKET, SO_SNDBUF, value, 4);
+      if (r < 0) throw Libc.fail("setsockopt", "SO_SNDBUF " + bytes, state);
+    } catch (NativeException e) {
+      throw e;
+    } catch (Throwable t) {
+      throw Libc.unexpected(t);
     }
   }
 }
