@@ -6,6 +6,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -852,6 +853,56 @@ class UnixHostTest {
       assertArrayEquals(data, got);
     }
     assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  /** Reads to end of stream in bursts of up to 256 KiB with a 5 ms pause after each. */
+  static byte[] readInBurstsToEof(SocketChannel ch) throws IOException {
+    ByteArrayOutputStream all = new ByteArrayOutputStream();
+    ByteBuffer b = ByteBuffer.allocate(16 * 1024);
+    while (true) {
+      for (int burst = 0; burst < 256 * 1024; ) {
+        int n = ch.read(b.clear());
+        if (n < 0) return all.toByteArray();
+        all.write(b.array(), 0, n);
+        burst += n;
+      }
+      java.util.concurrent.locks.LockSupport.parkNanos(5_000_000);
+    }
+  }
+
+  /**
+   * Guest-to-host bytes written to the host socket straight from guest memory (one writev per
+   * packet while nothing waits before them) to a host application that reads in bursts, so that the
+   * socket keeps filling up: through Netty's channel, and after the host half-closed through
+   * bounce's own write path. Every byte arrives in order, and the guest's SHUTDOWN of sending is
+   * the host's end of stream after the last one.
+   */
+  @ParameterizedTest(name = "host half-closed first: {0}")
+  @ValueSource(booleans = {false, true})
+  void guestBytesWrittenStraightReachAHostReadingInBurstsWholeThenEndOfStream(
+      boolean hostHalfCloses) throws Exception {
+    byte[] data = random(6 << 20, 54);
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<byte[]> app =
+          hostApp(
+              () -> {
+                try (SocketChannel ch = listener.accept()) {
+                  if (hostHalfCloses) ch.shutdownOutput();
+                  return readInBurstsToEof(ch);
+                }
+              });
+      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      if (hostHalfCloses) s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
+      s.send(data, TIMEOUT);
+      s.shutdown(VsockHeader.SHUTDOWN_SEND);
+      byte[] got = await(app);
+      assertEquals(data.length, got.length, "bytes that reached the host before its EOF");
+      assertArrayEquals(data, got);
+      assertFalse(s.wasReset(), "the connection was reset");
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    assertEquals(0, driver.creditViolations());
+    assertEquals(0, rig.device.guestErrors());
   }
 
   @Test
