@@ -834,25 +834,47 @@ class UnixHostTest {
   @ValueSource(booleans = {false, true})
   void aGuestThatClosesRightAfterItsLastBytesHasThemAllReachASlowHost(boolean hostHalfCloses)
       throws Exception {
-    byte[] data = random(4 << 20, 53);
+    sendToHostApp(
+        random(4 << 20, 53),
+        hostHalfCloses,
+        UnixHostTest::readSlowlyToEof,
+        VsockHeader.SHUTDOWN_BOTH);
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  /** How a host application reads a connection to end of stream. */
+  @FunctionalInterface
+  interface ToEof {
+    byte[] read(SocketChannel ch) throws IOException;
+  }
+
+  /**
+   * The guest connects to a host application on port 1234, which reads with {@code reader} (after
+   * half-closing if {@code hostHalfCloses}), sends {@code data}, and shuts down {@code shutdown};
+   * every byte reaches the host, in order, before its end of stream.
+   *
+   * @return the guest's socket
+   */
+  private VsockDriver.Socket sendToHostApp(
+      byte[] data, boolean hostHalfCloses, ToEof reader, int shutdown) throws Exception {
     try (ServerSocketChannel listener = hostListener(1234)) {
       Future<byte[]> app =
           hostApp(
               () -> {
                 try (SocketChannel ch = listener.accept()) {
                   if (hostHalfCloses) ch.shutdownOutput();
-                  return readSlowlyToEof(ch);
+                  return reader.read(ch);
                 }
               });
       VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
       if (hostHalfCloses) s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
       s.send(data, TIMEOUT);
-      s.shutdown(VsockHeader.SHUTDOWN_BOTH);
+      s.shutdown(shutdown);
       byte[] got = await(app);
-      assertEquals(data.length, got.length, "bytes that reached the host");
+      assertEquals(data.length, got.length, "bytes that reached the host before its EOF");
       assertArrayEquals(data, got);
+      return s;
     }
-    assertEquals(0, driver.badPackets(), driver.firstProblem());
   }
 
   /** Reads to end of stream in bursts of up to 256 KiB with a 5 ms pause after each. */
@@ -881,25 +903,13 @@ class UnixHostTest {
   @ValueSource(booleans = {false, true})
   void guestBytesWrittenStraightReachAHostReadingInBurstsWholeThenEndOfStream(
       boolean hostHalfCloses) throws Exception {
-    byte[] data = random(6 << 20, 54);
-    try (ServerSocketChannel listener = hostListener(1234)) {
-      Future<byte[]> app =
-          hostApp(
-              () -> {
-                try (SocketChannel ch = listener.accept()) {
-                  if (hostHalfCloses) ch.shutdownOutput();
-                  return readInBurstsToEof(ch);
-                }
-              });
-      VsockDriver.Socket s = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
-      if (hostHalfCloses) s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
-      s.send(data, TIMEOUT);
-      s.shutdown(VsockHeader.SHUTDOWN_SEND);
-      byte[] got = await(app);
-      assertEquals(data.length, got.length, "bytes that reached the host before its EOF");
-      assertArrayEquals(data, got);
-      assertFalse(s.wasReset(), "the connection was reset");
-    }
+    VsockDriver.Socket s =
+        sendToHostApp(
+            random(6 << 20, 54),
+            hostHalfCloses,
+            UnixHostTest::readInBurstsToEof,
+            VsockHeader.SHUTDOWN_SEND);
+    assertFalse(s.wasReset(), "the connection was reset");
     assertEquals(0, driver.badPackets(), driver.firstProblem());
     assertEquals(0, driver.creditViolations());
     assertEquals(0, rig.device.guestErrors());

@@ -354,14 +354,7 @@ public final class DescriptorChain {
    * @throws VirtqueueException when a descriptor reached is invalid
    */
   public long gatherWritable(IoVectors into, long max) throws VirtqueueException {
-    long done = 0;
-    while (done < max && into.hasRoom() && writableRoom()) {
-      long n = Math.min(length - consumed, max - done);
-      into.add(segment, offset + consumed, n);
-      consumed += n;
-      done += n;
-    }
-    return done;
+    return advance(into, max, true);
   }
 
   /**
@@ -374,14 +367,7 @@ public final class DescriptorChain {
    * @throws VirtqueueException when a descriptor reached is invalid
    */
   public long gatherReadable(IoVectors into, long max) throws VirtqueueException {
-    long done = 0;
-    while (done < max && into.hasRoom() && readable()) {
-      long n = Math.min(length - consumed, max - done);
-      into.add(segment, offset + consumed, n);
-      consumed += n;
-      done += n;
-    }
-    return done;
+    return advance(into, max, false);
   }
 
   /**
@@ -392,13 +378,7 @@ public final class DescriptorChain {
    * @throws VirtqueueException when a descriptor reached is invalid
    */
   public long skipReadable(long count) throws VirtqueueException {
-    long done = 0;
-    while (done < count && readable()) {
-      long n = Math.min(length - consumed, count - done);
-      consumed += n;
-      done += n;
-    }
-    return done;
+    return advance(null, count, false);
   }
 
   /**
@@ -410,9 +390,20 @@ public final class DescriptorChain {
    * @throws VirtqueueException when a descriptor reached is invalid
    */
   public long skipWritable(long count) throws VirtqueueException {
+    return advance(null, count, true);
+  }
+
+  /**
+   * Moves the cursor past up to {@code count} bytes of the readable data or (with {@code writable})
+   * the writable room ahead, adding them to {@code into} unless it is null.
+   */
+  private long advance(IoVectors into, long count, boolean writable) throws VirtqueueException {
     long done = 0;
-    while (done < count && writableRoom()) {
+    while (done < count
+        && (into == null || into.hasRoom())
+        && (writable ? writableRoom() : readable())) {
       long n = Math.min(length - consumed, count - done);
+      if (into != null) into.add(segment, offset + consumed, n);
       consumed += n;
       done += n;
     }
