@@ -179,17 +179,7 @@ class IoVectorsTest {
 
   @Test
   void readvOfABadFdThrowsNamingTheCall() throws Exception {
-    IoVectors vectors = new IoVectors(1);
-    vectors.add(Arena.ofAuto().allocate(8), 0, 8);
-    Fd closed;
-    try (TestSyscalls.Pipe pipe = TestSyscalls.pipe()) {
-      closed = TestSyscalls.dup(pipe.readEnd());
-    }
-    int fd = closed.value();
-    closed.close();
-    NativeException e = assertThrows(NativeException.class, () -> Libc.readv(fd, vectors));
-    assertEquals("readv", e.call());
-    assertEquals(Libc.EBADF, e.errno());
+    assertABadFdIsNamed("readv", Libc::readv);
   }
 
   @Test
@@ -353,16 +343,27 @@ class IoVectorsTest {
 
   @Test
   void writevOfABadFdThrowsNamingTheCall() throws Exception {
+    assertABadFdIsNamed("writev", Libc::writev);
+  }
+
+  /** A call that moves bytes between an fd and the pieces of an {@link IoVectors}. */
+  @FunctionalInterface
+  interface VectorCall {
+    long call(int fd, IoVectors vectors) throws NativeException;
+  }
+
+  /** {@code call} on an fd number that is closed fails with EBADF naming {@code name}. */
+  private static void assertABadFdIsNamed(String name, VectorCall call) throws Exception {
     IoVectors vectors = new IoVectors(1);
     vectors.add(Arena.ofAuto().allocate(8), 0, 8);
     Fd closed;
     try (TestSyscalls.Pipe pipe = TestSyscalls.pipe()) {
-      closed = TestSyscalls.dup(pipe.writeEnd());
+      closed = TestSyscalls.dup(pipe.readEnd());
     }
     int fd = closed.value();
     closed.close();
-    NativeException e = assertThrows(NativeException.class, () -> Libc.writev(fd, vectors));
-    assertEquals("writev", e.call());
+    NativeException e = assertThrows(NativeException.class, () -> call.call(fd, vectors));
+    assertEquals(name, e.call());
     assertEquals(Libc.EBADF, e.errno());
   }
 }
