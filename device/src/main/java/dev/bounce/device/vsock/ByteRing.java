@@ -14,7 +14,8 @@ final class ByteRing {
   private static final int INITIAL = 4096;
 
   private final int capacity;
-  private MemorySegment bytes;
+  private byte[] array;
+  private MemorySegment bytes; // over array
   private long head; // absolute position of the first byte held
   private long tail; // absolute position after the last byte held
 
@@ -26,7 +27,8 @@ final class ByteRing {
   ByteRing(int capacity) {
     if (capacity < 1) throw new IllegalArgumentException("capacity " + capacity);
     this.capacity = capacity;
-    this.bytes = MemorySegment.ofArray(new byte[Math.min(INITIAL, capacity)]);
+    this.array = new byte[Math.min(INITIAL, capacity)];
+    this.bytes = MemorySegment.ofArray(array);
   }
 
   int capacity() {
@@ -72,7 +74,8 @@ final class ByteRing {
     long grown = old;
     while (grown < need) grown *= 2;
     grown = Math.min(grown, capacity);
-    MemorySegment bigger = MemorySegment.ofArray(new byte[(int) grown]);
+    byte[] biggerArray = new byte[(int) grown];
+    MemorySegment bigger = MemorySegment.ofArray(biggerArray);
     for (long p = head; p < tail; ) {
       long from = p % old;
       long to = p % grown;
@@ -80,6 +83,7 @@ final class ByteRing {
       MemorySegment.copy(bytes, from, bigger, to, run);
       p += run;
     }
+    array = biggerArray;
     bytes = bigger;
   }
 
@@ -160,6 +164,34 @@ final class ByteRing {
   int read(MemorySegment dst, long dstOffset, int max) {
     int n = readable(max);
     copyOut(head, dst, dstOffset, n);
+    head += n;
+    return n;
+  }
+
+  /**
+   * What looks at bytes where they are in the ring: {@code length} of {@code array} from {@code
+   * offset}.
+   */
+  @FunctionalInterface
+  interface Reader {
+    void read(byte[] array, int offset, int length);
+  }
+
+  /**
+   * Takes up to {@code max} bytes out, handing them to {@code reader} where they are (at most two
+   * runs), never past the first message end held.
+   *
+   * @return the bytes taken
+   */
+  int read(Reader reader, int max) {
+    int n = readable(max);
+    int size = array.length;
+    for (int done = 0; done < n; ) {
+      int at = (int) ((head + done) % size);
+      int run = Math.min(n - done, size - at);
+      reader.read(array, at, run);
+      done += run;
+    }
     head += n;
     return n;
   }

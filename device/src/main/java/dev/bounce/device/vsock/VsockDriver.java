@@ -374,6 +374,18 @@ public final class VsockDriver {
       return n;
     }
 
+    /**
+     * {@link #read} for a reader that only looks at the bytes (a checksum): they are handed over
+     * where they are, so that receiving costs the one copy a Linux guest makes, from the rx buffer
+     * into the socket's, as a Linux application's recv(2) is the one copy out of the skb.
+     */
+    int read(ByteRing.Reader reader, int max) throws IOException {
+      int n = in.read(reader, max);
+      in.takeEnd();
+      consumed(this);
+      return n;
+    }
+
     /** Reads exactly {@code n} bytes, waiting for them. */
     public byte[] readFully(int n, Duration timeout) throws IOException {
       byte[] out = new byte[n];

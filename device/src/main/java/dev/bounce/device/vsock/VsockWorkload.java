@@ -57,6 +57,10 @@ public final class VsockWorkload implements AutoCloseable {
   public static final long SPIN_NANOS = Duration.ofMillis(2).toNanos();
 
   private static final int PATTERN_SPREAD = 251;
+
+  /** The most the guest application takes in one read (a Linux guest's 256 KiB socket buffer). */
+  private static final int RECEIVE_MAX = 256 * 1024;
+
   private static final int LINE_MAX = 64;
   private static final long STALL_NANOS = Duration.ofSeconds(10).toNanos();
 
@@ -104,7 +108,6 @@ public final class VsockWorkload implements AutoCloseable {
   private final byte[] pattern;
   private final ByteBuffer hostPattern;
   private final ByteBuffer hostIn = ByteBuffer.allocateDirect(256 * 1024);
-  private final byte[] guestIn = new byte[256 * 1024];
 
   // The running workload.
   private final List<Link> links = new ArrayList<>();
@@ -336,6 +339,7 @@ public final class VsockWorkload implements AutoCloseable {
     long received;
     final CRC32C sentCrc = new CRC32C();
     final CRC32C receivedCrc = new CRC32C();
+    final ByteRing.Reader checksumReceived = receivedCrc::update;
     long[] writeStart = new long[64];
     long writesStarted;
     long writesArrived;
@@ -558,8 +562,7 @@ public final class VsockWorkload implements AutoCloseable {
       boolean progress = false;
       Flow f = toGuest;
       int n;
-      while ((n = guest.read(guestIn, 0, guestIn.length)) > 0) {
-        f.receivedCrc.update(guestIn, 0, n);
+      while ((n = guest.read(f.checksumReceived, RECEIVE_MAX)) > 0) {
         f.arrived(n);
         progress = true;
       }
