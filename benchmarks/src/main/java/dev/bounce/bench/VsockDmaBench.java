@@ -38,7 +38,7 @@ import java.util.stream.Stream;
 public final class VsockDmaBench {
   // Many short rounds rather than a few long ones: a round's figures swing by 2x with the machine's
   // other load, and only the median of many per-round ratios is steady from run to run (5 rounds
-  // read from 0.75 to 1.15 for the same cell; 21 rounds within about 0.08).
+  // read from 0.78 to 1.15 for one cell, pool guest to host; 21 rounds within about 0.1).
   private static final long STREAM_BYTES = Long.getLong("bench.streamBytes", 128L << 20);
   private static final int ROUNDS = Integer.getInteger("bench.rounds", 21);
   private static final int SIZE = Integer.getInteger("bench.writeSize", 64 * 1024);

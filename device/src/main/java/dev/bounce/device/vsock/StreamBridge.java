@@ -44,10 +44,11 @@ import java.util.concurrent.TimeUnit;
  * guest its receiving side), bounce writes the socket itself rather than through Netty: Netty
  * 4.2.18's epoll removes such a socket from its epoll set when it wants no other event, keeps
  * believing it registered, and so fails (resets the connection, or stalls) the first write that has
- * to wait for room, and no longer hears of the host closing for good. The bytes a write(2) leaves
- * wait in {@link #unsent}; to hear of room and of a hang-up, bounce watches a second fd of the same
- * socket (a dup: Netty's registration of the first stays as it is) edge-triggered on its own, from
- * the input's shutdown until the channel closes.
+ * to wait for room, and no longer hears of the host closing for good. What a straight writev(2)
+ * leaves goes back to the connection's ring (the device calls readable() again); what a write(2) of
+ * a copy leaves waits in {@link #unsent}; to hear of room and of a hang-up, bounce watches a second
+ * fd of the same socket (a dup: Netty's registration of the first stays as it is) edge-triggered on
+ * its own, from the input's shutdown until the channel closes.
  */
 final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSide.HostEndpoint {
   private static final System.Logger LOG = System.getLogger(StreamBridge.class.getName());
@@ -358,8 +359,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   }
 
   /**
-   * After the host's EOF (see the class comment): write(2) on the socket, once what Netty still
-   * holds went, so that bytes stay in order.
+   * Once the socket's input is shut down (see the class comment): one writev(2) straight from guest
+   * memory while nothing is held ahead, else write(2) of a copy ({@link #unsent}); both only once
+   * what Netty still holds went, so that bytes stay in order.
    */
   private void toHostDirect(VsockConnection c) {
     while (flushUnsent() && c.available() > 0) {
