@@ -319,22 +319,7 @@ public final class Libc {
    * of file), or {@link #WOULD_BLOCK} when a non-blocking fd has nothing. Allocates nothing.
    */
   public static long readv(int fd, IoVectors vectors) throws NativeException {
-    MemorySegment state = callState();
-    try {
-      while (true) {
-        long n = (long) READV.invokeExact(state, fd, vectors.array(), vectors.count());
-        if (n >= 0) return n;
-        int errno = errno(state);
-        if (errno == EAGAIN) return WOULD_BLOCK;
-        if (errno != EINTR) {
-          throw new NativeException("readv", "fd " + fd + ", " + vectors.bytes(), errno);
-        }
-      }
-    } catch (NativeException e) {
-      throw e;
-    } catch (Throwable t) {
-      throw unexpected(t);
-    }
+    return vectored(READV, "readv", fd, vectors);
   }
 
   /**
@@ -342,16 +327,21 @@ public final class Libc {
    * {@link #WOULD_BLOCK} when a non-blocking fd has no room. Allocates nothing.
    */
   public static long writev(int fd, IoVectors vectors) throws NativeException {
+    return vectored(WRITEV, "writev", fd, vectors);
+  }
+
+  /** {@code call} (readv or writev, through {@code handle}) with EINTR retried and EAGAIN told. */
+  private static long vectored(MethodHandle handle, String call, int fd, IoVectors vectors)
+      throws NativeException {
     MemorySegment state = callState();
     try {
       while (true) {
-        long n = (long) WRITEV.invokeExact(state, fd, vectors.array(), vectors.count());
+        long n = (long) handle.invokeExact(state, fd, vectors.array(), vectors.count());
         if (n >= 0) return n;
         int errno = errno(state);
         if (errno == EAGAIN) return WOULD_BLOCK;
-        if (errno != EINTR) {
-          throw new NativeException("writev", "fd " + fd + ", " + vectors.bytes(), errno);
-        }
+        if (errno != EINTR)
+          throw new NativeException(call, "fd " + fd + ", " + vectors.bytes(), errno);
       }
     } catch (NativeException e) {
       throw e;
