@@ -179,7 +179,7 @@ final class VsockCommand {
       VsockVm vm = vms.get(i);
       Path uds = file(vm.udsPath());
       if (vm.socket() instanceof VhostSocket.AtPath(Path socket)
-          && (file(socket).equals(uds) || file(socket).equals(file(Path.of(uds + ".seqpacket"))))) {
+          && UnixHost.ownsPath(uds, file(socket))) {
         throw new UsageException(
             "guest "
                 + (i + 1)
@@ -217,10 +217,18 @@ final class VsockCommand {
     Path aUds = file(a.udsPath());
     Path bUds = file(b.udsPath());
     if (aUds.equals(bUds)) return "uds-path " + a.udsPath();
-    if (aUds.equals(bSocket) || bUds.equals(aSocket)) {
-      return "the path "
-          + (aUds.equals(bSocket) ? aUds : bUds)
-          + " (one's socket, the other's uds-path)";
+    // A guest names host ports, so each one's <uds-path>_<port> paths are its own too.
+    if (UnixHost.ownsPath(aUds, bUds) || UnixHost.ownsPath(bUds, aUds)) {
+      return "host-side paths (uds-path "
+          + a.udsPath()
+          + " and "
+          + b.udsPath()
+          + ", with their .seqpacket and _<port> paths)";
+    }
+    if ((bSocket != null && UnixHost.ownsPath(aUds, bSocket))
+        || (aSocket != null && UnixHost.ownsPath(bUds, aSocket))) {
+      Path socket = bSocket != null && UnixHost.ownsPath(aUds, bSocket) ? bSocket : aSocket;
+      return "the path " + socket + " (one's socket, among the other's host-side paths)";
     }
     return null;
   }

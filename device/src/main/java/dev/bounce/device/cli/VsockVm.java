@@ -108,6 +108,11 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
     if (fd < 0 || fd > Integer.MAX_VALUE) {
       throw new UsageException(where + ": fd " + values.get("fd") + " is not an fd number");
     }
+    if (fd < 3) {
+      // Under systemd, stdout and stderr may be sockets to the journal: never a frontend's.
+      throw new UsageException(
+          where + ": fd " + fd + " is standard input, output or error; pass the socket at 3 or up");
+    }
     return new VhostSocket.Inherited((int) fd);
   }
 

@@ -159,7 +159,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
 
   @Override
   public HostEndpoint guestConnect(VsockConnection connection) {
-    Path target = Path.of(udsPath + "_" + Integer.toUnsignedString(connection.hostPort()));
+    Path target = portPath(udsPath, connection.hostPort());
     if (connection.isSeqpacket()) {
       HostEndpoint endpoint = seqpacket.dial(connection, target);
       if (endpoint == null) refusedGuest(connection, target, "no SOCK_SEQPACKET listener");
@@ -284,6 +284,27 @@ public final class UnixHost implements HostSide, AutoCloseable {
   /** How long a peer may keep a socket open without moving on (see {@link #listen}). */
   Duration patience() {
     return patience;
+  }
+
+  /** Where a guest's connections to host port {@code port} go: {@code <udsPath>_<port>}. */
+  static Path portPath(Path udsPath, int port) {
+    return Path.of(udsPath + "_" + Integer.toUnsignedString(port));
+  }
+
+  /**
+   * Whether the host side at {@code udsPath} listens at or connects to {@code path}: the uds-path
+   * itself, its SEQPACKET listener, or {@code <udsPath>_<port>} for any port a guest may name. Both
+   * paths must be absolute and normalized. No other guest's socket may be among them, or a guest
+   * could reach it by naming the port.
+   */
+  public static boolean ownsPath(Path udsPath, Path path) {
+    if (path.equals(udsPath) || path.equals(SeqpacketHost.pathFor(udsPath))) return true;
+    String prefix = udsPath.getFileName() + "_";
+    String name = path.getFileName() == null ? "" : path.getFileName().toString();
+    return java.util.Objects.equals(path.getParent(), udsPath.getParent())
+        && name.length() > prefix.length()
+        && name.startsWith(prefix)
+        && name.substring(prefix.length()).chars().allMatch(ch -> ch >= '0' && ch <= '9');
   }
 
   /** The iovec array of the bridges' straight writes: they all run on the one data loop. */

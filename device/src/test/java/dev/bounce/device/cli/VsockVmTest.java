@@ -1,5 +1,6 @@
 package dev.bounce.device.cli;
 
+import static org.junit.jupiter.api.Assertions.assertDoesNotThrow;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -441,10 +442,45 @@ class VsockVmTest {
 
   @Test
   void aGuestWhoseSocketIsOneOfItsOwnHostSidePathsIsRefused() {
-    for (String socket : List.of("/tmp/g/vm.vsock", "/tmp/g/vm.vsock.seqpacket")) {
+    for (String socket :
+        List.of("/tmp/g/vm.vsock", "/tmp/g/vm.vsock.seqpacket", "/tmp/g/vm.vsock_5000")) {
       VsockVm vm = vm(3, at(socket), "/tmp/g/./vm.vsock");
       assertTrue(
           clash(List.of(vm)).contains("is also a path of its host side"), clash(List.of(vm)));
+    }
+  }
+
+  /**
+   * A guest names the host port P and bounce connects to {@code <uds-path>_P}: another guest's
+   * socket or host side there would be reachable from this guest.
+   */
+  @Test
+  void aPathAnotherGuestReachesByNamingAPortIsRefused() {
+    assertTrue(
+        clash(List.of(vm(3, at("/s1"), "/run/a"), vm(4, at("/run/a_5000"), "/run/b")))
+            .contains("both have the path /run/a_5000 (one's socket, among the other's"),
+        "a socket at another guest's <uds-path>_<port>");
+    assertTrue(
+        clash(List.of(vm(3, at("/s1"), "/run/a"), vm(4, at("/s2"), "/run/a_7")))
+            .contains("both have host-side paths"),
+        "a uds-path at another guest's <uds-path>_<port>");
+    assertTrue(
+        clash(List.of(vm(3, at("/s1"), "/run/a"), vm(4, at("/s2"), "/run/a.seqpacket")))
+            .contains("both have host-side paths"),
+        "a uds-path at another guest's SEQPACKET listener");
+    // Names that only look alike are another guest's own.
+    List<VsockVm> apart =
+        List.of(
+            vm(3, at("/run/a_x"), "/run/a"),
+            vm(4, at("/run/a_"), "/run/a_b"),
+            vm(5, at("/run/other/a_1"), "/run/c"));
+    assertSame(apart, assertDoesNotThrow(() -> VsockCommand.distinct(apart)));
+  }
+
+  @Test
+  void anFdOfStandardInputOutputOrErrorIsRefused() {
+    for (int fd = 0; fd < 3; fd++) {
+      refused("fd=" + fd + ",uds-path=/u", "fd " + fd + " is standard input, output or error");
     }
   }
 }
