@@ -81,12 +81,11 @@ public final class UnixListener implements AutoCloseable {
 
   /**
    * Takes over an inherited listening socket ({@link #listens}; systemd's socket activation, a
-   * management layer's {@code --fd}): made non-blocking and close-on-exec. Closing it removes no
-   * file: its path, if any, belongs to whoever created it.
+   * management layer's {@code --fd}): made non-blocking. Closing it removes no file: its path, if
+   * any, belongs to whoever created it.
    */
   public static UnixListener inherit(Fd fd) throws NativeException {
     Libc.setNonBlocking(fd.value());
-    Libc.setCloseOnExec(fd.value());
     return new UnixListener(fd, null, null);
   }
 

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.frontend.FrontendChannel;
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.protocol.FrontendRequest;
@@ -53,7 +54,9 @@ class InheritedSocketTest {
   void aListeningSocketServesOneFrontendAfterAnother() throws Exception {
     Path path = dir.resolve("listening.sock");
     UnixListener listener = UnixListener.bind(path, false);
-    try (BackendServer server = BackendServer.inherit(listener.fd().release(), config)) {
+    int number = inheritedAsFromAnExec(listener.fd().release());
+    try (BackendServer server = BackendServer.inherit(number, config)) {
+      assertTrue(closeOnExec(number), "bounce's now: not for the programs it may start");
       for (int boot = 0; boot < 2; boot++) {
         try (TestFrontend frontend = new TestFrontend(FrontendChannel.connect(path))) {
           frontend.handshake().echo(0);
@@ -67,7 +70,8 @@ class InheritedSocketTest {
   @Test
   void aConnectedSocketServesItsFrontendAndFinishesWhenItLeaves() throws Exception {
     try (TestFrontend frontend = new TestFrontend(connectedPair());
-        BackendServer server = BackendServer.inherit(inherited, config)) {
+        BackendServer server = BackendServer.inherit(inheritedAsFromAnExec(inherited), config)) {
+      assertTrue(closeOnExec(inherited), "bounce's now: not for the programs it may start");
       frontend.handshake().echo(1);
       frontend.channel.close();
       server.finished().get(TestFrontend.TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
@@ -94,6 +98,17 @@ class InheritedSocketTest {
       assertTrue(e.getMessage().contains("fd " + number + " is not a socket"), e.getMessage());
       Libc.fcntl(number, Libc.F_GETFD, 0); // still open: it may have been the JVM's
     }
+  }
+
+  /** {@code fd} as a parent hands it over (systemd, a management layer): not close-on-exec. */
+  private static int inheritedAsFromAnExec(int fd) throws NativeException {
+    Libc.fcntl(fd, Libc.F_SETFD, 0);
+    assertFalse(closeOnExec(fd));
+    return fd;
+  }
+
+  private static boolean closeOnExec(int fd) throws NativeException {
+    return (Libc.fcntl(fd, Libc.F_GETFD, 0) & Libc.FD_CLOEXEC) != 0;
   }
 
   /** The backend's end of a connected pair, for {@link BackendServer#inherit}. */
