@@ -29,7 +29,6 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 180, unit = TimeUnit.SECONDS)
 class BackendConventionsTest {
-  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
   private static final String ACTIVATE = "/usr/bin/systemd-socket-activate";
 
   @TempDir Path dir;
@@ -111,7 +110,7 @@ class BackendConventionsTest {
   void theShippedSystemdUnitsVerifyAndTheirCommandServes() throws Exception {
     Path units = Files.createDirectories(dir.resolve("units"));
     for (String unit : List.of("bounce-vsock@.socket", "bounce-vsock@.service")) {
-      String text = Files.readString(ROOT.resolve("scripts/systemd").resolve(unit));
+      String text = Files.readString(BounceDaemon.ROOT.resolve("scripts/systemd").resolve(unit));
       Files.writeString(units.resolve(unit), instance(text, "%i"));
     }
     Process verify =
@@ -139,7 +138,7 @@ class BackendConventionsTest {
 
   /** A unit's text with this checkout for /opt/bounce and the test's directory for /run/bounce. */
   private String instance(String text, String instance) {
-    return text.replace("/opt/bounce", ROOT.toString())
+    return text.replace("/opt/bounce", BounceDaemon.ROOT.toString())
         .replace("/run/bounce", dir.toString())
         .replace("%i", instance);
   }
@@ -168,13 +167,7 @@ class BackendConventionsTest {
         dir.resolve("vhost.sock"),
         vsock,
         acceptEach,
-        List.of(
-            ROOT.resolve("scripts/bounce").toString(),
-            "vsock",
-            "--fd",
-            "3",
-            "--uds-path",
-            vsock.toString()));
+        BounceDaemon.command("vsock", "--fd", "3", "--uds-path", vsock.toString()));
   }
 
   private void activate(Path socket, Path uds, boolean acceptEach, List<String> bounce)

@@ -4,10 +4,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.frontend.hostile.Hostile;
-import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
@@ -27,56 +26,27 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class FrontendCliTest {
-  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
   private static final Path SOURCE =
-      ROOT.resolve("device/src/main/java/dev/bounce/device/cli/FrontendCommand.java");
+      BounceDaemon.ROOT.resolve("device/src/main/java/dev/bounce/device/cli/FrontendCommand.java");
 
   @TempDir static Path dir;
   static Path socket;
-  static Path backendLog;
-  static Process backend;
+  static BounceDaemon backend;
 
   @BeforeAll
   static void startBackend() throws Exception {
     socket = dir.resolve("echo.sock");
-    backendLog = dir.resolve("echo-backend.log");
     backend =
-        new ProcessBuilder(
-                ROOT.resolve("scripts/bounce").toString(),
-                "echo-backend",
-                "--socket",
-                socket.toString())
-            .directory(ROOT.toFile())
-            .redirectErrorStream(true)
-            .redirectOutput(backendLog.toFile())
-            .start();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+        BounceDaemon.start(
+            dir.resolve("echo-backend.log"), "echo-backend", "--socket", socket.toString());
     // The line comes once the sockets listen; their files appear a moment before (at bind).
-    while (!Files.readString(backendLog, StandardCharsets.UTF_8)
-        .contains("bounce echo-backend: serving")) {
-      if (!backend.isAlive()) throw new AssertionError("echo-backend exited: " + log());
-      if (System.nanoTime() > deadline) throw new AssertionError("no socket: " + log());
-      Thread.sleep(20);
-    }
+    backend.awaitLine("bounce echo-backend: serving");
   }
 
   @AfterAll
   static void stopBackend() throws Exception {
     if (backend == null) return;
-    backend.destroy(); // SIGTERM: the daemon's way out
-    if (!backend.waitFor(10, TimeUnit.SECONDS)) {
-      backend.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-      throw new AssertionError("echo-backend did not exit on SIGTERM: " + log());
-    }
-  }
-
-  private static String log() {
-    try {
-      String text = Files.readString(backendLog, StandardCharsets.UTF_8);
-      return text.length() > 4000 ? "..." + text.substring(text.length() - 4000) : text;
-    } catch (IOException e) {
-      return "(no log: " + e.getMessage() + ")";
-    }
+    backend.stop(Duration.ofSeconds(10));
   }
 
   @Test
@@ -140,7 +110,7 @@ class FrontendCliTest {
                   "3000"));
       args.addAll(extra);
       LauncherTest.Run run = LauncherTest.launch(args.toArray(String[]::new));
-      String what = extra + ": " + run.out() + run.err() + "\nbackend: " + log();
+      String what = extra + ": " + run.out() + run.err() + "\nbackend: " + backend.tail();
       assertEquals(0, run.status(), what);
       Map<String, Object> json = Json.object(run.out().strip());
       assertEquals(3000.0, json.get("operations"), what);
@@ -164,7 +134,7 @@ class FrontendCliTest {
             "--hostile",
             "all",
             "--json");
-    String what = run.out() + run.err() + "\nbackend: " + log();
+    String what = run.out() + run.err() + "\nbackend: " + backend.tail();
     assertEquals(0, run.status(), what);
     Map<String, Object> json = Json.object(run.out().strip());
     assertEquals((double) Hostile.names().size(), json.get("passed"), what);

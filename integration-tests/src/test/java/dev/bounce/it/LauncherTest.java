@@ -14,8 +14,6 @@ import org.junit.jupiter.api.Test;
 
 /** scripts/bounce as a user runs it: the README's main command and the launcher's help. */
 class LauncherTest {
-  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
-
   record Run(int status, String out, String err) {}
 
   /**
@@ -60,15 +58,12 @@ class LauncherTest {
   }
 
   static Run launch(String... args) throws IOException, InterruptedException {
-    List<String> command =
-        new java.util.ArrayList<>(List.of(ROOT.resolve("scripts/bounce").toString()));
-    command.addAll(List.of(args));
     Path out = Files.createTempFile("bounce-out", ".txt");
     Path err = Files.createTempFile("bounce-err", ".txt");
     try {
       Process process =
-          new ProcessBuilder(command)
-              .directory(ROOT.toFile())
+          new ProcessBuilder(BounceDaemon.command(args))
+              .directory(BounceDaemon.ROOT.toFile())
               .redirectOutput(out.toFile())
               .redirectError(err.toFile())
               .start();

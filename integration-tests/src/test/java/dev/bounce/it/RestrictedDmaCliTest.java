@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -20,37 +21,25 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class RestrictedDmaCliTest {
-  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
-
   @TempDir Path dir;
 
   @Test
   void devicePoolBackendAndDevicePoolFrontendInTwoProcesses() throws Exception {
     Path socket = dir.resolve("echo.sock");
     Path log = dir.resolve("echo-backend.log");
-    Process backend =
-        new ProcessBuilder(
-                ROOT.resolve("scripts/bounce").toString(),
-                "echo-backend",
-                "--socket",
-                socket.toString(),
-                "--device-pool",
-                "8M",
-                "--restricted-dma",
-                "required")
-            .directory(ROOT.toFile())
-            .redirectErrorStream(true)
-            .redirectOutput(log.toFile())
-            .start();
+    BounceDaemon backend =
+        BounceDaemon.start(
+            log,
+            "echo-backend",
+            "--socket",
+            socket.toString(),
+            "--device-pool",
+            "8M",
+            "--restricted-dma",
+            "required");
     try {
-      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
       // The line comes once the sockets listen; their files appear a moment before (at bind).
-      while (!Files.readString(log, StandardCharsets.UTF_8)
-          .contains("bounce echo-backend: serving")) {
-        assertTrue(backend.isAlive(), "echo-backend exited: " + Files.readString(log));
-        assertTrue(System.nanoTime() < deadline, "no socket: " + Files.readString(log));
-        Thread.sleep(20);
-      }
+      backend.awaitLine("bounce echo-backend: serving");
       LauncherTest.Run run =
           LauncherTest.launch(
               "frontend",
@@ -65,14 +54,13 @@ class RestrictedDmaCliTest {
               "--count",
               "2000",
               "--json");
-      String what = run.out() + run.err() + "\nbackend: " + Files.readString(log);
+      String what = run.out() + run.err() + "\nbackend: " + backend.log();
       assertEquals(0, run.status(), what);
       Map<String, Object> json = Json.object(run.out().strip());
       assertEquals(2000.0, json.get("operations"), what);
       assertEquals(0.0, json.get("errors"), what);
     } finally {
-      backend.destroy(); // SIGTERM
-      assertTrue(backend.waitFor(10, TimeUnit.SECONDS), "echo-backend did not exit on SIGTERM");
+      backend.stop(Duration.ofSeconds(10));
     }
     String text = Files.readString(log, StandardCharsets.UTF_8);
     assertTrue(text.contains("BACKEND_SHMEM_MAP"), text);

@@ -3,10 +3,8 @@ package dev.bounce.it;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterAll;
@@ -24,52 +22,29 @@ class VsockCliTest {
   @TempDir static Path dir;
   static Path socket;
   static Path uds;
-  static Path backendLog;
-  static Process backend;
+  static BounceDaemon backend;
 
   @BeforeAll
   static void startBackend() throws Exception {
     socket = dir.resolve("vhost.sock");
     uds = dir.resolve("vm.vsock");
-    backendLog = dir.resolve("vsock.log");
     backend =
-        new ProcessBuilder(
-                Path.of("..").toAbsolutePath().normalize().resolve("scripts/bounce").toString(),
-                "vsock",
-                "--socket",
-                socket.toString(),
-                "--uds-path",
-                uds.toString())
-            .redirectErrorStream(true)
-            .redirectOutput(backendLog.toFile())
-            .start();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+        BounceDaemon.start(
+            dir.resolve("vsock.log"),
+            "vsock",
+            "--socket",
+            socket.toString(),
+            "--uds-path",
+            uds.toString());
     // The line comes once the sockets listen; their files appear a moment before (at bind).
-    while (!Files.readString(backendLog, StandardCharsets.UTF_8)
-        .contains("bounce vsock: guest CID")) {
-      if (!backend.isAlive()) throw new AssertionError("bounce vsock exited: " + log());
-      if (System.nanoTime() > deadline) throw new AssertionError("no sockets: " + log());
-      Thread.sleep(20);
-    }
+    backend.awaitLine("bounce vsock: guest CID");
   }
 
   @AfterAll
   static void stopBackend() throws Exception {
     if (backend == null) return;
-    backend.destroy();
-    if (!backend.waitFor(10, TimeUnit.SECONDS)) {
-      backend.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-      throw new AssertionError("bounce vsock did not exit on SIGTERM: " + log());
-    }
-    assertTrue(log().contains("guest CID 3: 0 guest errors"), log());
-  }
-
-  private static String log() {
-    try {
-      return Files.readString(backendLog, StandardCharsets.UTF_8);
-    } catch (IOException e) {
-      return "(no log: " + e.getMessage() + ")";
-    }
+    backend.stop(Duration.ofSeconds(10));
+    assertTrue(backend.log().contains("guest CID 3: 0 guest errors"), backend.log());
   }
 
   private static LauncherTest.Run frontend(String... extra) throws Exception {
@@ -81,7 +56,7 @@ class VsockCliTest {
     LauncherTest.Run run =
         frontend("--count", "20", "--parallel", "5", "--bytes", "256K", "--size", "16K");
     Map<String, Object> json =
-        LauncherTest.assertVsockStreams(run, 20, 256 << 10, "backend: " + log());
+        LauncherTest.assertVsockStreams(run, 20, 256 << 10, "backend: " + backend.log());
     for (String way : new String[] {"guest_to_host", "host_to_guest"}) {
       assertEquals(20 * 16.0, ((Map<?, ?>) json.get(way)).get("operations"), way);
     }
@@ -90,7 +65,7 @@ class VsockCliTest {
   @Test
   void pingPongCountsRoundTrips() throws Exception {
     LauncherTest.Run run = frontend("--ping-pong", "--count", "2000", "--size", "64");
-    String what = run.out() + run.err() + "\nbackend: " + log();
+    String what = run.out() + run.err() + "\nbackend: " + backend.log();
     assertEquals(0, run.status(), what);
     Map<String, Object> json = Json.object(run.out().strip());
     assertEquals(2000.0, json.get("operations"), what);

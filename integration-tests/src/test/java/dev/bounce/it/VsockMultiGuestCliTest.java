@@ -5,10 +5,10 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.ExecutorService;
@@ -28,13 +28,11 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 150, unit = TimeUnit.SECONDS)
 class VsockMultiGuestCliTest {
-  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
-  private static final long START_SECONDS = 90;
-  private static final long STOP_SECONDS = 20;
+  private static final Duration START = Duration.ofSeconds(90);
+  private static final Duration STOP = Duration.ofSeconds(20);
 
   @TempDir Path dir;
-  private Path backendLog;
-  private Process backend;
+  private BounceDaemon backend;
 
   record Guest(long cid, Path socket, Path uds) {}
 
@@ -46,9 +44,7 @@ class VsockMultiGuestCliTest {
 
   @AfterEach
   void killBackendLeftRunning() throws InterruptedException {
-    if (backend != null && backend.isAlive()) {
-      backend.destroyForcibly().waitFor(5, TimeUnit.SECONDS);
-    }
+    if (backend != null) backend.close();
   }
 
   @Test
@@ -105,15 +101,16 @@ class VsockMultiGuestCliTest {
         "--vm",
         "guest-cid=3,socket=" + b + ",uds-path=" + u2);
     // Exits at once; if it serves instead, say so now rather than at the timeout.
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(START_SECONDS);
-    while (!backend.waitFor(20, TimeUnit.MILLISECONDS)) {
-      if (log().contains(": vhost-user socket ")) {
-        throw new AssertionError("bounce vsock serves two guests with CID 3: " + log());
+    long deadline = System.nanoTime() + START.toNanos();
+    while (!backend.process().waitFor(20, TimeUnit.MILLISECONDS)) {
+      if (backend.log().contains(": vhost-user socket ")) {
+        throw new AssertionError("bounce vsock serves two guests with CID 3: " + backend.log());
       }
-      if (System.nanoTime() > deadline) throw new AssertionError("bounce vsock runs on: " + log());
+      if (System.nanoTime() > deadline)
+        throw new AssertionError("bounce vsock runs on: " + backend.log());
     }
-    String log = log();
-    assertEquals(2, backend.exitValue(), log);
+    String log = backend.log();
+    assertEquals(2, backend.process().exitValue(), log);
     assertTrue(
         log.contains("bounce vsock: guests 1 and 2 both have guest CID 3; each needs its own"),
         log);
@@ -137,9 +134,11 @@ class VsockMultiGuestCliTest {
         "guest-cid=3,socket=" + a + ",uds-path=" + u1,
         "--vm",
         "guest-cid=4,socket=" + b + ",uds-path=" + u2);
-    assertTrue(backend.waitFor(START_SECONDS, TimeUnit.SECONDS), "bounce vsock runs on: " + log());
-    String log = log();
-    assertEquals(1, backend.exitValue(), log);
+    assertTrue(
+        backend.process().waitFor(START.toSeconds(), TimeUnit.SECONDS),
+        "bounce vsock runs on: " + backend.log());
+    String log = backend.log();
+    assertEquals(1, backend.process().exitValue(), log);
     assertTrue(log.contains(b.toString()), "the failing path is named: " + log);
     assertFalse(log.contains("bounce vsock: closing"), "a close failed: " + log);
     for (Path p : List.of(a, u1, Path.of(u1 + ".seqpacket"), u2, Path.of(u2 + ".seqpacket"))) {
@@ -147,41 +146,26 @@ class VsockMultiGuestCliTest {
     }
   }
 
-  /** Starts bounce vsock with {@code args}, its stdout and stderr going to {@link #log()}. */
+  /** Starts bounce vsock with {@code args}, its stdout and stderr going to its log. */
   private void start(String... args) throws IOException {
-    backendLog = dir.resolve("vsock.log");
-    List<String> command = new ArrayList<>(List.of(ROOT.resolve("scripts/bounce").toString()));
-    command.add("vsock");
-    command.addAll(List.of(args));
-    backend =
-        new ProcessBuilder(command)
-            .directory(ROOT.toFile())
-            .redirectErrorStream(true)
-            .redirectOutput(backendLog.toFile())
-            .start();
+    List<String> vsock = new ArrayList<>(List.of("vsock"));
+    vsock.addAll(List.of(args));
+    backend = BounceDaemon.start(dir.resolve("vsock.log"), vsock.toArray(String[]::new));
   }
 
   /** Starts bounce vsock with {@code args}; returns once it says it serves every guest. */
   private void startBackend(List<Guest> guests, String... args) throws Exception {
     start(args);
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(START_SECONDS);
     // Each guest's line comes once its sockets listen; their files appear a moment before.
-    while (!guests.stream()
-        .allMatch(
-            g ->
-                log()
-                    .contains(
-                        "bounce vsock: guest CID "
-                            + g.cid()
-                            + ": vhost-user socket "
-                            + g.socket()
-                            + ", host side "
-                            + g.uds()))) {
-      if (!backend.isAlive()) throw new AssertionError("bounce vsock exited: " + log());
-      if (System.nanoTime() > deadline) {
-        throw new AssertionError("not serving both guests after " + START_SECONDS + " s: " + log());
-      }
-      Thread.sleep(20);
+    for (Guest g : guests) {
+      backend.awaitLine(
+          "bounce vsock: guest CID "
+              + g.cid()
+              + ": vhost-user socket "
+              + g.socket()
+              + ", host side "
+              + g.uds(),
+          START);
     }
   }
 
@@ -225,7 +209,8 @@ class VsockMultiGuestCliTest {
       for (int i = 0; i < guests.size(); i++) {
         Guest g = guests.get(i);
         LauncherTest.Run run = text.get(i).get();
-        String what = "guest CID " + g.cid() + ": " + run.out() + run.err() + "\nbackend: " + log();
+        String what =
+            "guest CID " + g.cid() + ": " + run.out() + run.err() + "\nbackend: " + backend.log();
         assertEquals(0, run.status(), what);
         assertTrue(
             run.err().contains("; guest CID " + g.cid() + "; host side " + g.uds() + ";"), what);
@@ -235,30 +220,19 @@ class VsockMultiGuestCliTest {
 
   private void checkStreamed(Guest g, LauncherTest.Run run) {
     LauncherTest.assertVsockStreams(
-        run, 4, 256 << 10, "guest CID " + g.cid() + ", backend: " + log());
+        run, 4, 256 << 10, "guest CID " + g.cid() + ", backend: " + backend.log());
   }
 
   /** SIGTERM: both guests reported with no errors, and no socket file left behind. */
   private void stopBackendAndCheckItCleanedUp(List<Guest> guests) throws Exception {
-    backend.destroy(); // SIGTERM
-    if (!backend.waitFor(STOP_SECONDS, TimeUnit.SECONDS)) {
-      throw new AssertionError("bounce vsock did not exit on SIGTERM: " + log());
-    }
-    String log = log();
-    assertEquals(143, backend.exitValue(), log);
+    int status = backend.stop(STOP);
+    String log = backend.log();
+    assertEquals(143, status, log);
     for (Guest g : guests) {
       assertTrue(log.contains("bounce vsock: guest CID " + g.cid() + ": 0 guest errors"), log);
       for (Path p : List.of(g.socket(), g.uds(), Path.of(g.uds() + ".seqpacket"))) {
         assertFalse(Files.exists(p, LinkOption.NOFOLLOW_LINKS), p + " is left: " + log);
       }
-    }
-  }
-
-  private String log() {
-    try {
-      return Files.readString(backendLog, StandardCharsets.UTF_8);
-    } catch (IOException e) {
-      return "(no log: " + e.getMessage() + ")";
     }
   }
 }

@@ -38,8 +38,6 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class VsockOutOfFdsCliTest {
-  private static final Path ROOT = Path.of("..").toAbsolutePath().normalize();
-
   /** Fds bounce may open beyond those it has at the start; far below the 128 awaiting CONNECT. */
   private static final int SPARE_FDS = 4;
 
@@ -60,45 +58,31 @@ class VsockOutOfFdsCliTest {
 
   @TempDir Path dir;
   private Path uds;
-  private Path log;
-  private Process bounce;
+  private BounceDaemon bounce;
   private final List<AutoCloseable> held = new ArrayList<>();
 
   @BeforeEach
   void startBounce() throws Exception {
     Path socket = dir.resolve("vhost.sock");
     uds = dir.resolve("vm.vsock");
-    log = dir.resolve("bounce.log");
-    // A file, not a pipe: a loop that logs as it spins must never be slowed by a slow reader.
     bounce =
-        new ProcessBuilder(
-                ROOT.resolve("scripts/bounce").toString(),
-                "vsock",
-                "--guest-cid",
-                "3",
-                "--socket",
-                socket.toString(),
-                "--uds-path",
-                uds.toString())
-            .directory(ROOT.toFile())
-            .redirectErrorStream(true)
-            .redirectOutput(log.toFile())
-            .start();
-    // The vhost-user socket comes last, after both host-side listeners.
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
-    while (!Files.exists(socket)) {
-      assertTrue(bounce.isAlive(), "bounce vsock exited: " + log());
-      assertTrue(System.nanoTime() < deadline, "no vhost-user socket: " + log());
-      Thread.sleep(20);
-    }
+        BounceDaemon.start(
+            dir.resolve("bounce.log"),
+            "vsock",
+            "--guest-cid",
+            "3",
+            "--socket",
+            socket.toString(),
+            "--uds-path",
+            uds.toString());
+    // The line comes once the vhost-user socket listens, after both host-side listeners.
+    bounce.awaitLine("bounce vsock: guest CID 3: vhost-user socket " + socket);
   }
 
   @AfterEach
   void stopBounce() throws Exception {
     closeHeld();
-    if (bounce == null) return;
-    bounce.destroy();
-    if (!bounce.waitFor(10, TimeUnit.SECONDS)) bounce.destroyForcibly().waitFor();
+    if (bounce != null) bounce.close();
   }
 
   @Test
@@ -112,15 +96,15 @@ class VsockOutOfFdsCliTest {
       held.add(s);
     }
 
-    awaitLog("EMFILE (Too many open files); pausing for 1 s");
+    bounce.awaitLine("EMFILE (Too many open files); pausing for 1 s", PATIENCE);
     assertIdle();
 
     closeHeld();
     SeqpacketSocket s = SeqpacketSocket.connect(listener);
     held.add(s);
     sendMessage(s, "CONNECT 5001\n");
-    awaitLog("asked for guest port 5001");
-    assertTrue(bounce.isAlive(), "bounce vsock died: " + log());
+    bounce.awaitLine("asked for guest port 5001", PATIENCE);
+    assertTrue(bounce.process().isAlive(), "bounce vsock died: " + bounce.tail());
   }
 
   /** The stream listener is Netty's; bounce's AcceptPause turns its autoRead off for a second. */
@@ -132,16 +116,16 @@ class VsockOutOfFdsCliTest {
     for (int i = 0, n = free(limit) + 2; i < n; i++) held.add(SocketChannel.open(listener));
 
     awaitNoFdFree(limit);
-    awaitLog("vsock: accepting at " + uds + ": ");
-    assertTrue(log().contains("; pausing for 1 s"), log());
+    bounce.awaitLine("vsock: accepting at " + uds + ": ", PATIENCE);
+    assertTrue(bounce.tail().contains("; pausing for 1 s"), bounce.tail());
     assertIdle();
 
     closeHeld();
     SocketChannel s = SocketChannel.open(listener);
     held.add(s);
     s.write(ByteBuffer.wrap("CONNECT 5002\n".getBytes(StandardCharsets.US_ASCII)));
-    awaitLog("asked for guest port 5002");
-    assertTrue(bounce.isAlive(), "bounce vsock died: " + log());
+    bounce.awaitLine("asked for guest port 5002", PATIENCE);
+    assertTrue(bounce.process().isAlive(), "bounce vsock died: " + bounce.tail());
   }
 
   /**
@@ -150,7 +134,7 @@ class VsockOutOfFdsCliTest {
    * @return the limit
    */
   private int limitFds() throws Exception {
-    long pid = bounce.pid();
+    long pid = bounce.process().pid();
     // scripts/bounce execs java, so by now its pid is the JVM's.
     assertEquals("java", Files.readString(Path.of("/proc/" + pid + "/comm")).strip());
     int limit = openFds(pid).size() + SPARE_FDS;
@@ -167,14 +151,14 @@ class VsockOutOfFdsCliTest {
 
   /** How many more fds bounce may open: the numbers below its limit that are not in use. */
   private int free(int limit) throws IOException {
-    return limit - (int) openFds(bounce.pid()).stream().filter(fd -> fd < limit).count();
+    return limit - (int) openFds(bounce.process().pid()).stream().filter(fd -> fd < limit).count();
   }
 
   private void awaitNoFdFree(int limit) throws Exception {
     long deadline = System.nanoTime() + PATIENCE.toNanos();
     while (free(limit) > 0) {
-      assertTrue(bounce.isAlive(), "bounce vsock exited: " + log());
-      assertTrue(System.nanoTime() < deadline, free(limit) + " fds never taken: " + log());
+      assertTrue(bounce.process().isAlive(), "bounce vsock exited: " + bounce.tail());
+      assertTrue(System.nanoTime() < deadline, free(limit) + " fds never taken: " + bounce.tail());
       Thread.sleep(20);
     }
   }
@@ -191,7 +175,7 @@ class VsockOutOfFdsCliTest {
    * ran, late on a loaded machine, is not spinning.
    */
   private void assertIdle() throws Exception {
-    long pid = bounce.pid();
+    long pid = bounce.process().pid();
     long runnableBefore = loopRunnableNanos(pid);
     long wallBefore = System.nanoTime();
     Thread.sleep(WINDOW);
@@ -200,7 +184,10 @@ class VsockOutOfFdsCliTest {
             / Math.max(1, System.nanoTime() - wallBefore);
     assertTrue(
         share < MAX_IDLE_SHARE,
-        "bounce's loops were runnable " + share + " of the time while out of fds: " + log());
+        "bounce's loops were runnable "
+            + share
+            + " of the time while out of fds: "
+            + bounce.tail());
   }
 
   /**
@@ -233,24 +220,5 @@ class VsockOutOfFdsCliTest {
   private void closeHeld() throws Exception {
     for (AutoCloseable c : held) c.close();
     held.clear();
-  }
-
-  private void awaitLog(String text) throws Exception {
-    long deadline = System.nanoTime() + PATIENCE.toNanos();
-    while (!Files.readString(log, StandardCharsets.UTF_8).contains(text)) {
-      assertTrue(bounce.isAlive(), "bounce vsock exited: " + log());
-      assertTrue(System.nanoTime() < deadline, "no '" + text + "' logged: " + log());
-      Thread.sleep(20);
-    }
-  }
-
-  /** The log's last few KiB: a loop that logs as it spins may write megabytes. */
-  private String log() {
-    try {
-      String all = Files.readString(log, StandardCharsets.UTF_8);
-      return all.length() <= 8192 ? all : "..." + all.substring(all.length() - 8192);
-    } catch (IOException e) {
-      return "(no log: " + e.getMessage() + ")";
-    }
   }
 }
