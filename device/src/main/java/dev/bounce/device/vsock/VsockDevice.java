@@ -592,7 +592,8 @@ public final class VsockDevice implements VirtioDevice {
   }
 
   private void strayReset(int guestPort, int hostPort, int type) {
-    if (strayResets.isFull()) {
+    // A pair whose RST already waits keeps that one, also when the queue is full.
+    if (!strayResets.add(guestPort, hostPort, VsockHeader.knownType(type) ? type : 1)) {
       // The guest posts no rx buffers while it keeps sending: its RST for this port is lost.
       if (logs()) {
         print(
@@ -605,7 +606,6 @@ public final class VsockDevice implements VirtioDevice {
       }
       return;
     }
-    strayResets.add(guestPort, hostPort, VsockHeader.knownType(type) ? type : 1);
     requestRx();
   }
 
