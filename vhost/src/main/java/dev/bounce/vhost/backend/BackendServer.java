@@ -53,7 +53,6 @@ public final class BackendServer implements AutoCloseable {
   private final Path path;
   private final String where;
   private final UnixListener listener;
-  private final boolean oneFrontend;
   private final CompletableFuture<Void> finished = new CompletableFuture<>();
   private volatile String failure;
   private FdWatch acceptWatch;
@@ -62,13 +61,11 @@ public final class BackendServer implements AutoCloseable {
   private ScheduledFuture<?> reconnect;
   private long sessions;
 
-  private BackendServer(
-      Config config, Path path, String where, UnixListener listener, boolean oneFrontend) {
+  private BackendServer(Config config, Path path, String where, UnixListener listener) {
     this.config = config;
     this.path = path;
     this.where = where;
     this.listener = listener;
-    this.oneFrontend = oneFrontend;
   }
 
   /** Listens at {@code path} (a stale socket file is replaced, a live one refused). */
@@ -78,7 +75,7 @@ public final class BackendServer implements AutoCloseable {
 
   /** Connects to a frontend listening at {@code path}, retrying until it is there. */
   public static BackendServer connect(Path path, Config config) {
-    BackendServer server = new BackendServer(config, path, "" + path, null, false);
+    BackendServer server = new BackendServer(config, path, "" + path, null);
     config.controlLoop().execute(server::tryConnect);
     return server;
   }
@@ -96,14 +93,14 @@ public final class BackendServer implements AutoCloseable {
     boolean listening = UnixListener.listens(number);
     Fd fd = Fd.adopt(number);
     try {
+      Libc.setCloseOnExec(number); // bounce's, not for the programs it may start
       if (listening) return accepting(config, null, where, UnixListener.inherit(fd));
-      BackendServer server = new BackendServer(config, null, where, null, true);
+      BackendServer server = new BackendServer(config, null, where, null);
       Future<?> served =
           config
               .controlLoop()
               .submit(
                   () -> {
-                    Libc.setCloseOnExec(fd.value());
                     server.serve(UnixSocket.adopt(fd));
                     return null;
                   });
@@ -117,7 +114,7 @@ public final class BackendServer implements AutoCloseable {
 
   private static BackendServer accepting(
       Config config, Path path, String where, UnixListener listener) {
-    BackendServer server = new BackendServer(config, path, where, listener, false);
+    BackendServer server = new BackendServer(config, path, where, listener);
     server.acceptWatch = FdWatch.start(config.controlLoop(), listener.fd(), server::accept);
     LOG.log(Level.INFO, "{0}: listening on {1}", config.name(), where);
     return server;
@@ -196,7 +193,7 @@ public final class BackendServer implements AutoCloseable {
   private void sessionEnded() {
     BackendSession ended = session;
     session = null;
-    if (oneFrontend) {
+    if (path == null && listener == null) { // an inherited connected socket: its one frontend
       failure = ended == null ? null : ended.failure();
       LOG.log(Level.INFO, "{0}: the frontend on {1} went away", config.name(), where);
       finished.complete(null);
