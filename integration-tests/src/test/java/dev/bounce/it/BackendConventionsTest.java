@@ -153,11 +153,28 @@ class BackendConventionsTest {
 
   @Test
   void anFdThatIsNoSocketIsRefusedNamingIt() throws Exception {
-    // fd 0 is the pipe the launcher gives the process as stdin.
+    // fd 5 is /dev/null, opened by the shell that then becomes bounce (fds 0-2 are refused sooner).
+    List<String> command =
+        new ArrayList<>(List.of("bash", "-c", "exec 5</dev/null; exec \"$@\"", "-"));
+    command.addAll(
+        BounceDaemon.command("vsock", "--fd", "5", "--uds-path", dir.resolve("u").toString()));
+    Process process =
+        new ProcessBuilder(command)
+            .directory(BounceDaemon.ROOT.toFile())
+            .redirectErrorStream(true)
+            .start();
+    String said = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+    assertTrue(process.waitFor(120, TimeUnit.SECONDS), "bounce vsock --fd 5 did not finish");
+    assertEquals(1, process.exitValue(), said);
+    assertTrue(said.contains("fd 5 is not a socket"), said);
+  }
+
+  @Test
+  void standardInputOutputAndErrorAreNoFdToServe() throws Exception {
     LauncherTest.Run run =
-        LauncherTest.launch("vsock", "--fd", "0", "--uds-path", dir.resolve("u").toString());
-    assertEquals(1, run.status(), run.out() + run.err());
-    assertTrue(run.err().contains("fd 0 is not a socket"), run.err());
+        LauncherTest.launch("vsock", "--fd", "2", "--uds-path", dir.resolve("u").toString());
+    assertEquals(2, run.status(), run.out() + run.err());
+    assertTrue(run.err().contains("fd 2 is standard input, output or error"), run.err());
   }
 
   /** systemd-socket-activate listening at a socket, starting bounce with it as fd 3. */
