@@ -7,8 +7,8 @@ package dev.bounce.pool;
  * (back-pressure: the driver waits for completions and retries), never throws or blocks.
  *
  * <p>Each segment's free slots are a 128-bit mask (two longs). A run of n free slots is found with
- * log2(n) shift-and-and steps, and segments are tried next-fit from where the last allocation
- * succeeded, as swiotlb's index does. Nothing is allocated per call.
+ * log2(n) shift-and-and steps, and segments are tried from a start that {@link Placement} chooses.
+ * Nothing is allocated per call.
  *
  * <p>Not thread-safe: one driver thread owns an allocator.
  */
@@ -19,6 +19,21 @@ public final class BounceAllocator {
 
   /** What {@link #allocate} returns when no segment has room. */
   public static final long NO_ROOM = -1;
+
+  /** Where the search for room starts. */
+  public enum Placement {
+    /**
+     * Next-fit from where the last allocation succeeded, as swiotlb's index does: the mappings
+     * rotate through the whole pool.
+     */
+    ROTATING,
+    /**
+     * From the lowest segment that room was freed in since: memory freed a moment ago, still in the
+     * CPU's caches, is used again first, as the kernel's own allocators (slab, page_frag, the
+     * per-CPU page lists) do. A rotating search would sweep the whole region through the caches.
+     */
+    LOWEST_FREED
+  }
 
   /** alignLow[k], alignHigh[k]: the slots of a segment that start a 2^k-slot-aligned run. */
   private static final long[] ALIGN_LOW = new long[8];
@@ -38,16 +53,25 @@ public final class BounceAllocator {
   private final byte[] runLength; // per slot: the slot count of the allocation starting there
   private final int segments;
   private final long capacity;
+  private final boolean lowestFreed;
   private int next;
   private long slotsInUse;
   private long peakSlotsInUse;
+
+  /**
+   * A {@link Placement#ROTATING} allocator, as swiotlb's: see {@link #BounceAllocator(long,
+   * Placement)}.
+   */
+  public BounceAllocator(long poolSize) {
+    this(poolSize, Placement.ROTATING);
+  }
 
   /**
    * An allocator over a pool of {@code poolSize} bytes; slots that would not be whole are not used.
    *
    * @throws IllegalArgumentException when the pool holds less than one slot
    */
-  public BounceAllocator(long poolSize) {
+  public BounceAllocator(long poolSize, Placement placement) {
     long slots = poolSize / SLOT_SIZE;
     if (slots < 1) {
       throw new IllegalArgumentException(
@@ -59,6 +83,7 @@ public final class BounceAllocator {
     }
     this.segments = (int) segmentCount;
     this.capacity = slots * SLOT_SIZE;
+    this.lowestFreed = placement == Placement.LOWEST_FREED;
     this.free = new long[2 * segments];
     this.runLength = new byte[(int) slots];
     for (int s = 0; s < segments; s++) {
@@ -140,6 +165,7 @@ public final class BounceAllocator {
     free[2 * segment] |= maskLow;
     free[2 * segment + 1] |= maskHigh;
     slotsInUse -= n;
+    if (lowestFreed && segment < next) next = segment;
   }
 
   /** Bytes the pool can hand out in all. */

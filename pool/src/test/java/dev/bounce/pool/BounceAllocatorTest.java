@@ -9,6 +9,8 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.BounceAllocator.Placement;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
@@ -121,9 +123,11 @@ class BounceAllocatorTest {
       long poolSize =
           (long) (1 + random.nextInt(24 * SLOTS_PER_SEGMENT)) * SLOT_SIZE
               + (random.nextBoolean() ? random.nextInt(SLOT_SIZE) : 0);
-      BounceAllocator allocator = new BounceAllocator(poolSize);
+      Placement placement = Placement.values()[run % Placement.values().length];
+      BounceAllocator allocator = new BounceAllocator(poolSize, placement);
       Model model = new Model(poolSize);
-      String context = "seed " + seed + " (-Dbounce.seed=" + seed + "), pool " + poolSize;
+      String context =
+          "seed " + seed + " (-Dbounce.seed=" + seed + "), pool " + poolSize + ", " + placement;
       assertEquals(model.slots * SLOT_SIZE, allocator.capacity(), context);
       for (int op = 0; op < 3_000; op++) {
         String at = context + ", op " + op;
@@ -263,6 +267,43 @@ class BounceAllocatorTest {
     allocator.free(a, MAX_MAPPING);
     long again = allocator.allocate(MAX_MAPPING);
     assertEquals(a, again);
+  }
+
+  @Test
+  @DisplayName(
+      "ROTATING goes on from the last allocation, as swiotlb; LOWEST_FREED reuses freed room")
+  void whereTheSearchStarts() {
+    for (Placement placement : Placement.values()) {
+      BounceAllocator allocator = new BounceAllocator(4 * MAX_MAPPING, placement);
+      for (int i = 0; i <= SLOTS_PER_SEGMENT; i++) allocator.allocate(1); // segment 0 and one more
+      allocator.free(5 * SLOT_SIZE, 1);
+      long expected =
+          placement == Placement.ROTATING ? (SLOTS_PER_SEGMENT + 1) * SLOT_SIZE : 5 * SLOT_SIZE;
+      assertEquals(expected, allocator.allocate(1), placement.toString());
+    }
+  }
+
+  @Test
+  @DisplayName(
+      "a steady stream of buffers: LOWEST_FREED stays in the first segments, ROTATING sweeps all")
+  void workingSet() {
+    for (Placement placement : Placement.values()) {
+      BounceAllocator allocator = new BounceAllocator(64 * MAX_MAPPING, placement);
+      ArrayDeque<Long> inFlight = new ArrayDeque<>();
+      long highest = 0;
+      for (int i = 0; i < 20_000; i++) {
+        long offset = allocator.allocate(2 * SLOT_SIZE);
+        highest = Math.max(highest, offset);
+        inFlight.addLast(offset);
+        if (inFlight.size() > 100) allocator.free(inFlight.pollFirst(), 2 * SLOT_SIZE);
+      }
+      // 100 buffers of 2 slots fill a little over 1.5 segments.
+      if (placement == Placement.LOWEST_FREED) {
+        assertTrue(highest < 3 * MAX_MAPPING, "reached offset " + highest);
+      } else {
+        assertTrue(highest >= 63 * MAX_MAPPING, "reached only offset " + highest);
+      }
+    }
   }
 
   @Test

@@ -7,8 +7,8 @@ import java.lang.foreign.MemorySegment;
 /**
  * The guest's bounce layer over a restricted pool, as Linux's restricted-dma-pool does it: a buffer
  * for the device is copied into pool slots before it is posted and, for buffers the device writes,
- * copied back after completion. A full pool answers {@link Dma#NO_ROOM}: the driver waits for
- * completions.
+ * copied back after completion. The slots rotate through the pool, as swiotlb's do. A full pool
+ * answers {@link Dma#NO_ROOM}: the driver waits for completions.
  *
  * <p>Not thread-safe: one driver thread owns it (as it owns its queues). Allocates nothing per
  * buffer.

@@ -6,9 +6,10 @@ import java.lang.foreign.MemorySegment;
 
 /**
  * The guest driver's buffers: a slot allocator over guest RAM that the rings do not use (the model
- * of the kernel's own buffers), and the {@link Dma} layer that hands them to the device: directly
- * when all memory is shared, through {@link BounceBuffers} in the pool otherwise. Not thread-safe:
- * one driver thread owns it.
+ * of the kernel's own buffers, so it reuses the memory freed last, still in the caches, as the
+ * kernel's allocators do), and the {@link Dma} layer that hands them to the device: directly when
+ * all memory is shared, through {@link BounceBuffers} in the pool otherwise. Not thread-safe: one
+ * driver thread owns it.
  */
 public final class GuestBuffers {
   /** What {@link #allocate} returns when the heap is full now. */
@@ -22,7 +23,7 @@ public final class GuestBuffers {
   private GuestBuffers(GuestRam ram, long start, long size, Dma dma) {
     this.start = start;
     this.bytes = ram.at(start, size);
-    this.heap = new BounceAllocator(size);
+    this.heap = new BounceAllocator(size, BounceAllocator.Placement.LOWEST_FREED);
     this.dma = dma;
   }
 
