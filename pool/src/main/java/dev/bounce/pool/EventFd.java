@@ -2,13 +2,16 @@ package dev.bounce.pool;
 
 import static java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED;
 
+import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
 
 /**
  * An eventfd(2): the kick and call notifications of a virtqueue. {@link #signal()} adds one; {@link
- * #drain()} reads and resets the counter. Neither blocks on an eventfd bounce created
- * (non-blocking); call {@link #drain()} on an adopted fd only once it is readable.
+ * #drain()} reads and resets the counter. Neither blocks: bounce's own eventfds are created
+ * non-blocking and adopted ones are made so.
  *
  * <p>Allocation-free: the 8-byte value travels through a per-thread buffer.
  */
@@ -27,9 +30,36 @@ public final class EventFd implements AutoCloseable {
     return new EventFd(Fd.adopt(Libc.eventfd(0, Libc.EFD_NONBLOCK | Libc.EFD_CLOEXEC)));
   }
 
-  /** Takes ownership of an eventfd received from a peer. */
-  public static EventFd adopt(Fd fd) {
-    return new EventFd(fd);
+  /**
+   * Takes ownership of an eventfd received from a peer and makes it non-blocking. A blocking one
+   * whose counter the peer filled would stall the thread that signals it, and with it every ring on
+   * that loop; a socket or pipe in its place could stay readable forever and keep the loop
+   * spinning.
+   *
+   * @throws IllegalArgumentException when {@code fd} is not an eventfd; it is closed then
+   * @throws NativeException when it cannot be made non-blocking; it is closed then
+   */
+  public static EventFd adopt(Fd fd) throws NativeException {
+    try {
+      String kind = kind(fd.value());
+      if (!kind.equals("anon_inode:[eventfd]")) {
+        throw new IllegalArgumentException("fd " + fd.value() + " is " + kind + ", not an eventfd");
+      }
+      Libc.setNonBlocking(fd.value());
+      return new EventFd(fd);
+    } catch (NativeException | RuntimeException e) {
+      fd.close();
+      throw e;
+    }
+  }
+
+  /** What the fd is, as /proc names it: {@code anon_inode:[eventfd]}, {@code socket:[123]}... */
+  private static String kind(int fd) {
+    try {
+      return Files.readSymbolicLink(Path.of("/proc/self/fd", Integer.toString(fd))).toString();
+    } catch (IOException e) {
+      return "unknown (" + e.getMessage() + ")";
+    }
   }
 
   public Fd fd() {

@@ -62,6 +62,9 @@ import java.util.concurrent.atomic.AtomicIntegerArray;
 public final class BackendSession implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(BackendSession.class.getName());
 
+  /** See {@link #onReadable()}. */
+  static final int MESSAGES_PER_WAKEUP = 64;
+
   /**
    * Protocol features bounce always offers; a device-owned pool adds SHMEM ({@link
    * RestrictedDma#offeredProtocolFeatures}). REPLY_ACK and BACKEND_REQ are what QEMU's
@@ -203,13 +206,25 @@ public final class BackendSession implements AutoCloseable {
    * quick reconnect) ends here, instead of making the newcomer look like a second frontend.
    */
   void drain() {
-    if (!closed) onReadable();
+    if (!closed) read(Integer.MAX_VALUE);
   }
 
+  /**
+   * The socket is readable: at most {@link #MESSAGES_PER_WAKEUP} messages, so that a frontend that
+   * floods requests leaves the control loop to the other sessions in between. The watch is
+   * level-triggered, and the reader takes no byte past the message it completes, so the loop comes
+   * back for the rest.
+   */
   private void onReadable() {
+    read(MESSAGES_PER_WAKEUP);
+  }
+
+  private void read(int messages) {
     try {
       MessageReader.Frame frame;
-      while (!closed && (frame = reader.read()) != null) handle(frame);
+      for (int n = 0; n < messages && !closed && (frame = reader.read()) != null; n++) {
+        handle(frame);
+      }
     } catch (MessageReader.EndOfStream e) {
       LOG.log(Level.INFO, "{0}: {1}", name, e.getMessage());
       close();
@@ -260,11 +275,12 @@ public final class BackendSession implements AutoCloseable {
     } catch (RequestFailed | RuntimeException e) {
       String why = e instanceof RequestFailed ? e.getMessage() : e.toString();
       LOG.log(Level.WARNING, "{0}: {1} failed: {2}", name, message.describe(), why);
-      if (message.needsReply()) {
-        reply(() -> Replies.ack(out, request.code(), false));
-      } else if (ownReply) {
+      // A request with a reply of its own has no failure form (vhost-user.rst: REPLY_ACK changes
+      // nothing for it), and a u64 in its place would be read as that reply: end the connection.
+      if (ownReply) {
         throw new IOException(request.label() + " failed and has no way to say so: " + why);
       }
+      if (message.needsReply()) reply(() -> Replies.ack(out, request.code(), false));
     } catch (Exception e) {
       throw new IOException(request.label() + ": " + e.getMessage(), e);
     }
@@ -658,8 +674,13 @@ public final class BackendSession implements AutoCloseable {
   }
 
   /** The message's eventfd, now owned by the caller; null for the no-fd bit. */
-  private static EventFd eventFd(Message<FrontendRequest> m) {
-    return m.payload(VringFdIndex.class).noFd() ? null : EventFd.adopt(m.takeFd(0));
+  private static EventFd eventFd(Message<FrontendRequest> m) throws RequestFailed {
+    if (m.payload(VringFdIndex.class).noFd()) return null;
+    try {
+      return EventFd.adopt(m.takeFd(0));
+    } catch (NativeException | IllegalArgumentException e) {
+      throw new RequestFailed(e.getMessage() + "; send an eventfd");
+    }
   }
 
   private int checkIndex(long index) throws RequestFailed {

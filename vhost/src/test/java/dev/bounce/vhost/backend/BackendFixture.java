@@ -103,6 +103,11 @@ final class BackendFixture implements AutoCloseable {
     }
   }
 
+  /** The loop that reads every session's messages. */
+  IoEventLoop controlLoop() {
+    return controlLoop;
+  }
+
   /** Log lines at WARNING or above since the last {@link #clearLog()}. */
   List<String> warnings() {
     return capture.lines(Level.WARNING);

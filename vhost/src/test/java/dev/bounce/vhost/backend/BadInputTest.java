@@ -23,6 +23,9 @@ import dev.bounce.vhost.protocol.VringFdIndex;
 import dev.bounce.vhost.protocol.VringState;
 import dev.bounce.vhost.testdevice.EchoDevice;
 import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
@@ -31,6 +34,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
@@ -218,6 +222,109 @@ class BadInputTest {
       channel.sendRaw(concat(header(FrontendRequest.NET_SET_MTU.code(), 0x9, 8), u64(1500)));
       assertFailureReply(channel, FrontendRequest.NET_SET_MTU.code());
       assertStillAnswers(channel);
+    }
+  }
+
+  @Test
+  void aFailedRequestWithAReplyOfItsOwnEndsTheConnectionEvenWithNeedReply() throws Exception {
+    // vhost-user.rst: NEED_REPLY changes nothing for a request that has a reply of its own, and a
+    // u64 failure status in its place would read as that reply (here a VringState of ring 1).
+    try (FrontendChannel channel = connectServed()) {
+      channel.sendRaw(
+          concat(header(FrontendRequest.GET_VRING_BASE.code(), 0x9, 8), vringState(7, 0)));
+      assertTrue(channel.isClosedByPeer(CLOSED), "connection closed, no reply");
+    }
+  }
+
+  @Test
+  void vringFdsThatAreNotEventfdsAreRefused() throws Exception {
+    // A socket at end of stream or a pipe would stay readable as a kick fd and spin the data loop;
+    // anything but an eventfd is refused, and closed (the fd count is checked after each case).
+    try (Memfd notAnEventfd = Memfd.create("not-an-eventfd", 4096);
+        TestFrontend frontend = new TestFrontend(connectServed())) {
+      frontend.negotiate(true);
+      frontend.shareMemory();
+      for (FrontendRequest request :
+          new FrontendRequest[] {
+            FrontendRequest.SET_VRING_CALL,
+            FrontendRequest.SET_VRING_ERR,
+            FrontendRequest.SET_VRING_KICK
+          }) {
+        assertThrows(
+            FrontendChannel.Refused.class,
+            () -> frontend.channel.ack(request, new VringFdIndex(0, false), notAnEventfd.fd()),
+            request.label());
+      }
+      assertEquals(3, countContaining(backend.warnings(), "not an eventfd"), "warnings");
+      frontend.setUpRing(0, TestFrontend.ringAddress(0));
+      frontend.echo(0);
+    }
+  }
+
+  @Test
+  void aBlockingErrorEventfdWithAFullCounterCannotStallTheDataLoop() throws Exception {
+    // eventfd(2) without EFD_NONBLOCK, its counter one below the maximum: a write of 1 blocks
+    // until someone reads. As the error fd of a ring that fails, it would hold the data loop (and
+    // the control loop, which waits for it) forever, unless bounce makes it non-blocking.
+    try (Fd blocking = Fd.adopt(Libc.eventfd(0, Libc.EFD_CLOEXEC));
+        Arena arena = Arena.ofConfined();
+        TestFrontend frontend = new TestFrontend(connectServed())) {
+      MemorySegment value = arena.allocate(Long.BYTES);
+      value.set(ValueLayout.JAVA_LONG_UNALIGNED, 0, 0xffff_ffff_ffff_fffeL);
+      Libc.write(blocking.value(), value, Long.BYTES);
+      try {
+        frontend.negotiate(true);
+        frontend.shareMemory();
+        VringAddress good = TestFrontend.ringAddress(0);
+        VringAddress misaligned =
+            new VringAddress(0, 0, good.descriptor() + 8, good.used(), good.available(), 0);
+        frontend.channel.ack(
+            FrontendRequest.SET_VRING_NUM, new VringState(0, TestFrontend.QUEUE_SIZE));
+        frontend.channel.ack(FrontendRequest.SET_VRING_ADDR, misaligned);
+        frontend.channel.ack(FrontendRequest.SET_VRING_ERR, new VringFdIndex(0, false), blocking);
+        frontend.setVringFd(FrontendRequest.SET_VRING_KICK, 0, frontend.kick[0]); // guest error
+        assertStillAnswers(frontend.channel);
+        frontend.setUpRing(1, TestFrontend.ringAddress(1));
+        frontend.echo(1);
+      } finally {
+        // Had the loop blocked, this read (the counter is never 0) lets it go on: the test fails
+        // on its timeout instead of hanging every test after it.
+        Libc.read(blocking.value(), value, Long.BYTES);
+      }
+    }
+  }
+
+  @Test
+  void aFloodOfRequestsLeavesTheControlLoopToOthers() throws Exception {
+    // SET_STATUS needs no reply: a frontend can write them faster than they are handled. Another
+    // session on the same control loop (here: a task on it) must still get its turn.
+    byte[] one = concat(header(FrontendRequest.SET_STATUS.code(), 0x1, 8), u64(0));
+    byte[] batch = new byte[one.length * 1000];
+    for (int i = 0; i < 1000; i++) System.arraycopy(one, 0, batch, i * one.length, one.length);
+    try (FrontendChannel flooding = connectServed()) {
+      AtomicBoolean stop = new AtomicBoolean();
+      Thread writer =
+          Thread.ofPlatform()
+              .start(
+                  () -> {
+                    try {
+                      while (!stop.get()) flooding.sendRaw(batch);
+                    } catch (IOException e) {
+                      // the test ends the flood by closing the channel
+                    }
+                  });
+      try {
+        Thread.sleep(200); // the flood is under way
+        for (int i = 0; i < 5; i++) {
+          long start = System.nanoTime();
+          backend.controlLoop().submit(() -> {}).get(5, TimeUnit.SECONDS);
+          assertTrue(System.nanoTime() - start < TimeUnit.SECONDS.toNanos(5), "task " + i);
+        }
+      } finally {
+        stop.set(true);
+        flooding.close();
+        writer.join();
+      }
     }
   }
 
@@ -553,6 +660,10 @@ class BadInputTest {
       long status = ByteBuffer.wrap(reply.payload()).order(ByteOrder.LITTLE_ENDIAN).getLong();
       assertNotEquals(0, status, "failure status");
     }
+  }
+
+  private static long countContaining(List<String> lines, String text) {
+    return lines.stream().filter(line -> line.contains(text)).count();
   }
 
   /** The connection is still in step: a request gets its proper reply, and nothing else is due. */
