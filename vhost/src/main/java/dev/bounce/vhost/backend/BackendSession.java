@@ -432,6 +432,14 @@ public final class BackendSession implements AutoCloseable {
       throw new RequestFailed(
           "protocol features " + ProtocolFeature.describe(unknown) + " were not offered");
     }
+    // vhost-user.rst, "In-band notifications": the feature without BACKEND_REQ (the channel the
+    // calls travel on) and REPLY_ACK is an error the backend can only answer by closing.
+    long needed = ProtocolFeature.maskOf(BACKEND_REQ, REPLY_ACK);
+    if ((features & INBAND_NOTIFICATIONS.mask()) != 0 && (features & needed) != needed) {
+      throw new IOException(
+          "INBAND_NOTIFICATIONS needs BACKEND_REQ and REPLY_ACK too; the frontend set "
+              + ProtocolFeature.describe(features));
+    }
     ackedProtocolFeatures = features;
     data.run(() -> data.setInBandNotifications(inBandNotifications()));
   }
@@ -636,8 +644,7 @@ public final class BackendSession implements AutoCloseable {
   /** VRING_KICK: an in-band kick, which also starts a ring that is not running. */
   private void vringKick(VringState state) throws Exception {
     if (!inBandNotifications()) {
-      throw new RequestFailed(
-          "VRING_KICK needs INBAND_NOTIFICATIONS and BACKEND_REQ negotiated; they are not");
+      throw new RequestFailed("VRING_KICK needs INBAND_NOTIFICATIONS negotiated; it is not");
     }
     int index = checkIndex(state.index());
     if (refused) ringOfRefusedDriver(index);
@@ -649,7 +656,7 @@ public final class BackendSession implements AutoCloseable {
    * optional; a ring without their eventfds is told of with BACKEND_VRING_CALL and _ERR.
    */
   private boolean inBandNotifications() {
-    return negotiated(INBAND_NOTIFICATIONS) && negotiated(BACKEND_REQ);
+    return negotiated(INBAND_NOTIFICATIONS);
   }
 
   /**

@@ -13,6 +13,7 @@ import dev.bounce.vhost.protocol.FrontendRequest;
 import dev.bounce.vhost.protocol.Header;
 import dev.bounce.vhost.protocol.Message;
 import dev.bounce.vhost.protocol.ProtocolFeature;
+import dev.bounce.vhost.protocol.U64;
 import dev.bounce.vhost.protocol.VringAddress;
 import dev.bounce.vhost.protocol.VringState;
 import dev.bounce.vhost.testdevice.EchoDevice;
@@ -233,33 +234,51 @@ class InBandNotificationsTest {
   }
 
   /**
-   * Without INBAND_NOTIFICATIONS, or with it but without BACKEND_REQ, a ring without a kick eventfd
-   * would never be served (bounce does not poll): refused, as is VRING_KICK.
+   * vhost-user.rst: INBAND_NOTIFICATIONS without BACKEND_REQ and REPLY_ACK is an error the backend
+   * answers by closing the connection.
+   */
+  @Test
+  void inBandNotificationsWithoutBackendReqAndReplyAckEndTheConnection() throws Exception {
+    long inBand = ProtocolFeature.INBAND_NOTIFICATIONS.mask();
+    long withoutBackendReq = TestFrontend.PROTOCOL_FEATURES | inBand;
+    long withoutReplyAck =
+        (TestFrontend.PROTOCOL_FEATURES | inBand | ProtocolFeature.BACKEND_REQ.mask())
+            & ~ProtocolFeature.REPLY_ACK.mask();
+    for (long protocol : new long[] {withoutBackendReq, withoutReplyAck}) {
+      try (BackendFixture backend = echoBackend();
+          FrontendChannel channel = FrontendChannel.connect(backend.path)) {
+        channel.getU64(FrontendRequest.GET_FEATURES);
+        channel.getU64(FrontendRequest.GET_PROTOCOL_FEATURES);
+        channel.send(FrontendRequest.SET_PROTOCOL_FEATURES, new U64(protocol), false);
+        assertTrue(
+            channel.isClosedByPeer(Duration.ofSeconds(10)), ProtocolFeature.describe(protocol));
+      }
+    }
+  }
+
+  /**
+   * Without INBAND_NOTIFICATIONS a ring without a kick eventfd would never be served (bounce does
+   * not poll): refused, as is VRING_KICK.
    */
   @Test
   void withoutInBandNotificationsNoFdKickAndVringKickAreRefused() throws Exception {
-    long inBandAlone = TestFrontend.PROTOCOL_FEATURES | ProtocolFeature.INBAND_NOTIFICATIONS.mask();
-    for (long protocol : new long[] {TestFrontend.PROTOCOL_FEATURES, inBandAlone}) {
-      try (BackendFixture backend = echoBackend();
-          TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path))) {
-        frontend.negotiate(true, protocol);
-        frontend.shareMemory();
-        FrontendChannel.Refused refused =
-            assertThrows(
-                FrontendChannel.Refused.class,
-                () ->
-                    frontend.configureRing(
-                        0, TestFrontend.ringAddress(0), null, frontend.call[0], frontend.err[0]),
-                ProtocolFeature.describe(protocol));
-        assertEquals(FrontendRequest.SET_VRING_KICK, refused.request());
-        assertThrows(
-            FrontendChannel.Refused.class,
-            () -> frontend.channel.ack(FrontendRequest.VRING_KICK, new VringState(0, 0)),
-            ProtocolFeature.describe(protocol));
-        // Set up with its kick eventfd, the same ring works.
-        frontend.setUpRing(0, TestFrontend.ringAddress(0));
-        frontend.echo(0);
-      }
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path))) {
+      frontend.negotiate(true);
+      frontend.shareMemory();
+      FrontendChannel.Refused refused =
+          assertThrows(
+              FrontendChannel.Refused.class,
+              () ->
+                  frontend.configureRing(
+                      0, TestFrontend.ringAddress(0), null, frontend.call[0], frontend.err[0]));
+      assertEquals(FrontendRequest.SET_VRING_KICK, refused.request());
+      assertThrows(
+          FrontendChannel.Refused.class,
+          () -> frontend.channel.ack(FrontendRequest.VRING_KICK, new VringState(0, 0)));
+      // Set up with its kick eventfd, the same ring works.
+      frontend.setUpRing(0, TestFrontend.ringAddress(0));
+      frontend.echo(0);
     }
   }
 
