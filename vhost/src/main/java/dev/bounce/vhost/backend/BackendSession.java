@@ -39,6 +39,7 @@ import dev.bounce.vhost.protocol.VringAddress;
 import dev.bounce.vhost.protocol.VringFdIndex;
 import dev.bounce.vhost.protocol.VringState;
 import dev.bounce.vhost.socket.UnixSocket;
+import dev.bounce.vhost.spi.LogBudget;
 import dev.bounce.vhost.spi.VirtioDevice;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import dev.bounce.vhost.virtq.RingAddresses;
@@ -118,6 +119,7 @@ public final class BackendSession implements AutoCloseable {
   private long status;
   private boolean refused;
   private boolean warnedRingsRefused;
+  private final LogBudget frontendLines = new LogBudget();
   private boolean warnedNoBackendChannel;
   private boolean warnedMemoryIgnored;
   private UnixSocket backendChannel;
@@ -235,6 +237,11 @@ public final class BackendSession implements AutoCloseable {
     }
   }
 
+  /** A warning about the frontend's requests, within its {@link LogBudget}. */
+  private void warn(String line) {
+    if (frontendLines.spend()) LOG.log(Level.WARNING, frontendLines.annotate(name + ": " + line));
+  }
+
   /** Why bounce ended the connection (the frontend broke the protocol), or null. */
   public String failure() {
     return failure;
@@ -255,7 +262,7 @@ public final class BackendSession implements AutoCloseable {
       // a stray fd), or going on with state the backend does not share (a SET_VRING_KICK refused).
       boolean unknown = e.kind() == ProtocolException.Kind.UNKNOWN_REQUEST;
       if (!e.framingIntact() || !(e.replyExpected() || unknown)) throw e;
-      LOG.log(Level.WARNING, "{0}: refused a malformed request: {1}", name, e.getMessage());
+      warn("refused a malformed request: " + e.getMessage());
       if (e.replyExpected()) reply(() -> Replies.ack(out, header.request(), false));
       return;
     }
@@ -274,7 +281,7 @@ public final class BackendSession implements AutoCloseable {
       if (!ownReply && message.needsReply()) reply(() -> Replies.ack(out, request.code(), true));
     } catch (RequestFailed | RuntimeException e) {
       String why = e instanceof RequestFailed ? e.getMessage() : e.toString();
-      LOG.log(Level.WARNING, "{0}: {1} failed: {2}", name, message.describe(), why);
+      warn(message.describe() + " failed: " + why);
       // A request with a reply of its own has no failure form (vhost-user.rst: REPLY_ACK changes
       // nothing for it), and a u64 in its place would be read as that reply: end the connection.
       if (ownReply) {
@@ -702,13 +709,14 @@ public final class BackendSession implements AutoCloseable {
     byte[] config = device.config();
     long end = (long) request.offset() + request.length();
     if (request.offset() < 0 || end > config.length) {
-      LOG.log(
-          Level.WARNING,
-          "{0}: GET_CONFIG of {1} bytes at {2} is outside the {3}-byte config space",
-          name,
-          request.length(),
-          request.offset(),
-          config.length);
+      warn(
+          "GET_CONFIG of "
+              + request.length()
+              + " bytes at "
+              + request.offset()
+              + " is outside the "
+              + config.length
+              + "-byte config space");
       reply(() -> Replies.configFailure(out));
       return;
     }

@@ -6,6 +6,7 @@ import dev.bounce.pool.NativeException;
 import dev.bounce.pool.RestrictedPool;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.spi.DeviceContext;
+import dev.bounce.vhost.spi.LogBudget;
 import dev.bounce.vhost.spi.VirtioDevice;
 import dev.bounce.vhost.virtq.RingAddresses;
 import dev.bounce.vhost.virtq.SplitQueue;
@@ -64,6 +65,7 @@ final class DataPlane implements DeviceContext {
   private long features;
   private boolean activated;
   private boolean inBandNotifications;
+  private final LogBudget guestLines = new LogBudget();
 
   DataPlane(
       IoEventLoop loop,
@@ -332,7 +334,12 @@ final class DataPlane implements DeviceContext {
     try {
       ring.kick.drain();
     } catch (NativeException e) {
-      LOG.log(Level.WARNING, "{0}: ring {1}: reading its kick eventfd: {2}", name, ring.index, e);
+      if (guestLines.spend()) {
+        LOG.log(
+            Level.WARNING,
+            guestLines.annotate(
+                name + ": ring " + ring.index + ": reading its kick eventfd: " + e));
+      }
     }
     serve(ring.index);
   }
@@ -472,13 +479,18 @@ final class DataPlane implements DeviceContext {
   private void guestError(Vring ring, VirtqueueException e) {
     ring.guestErrors++;
     if (e.poolViolation() != null) ring.poolViolations++;
-    LOG.log(
-        Level.WARNING,
-        "{0}: ring {1} stopped by a guest error ({2} so far): {3}",
-        name,
-        ring.index,
-        ring.guestErrors,
-        e.getMessage());
+    if (guestLines.spend()) {
+      LOG.log(
+          Level.WARNING,
+          guestLines.annotate(
+              name
+                  + ": ring "
+                  + ring.index
+                  + " stopped by a guest error ("
+                  + ring.guestErrors
+                  + " so far): "
+                  + e.getMessage()));
+    }
     update(ring);
     if (ring.err != null) {
       try {

@@ -329,6 +329,21 @@ class BadInputTest {
   }
 
   @Test
+  void aFrontendRepeatingAMistakeCannotFloodTheLog() throws Exception {
+    try (FrontendChannel channel = connectServed()) {
+      for (int i = 0; i < 1500; i++) {
+        channel.sendRaw(header(99, 0x9, 0));
+        assertFailureReply(channel, 99);
+      }
+      assertStillAnswers(channel);
+    }
+    List<String> refused =
+        backend.warnings().stream().filter(l -> l.contains("refused a malformed request")).toList();
+    assertEquals(21, refused.size(), "the first 20, then the 1000th");
+    assertTrue(refused.getLast().contains("(1000 such lines so far)"), refused.getLast());
+  }
+
+  @Test
   void requestsBeforeSetOwnerAreServed() throws Exception {
     try (TestFrontend frontend = new TestFrontend(connectServed())) {
       frontend.negotiate(false);
