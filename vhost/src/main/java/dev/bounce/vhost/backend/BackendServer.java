@@ -5,6 +5,7 @@ import dev.bounce.pool.Libc;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.socket.UnixListener;
 import dev.bounce.vhost.socket.UnixSocket;
+import dev.bounce.vhost.spi.LogBudget;
 import dev.bounce.vhost.spi.VirtioDevice;
 import io.netty.channel.IoEventLoop;
 import io.netty.util.concurrent.Future;
@@ -60,6 +61,7 @@ public final class BackendServer implements AutoCloseable {
   private volatile boolean closed;
   private ScheduledFuture<?> reconnect;
   private long sessions;
+  private final LogBudget frontendLines = new LogBudget();
 
   private BackendServer(Config config, Path path, String where, UnixListener listener) {
     this.config = config;
@@ -145,14 +147,17 @@ public final class BackendServer implements AutoCloseable {
         // frontend that is still there makes this one a second frontend.
         if (session != null) session.drain();
         if (session != null) {
-          LOG.log(
-              Level.WARNING,
-              "{0}: a second frontend connected while one is being served; closing it",
-              config.name());
+          warn("a second frontend connected while one is being served; closing it");
           socket.close();
           continue;
         }
-        serve(socket);
+        try {
+          serve(socket);
+        } catch (IOException | RuntimeException e) {
+          // That frontend's session could not start (serve closed its socket); the next one may.
+          // Escaping, it would end this watch: the listener would never accept again.
+          warn("could not serve the frontend that connected: " + e);
+        }
       }
     } catch (IOException e) {
       LOG.log(Level.WARNING, "{0}: accepting on {1}: {2}", config.name(), where, e.getMessage());
@@ -163,7 +168,8 @@ public final class BackendServer implements AutoCloseable {
     if (closed) return;
     try {
       serve(UnixSocket.connect(path));
-    } catch (IOException e) {
+    } catch (IOException | RuntimeException e) {
+      if (e instanceof RuntimeException) warn("could not serve the frontend: " + e);
       LOG.log(Level.DEBUG, "{0}: {1}; retrying", config.name(), e.getMessage());
       reconnect =
           config.controlLoop().schedule(this::tryConnect, RECONNECT_MILLIS, TimeUnit.MILLISECONDS);
@@ -199,6 +205,13 @@ public final class BackendServer implements AutoCloseable {
       finished.complete(null);
     } else if (listener == null && !closed) {
       config.controlLoop().schedule(this::tryConnect, RECONNECT_MILLIS, TimeUnit.MILLISECONDS);
+    }
+  }
+
+  /** A line about the frontends that come and go, within its {@link LogBudget}. */
+  private void warn(String line) {
+    if (frontendLines.spend()) {
+      LOG.log(Level.WARNING, frontendLines.annotate(config.name() + ": " + line));
     }
   }
 

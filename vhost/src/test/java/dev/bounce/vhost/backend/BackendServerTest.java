@@ -1,0 +1,66 @@
+package dev.bounce.vhost.backend;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.bounce.vhost.frontend.FrontendChannel;
+import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.testdevice.EchoDevice;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The listener outlives whatever its frontends, or a session's start, throw at it. */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class BackendServerTest {
+  private static final Duration CLOSED = Duration.ofSeconds(10);
+
+  @TempDir Path dir;
+
+  @Test
+  void aSessionThatCannotStartLeavesTheListenerAccepting() throws Exception {
+    // A queue size that is no power of two: every session's start throws. Each frontend is
+    // turned away with a line saying why, and the next one is still accepted.
+    try (BackendFixture backend =
+        BackendFixture.listen(dir.resolve("bad-device.sock"), new EchoDevice(2, 3))) {
+      for (int i = 0; i < 3; i++) {
+        try (FrontendChannel channel = FrontendChannel.connect(backend.path)) {
+          assertTrue(channel.isClosedByPeer(CLOSED), "frontend " + i + " turned away");
+        }
+      }
+      assertEquals(List.of(), backend.loopFailures(), "exceptions that escaped into a loop");
+      assertEquals(
+          3,
+          backend.warnings().stream()
+              .filter(l -> l.contains("could not serve the frontend that connected"))
+              .count());
+    }
+  }
+
+  @Test
+  void frontendsCrowdingInCannotFloodTheLog() throws Exception {
+    try (BackendFixture backend =
+            BackendFixture.listen(
+                dir.resolve("crowded.sock"),
+                new EchoDevice(TestFrontend.QUEUES, TestFrontend.QUEUE_SIZE));
+        FrontendChannel served = FrontendChannel.connect(backend.path)) {
+      served.getU64(FrontendRequest.GET_FEATURES);
+      List<FrontendChannel> turnedAway = new ArrayList<>();
+      try {
+        for (int i = 0; i < 1000; i++) turnedAway.add(FrontendChannel.connect(backend.path));
+        for (FrontendChannel c : turnedAway) assertTrue(c.isClosedByPeer(CLOSED));
+      } finally {
+        turnedAway.forEach(FrontendChannel::close);
+      }
+      List<String> lines =
+          backend.warnings().stream().filter(l -> l.contains("a second frontend")).toList();
+      assertEquals(21, lines.size(), "the first 20, then the 1000th");
+      served.getU64(FrontendRequest.GET_FEATURES); // the first one is still served
+    }
+  }
+}
