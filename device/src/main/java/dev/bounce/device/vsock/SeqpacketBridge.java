@@ -30,8 +30,11 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
   private final Arena arena = Arena.ofConfined();
   private FdWatch watch;
   private ScheduledFuture<?> connectTimeout;
+  private ScheduledFuture<?> lingerEnd;
   private VsockConnection connection;
   private boolean awaitingConnect;
+  private boolean connectionClosed;
+  private boolean taking;
   private boolean ended;
 
   // Guest to host: one message assembled from the connection, then sent whole.
@@ -97,7 +100,7 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
           readConnect();
         } else {
           fromHost();
-          toHost();
+          if (!ended) toHost(); // a reset in fromHost may have sent the last message and ended
         }
       };
   private final Step guestToHost = this::toHost;
@@ -187,24 +190,30 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
     onEvent();
   }
 
+  /**
+   * The socket closes once it took the guest's last message, which waits here when the socket was
+   * full (a host that reads slower than the guest sent).
+   */
   @Override
   public void closed(VsockConnection c) {
     if (hostInitiated) owner.releaseHostPort(c.hostPort());
     connection = null;
-    if (toHostComplete) {
-      try {
-        socket.send(toHost, toHostLength); // the guest's last message, if the socket takes it
-      } catch (NativeException e) {
-        LOG.log(Level.DEBUG, "vsock: " + socket + ": " + e.getMessage());
-      }
+    connectionClosed = true;
+    // Ended by the read in take (the guest's last message was taken): toHost still holds it, and
+    // goes on to send it.
+    if (!taking) step(guestToHost);
+    // A host that never reads would keep the socket for ever: its last message is dropped then.
+    if (!ended) {
+      lingerEnd =
+          owner.loop().schedule(this::end, owner.patience().toMillis(), TimeUnit.MILLISECONDS);
     }
-    end();
   }
 
   private void end() {
     if (ended) return;
     ended = true;
     if (connectTimeout != null) connectTimeout.cancel(false);
+    if (lingerEnd != null) lingerEnd.cancel(false);
     if (awaitingConnect) {
       awaitingConnect = false;
       owner.connectRequestDone();
@@ -266,7 +275,10 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
         toHostLength = 0;
       }
       VsockConnection c = connection;
-      if (c == null) return;
+      if (c == null) {
+        if (connectionClosed) end(); // and its last message went
+        return;
+      }
       if (toHost == null) {
         if (c.available() == 0) {
           shutOutputIfGuestDone(c);
@@ -275,7 +287,7 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
         toHost = buffer(c);
       }
       int room = (int) toHost.byteSize() - toHostLength;
-      int n = c.read(toHost, toHostLength, room);
+      int n = take(c, room);
       toHostLength += n;
       if (c.endOfMessage()) {
         toHostComplete = true;
@@ -288,6 +300,20 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
         }
         return;
       }
+    }
+  }
+
+  /**
+   * Up to {@code room} bytes of the guest's message, taken from the connection (freeing its
+   * credit). The connection may end inside (its last message taken after the guest's SHUTDOWN):
+   * {@link #closed} then leaves the message to the caller.
+   */
+  private int take(VsockConnection c, int room) {
+    taking = true;
+    try {
+      return c.read(toHost, toHostLength, room);
+    } finally {
+      taking = false;
     }
   }
 

@@ -943,15 +943,19 @@ class UnixHostTest {
   /** Receives one whole message, waiting up to the test timeout. */
   static byte[] receiveMessage(SeqpacketSocket s) throws IOException {
     MemorySegment into = Arena.ofAuto().allocate(BUFFER + 1);
+    long n = receiveWaiting(s, into);
+    if (n == 0) throw new IOException("end of stream");
+    assertTrue(n <= BUFFER, "a message of " + n + " bytes");
+    return into.asSlice(0, n).toArray(ValueLayout.JAVA_BYTE);
+  }
+
+  /** Receives one message into {@code into}, waiting for it: its length, 0 at end of stream. */
+  static long receiveWaiting(SeqpacketSocket s, MemorySegment into) throws IOException {
     long deadline = System.nanoTime() + TIMEOUT.toNanos();
     while (true) {
       long n = s.receive(into);
-      if (n == 0) throw new IOException("end of stream");
-      if (n != Libc.WOULD_BLOCK) {
-        assertTrue(n <= BUFFER, "a message of " + n + " bytes");
-        return into.asSlice(0, n).toArray(ValueLayout.JAVA_BYTE);
-      }
-      assertTrue(System.nanoTime() < deadline, "no message came");
+      if (n != Libc.WOULD_BLOCK) return n;
+      assertTrue(System.nanoTime() < deadline, "neither a message nor the end came");
       Libc.pollIn(s.fd().value(), 100);
     }
   }
@@ -1028,6 +1032,63 @@ class UnixHostTest {
       s.sendMessage(random(MESSAGE_SIZES[k], 80 + k), TIMEOUT);
     }
     await(app);
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  /** Waits for the one connection {@code listener} gets, on a host application's thread. */
+  private Future<SeqpacketSocket> acceptOne(SeqpacketSocket listener) {
+    return hostApp(
+        () -> {
+          SeqpacketSocket peer = null;
+          while (peer == null) {
+            Libc.pollIn(listener.fd().value(), 100);
+            peer = listener.accept();
+          }
+          return peer;
+        });
+  }
+
+  /**
+   * A guest that closes (SHUTDOWN of both directions) while its messages wait for a host
+   * application that has not read yet: the connection ends inside the host side's read of the last
+   * message, which must still reach the host, after every message before it and before its end of
+   * stream.
+   */
+  @Test
+  void aGuestThatClosesWhileASlowHostHasNotReadGetsEveryMessageThere() throws Exception {
+    int size = 8000;
+    try (SeqpacketSocket listener = SeqpacketSocket.listen(Path.of(uds + "_2000"));
+        WarningLog log = new WarningLog()) {
+      Future<SeqpacketSocket> accepted = acceptOne(listener);
+      VsockDriver.Socket s = driver.connect(2000, VsockHeader.TYPE_SEQPACKET, TIMEOUT);
+      try (SeqpacketSocket host = await(accepted)) {
+        // Until the socket is full and messages wait in the device too (its credit runs out).
+        int sent = 0;
+        while (s.credit() >= size || s.settledCredit(TIMEOUT) >= size) {
+          s.sendMessage(random(size, 100 + sent), TIMEOUT);
+          sent++;
+        }
+        s.shutdown(VsockHeader.SHUTDOWN_BOTH);
+        VsockRig.awaitTxTaken(driver, TIMEOUT); // the host reads only after the SHUTDOWN came
+        Future<List<byte[]>> app =
+            hostApp(
+                () -> {
+                  List<byte[]> got = new ArrayList<>();
+                  MemorySegment into = Arena.ofAuto().allocate(BUFFER + 1);
+                  for (long n; (n = receiveWaiting(host, into)) > 0; ) {
+                    got.add(into.asSlice(0, n).toArray(ValueLayout.JAVA_BYTE));
+                  }
+                  return got;
+                });
+        List<byte[]> got = await(app);
+        assertEquals(sent, got.size(), "messages before the host's end of stream");
+        for (int k = 0; k < sent; k++) {
+          assertArrayEquals(random(size, 100 + k), got.get(k), "message " + k);
+        }
+      }
+      awaitNoConnections();
+      assertEquals(List.of(), log.lines());
+    }
     assertEquals(0, driver.badPackets(), driver.firstProblem());
   }
 

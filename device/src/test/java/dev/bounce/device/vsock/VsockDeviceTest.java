@@ -276,7 +276,7 @@ class VsockDeviceTest {
     }
     // Until their RSTs went, the ended connections fill the table: a new one is refused.
     VsockDriver.Socket late = driver.startConnect(ECHO_PORT, VsockHeader.TYPE_STREAM);
-    awaitTxTaken();
+    VsockRig.awaitTxTaken(driver, TIMEOUT);
     assertEquals(0, device.connectionCount(), "a connection taken while the table was full");
     driver.postRxBuffers(true);
     for (VsockDriver.Socket s : sockets) s.awaitReset(TIMEOUT);
@@ -301,7 +301,7 @@ class VsockDeviceTest {
     // ahead of the RESPONSE, it would reset this connection.
     driver.sendRaw(
         VsockHeader.HOST_CID, port, ECHO_PORT, 0, VsockHeader.TYPE_STREAM, Op.REQUEST, 0, null);
-    awaitTxTaken();
+    VsockRig.awaitTxTaken(driver, TIMEOUT);
     assertEquals(2, device.connectionCount());
     driver.postRxBuffers(true);
     // The driver knows no socket on that port: it answers the RESPONSE with RST, which ends it.
@@ -319,7 +319,7 @@ class VsockDeviceTest {
     VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
     useUpRxBuffers(s);
     s.shutdown(VsockHeader.SHUTDOWN_BOTH); // bounce ends it; its RST waits for an rx buffer
-    awaitTxTaken();
+    VsockRig.awaitTxTaken(driver, TIMEOUT);
     assertEquals(0, device.connectionCount());
     // The guest connects again from the same port: that RST belongs to the connection before.
     long responses = driver.responses();
@@ -332,7 +332,7 @@ class VsockDeviceTest {
         Op.REQUEST,
         0,
         null);
-    awaitTxTaken();
+    VsockRig.awaitTxTaken(driver, TIMEOUT);
     driver.postRxBuffers(true);
     long deadline = System.nanoTime() + TIMEOUT.toNanos();
     while (driver.responses() == responses) {
@@ -359,15 +359,6 @@ class VsockDeviceTest {
     while (driver.rxBuffersPosted() > 0) {
       assertTrue(System.nanoTime() < deadline, driver.rxBuffersPosted() + " rx buffers unused");
       if (sent < data.length) sent += s.trySend(data, sent, data.length - sent, false);
-      driver.pump(10);
-    }
-  }
-
-  /** Waits until the device has taken every packet the driver sent. */
-  private void awaitTxTaken() throws IOException {
-    long deadline = System.nanoTime() + TIMEOUT.toNanos();
-    while (!driver.txIdle()) {
-      assertTrue(System.nanoTime() < deadline, "the device did not take what was sent");
       driver.pump(10);
     }
   }

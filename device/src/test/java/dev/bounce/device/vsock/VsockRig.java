@@ -163,6 +163,17 @@ final class VsockRig implements AutoCloseable {
     return back.toByteArray();
   }
 
+  /** Waits until the device has taken every packet {@code driver} sent. */
+  static void awaitTxTaken(VsockDriver driver, Duration timeout) throws IOException {
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (!driver.txIdle()) {
+      if (System.nanoTime() > deadline) {
+        throw new AssertionError("the device did not take what was sent");
+      }
+      driver.pump(10);
+    }
+  }
+
   // ---- a frontend that breaks the rules, and restarts rings ----
 
   /**
