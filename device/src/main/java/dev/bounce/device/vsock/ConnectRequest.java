@@ -82,17 +82,6 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
       ctx.close();
       return;
     }
-    // A guest that neither accepts nor refuses would hold the connection slot and the socket.
-    ctx.executor()
-        .schedule(
-            () -> {
-              if (!c.isOpen() && !c.isClosed()) {
-                logUnanswered(port);
-                c.reset();
-              }
-            },
-            host.patience().toMillis(),
-            TimeUnit.MILLISECONDS);
     // Bytes after the line, already read, reach the bridge as the decoder leaves.
     ctx.pipeline().replace(this, "bridge", bridge);
     ctx.pipeline().remove("line");
@@ -136,18 +125,6 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
     release();
     LOG.log(Level.INFO, "vsock: a host application at " + host.udsPath() + " " + what + "; closed");
     ctx.close();
-  }
-
-  private void logUnanswered(long port) {
-    LOG.log(
-        Level.INFO,
-        "vsock: guest port "
-            + port
-            + " answered a host application at "
-            + host.udsPath()
-            + " neither way within "
-            + host.patience()
-            + "; reset");
   }
 
   /** The port of a {@code CONNECT <port>} line (vsock ports are u32), or -1. */

@@ -21,6 +21,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashSet;
 import java.util.Set;
+import java.util.concurrent.TimeUnit;
 
 /**
  * The hybrid-vsock host side of vhost-device-vsock and Firecracker, over Unix sockets:
@@ -215,7 +216,9 @@ public final class UnixHost implements HostSide, AutoCloseable {
 
   /**
    * A host application asked for guest port {@code guestPort}: returns the connection, or null (the
-   * caller closes its socket) when no guest is being served or the device refuses.
+   * caller closes its socket) when no guest is being served or the device refuses. A guest that
+   * neither accepts nor refuses within the patience has the connection reset: it would hold a
+   * connection slot and the host application's socket.
    */
   VsockConnection hostConnect(int guestPort, int type, HostEndpoint endpoint) {
     VsockDevice d = device;
@@ -238,8 +241,30 @@ public final class UnixHost implements HostSide, AutoCloseable {
           "vsock: cannot connect to guest port "
               + Integer.toUnsignedString(guestPort)
               + " (too many connections, or SEQPACKET not negotiated); closed");
+      return null;
     }
+    loop.schedule(
+        () -> {
+          if (!c.isOpen() && !c.isClosed()) {
+            logUnanswered(c);
+            c.reset();
+          }
+        },
+        patience.toMillis(),
+        TimeUnit.MILLISECONDS);
     return c;
+  }
+
+  private void logUnanswered(VsockConnection c) {
+    LOG.log(
+        Level.INFO,
+        "vsock: guest port "
+            + Integer.toUnsignedString(c.guestPort())
+            + " answered a host application at "
+            + (c.isSeqpacket() ? SeqpacketHost.pathFor(udsPath) : udsPath)
+            + " neither way within "
+            + patience
+            + "; reset");
   }
 
   private int allocateHostPort() {

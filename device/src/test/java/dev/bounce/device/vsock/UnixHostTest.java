@@ -1092,6 +1092,33 @@ class UnixHostTest {
     assertEquals(0, driver.badPackets(), driver.firstProblem());
   }
 
+  /**
+   * As {@link #aGuestThatNeverAnswersAConnectLosesItAfterThePatience} through {@code
+   * <uds-path>.seqpacket}: bounce closes the host application's socket and lets the connection go.
+   */
+  @Test
+  void aGuestThatNeverAnswersASeqpacketConnectLosesItAfterThePatience() throws Exception {
+    driver.listen(6000);
+    try (SeqpacketSocket app = SeqpacketSocket.connect(Path.of(uds + ".seqpacket"))) {
+      sendMessage(app, "CONNECT 6000\n".getBytes(StandardCharsets.US_ASCII));
+      // The guest does not run at all until bounce closed the socket: REQUEST stays unanswered.
+      int events = awaitHangUp(app.fd(), HANG_UP_TIMEOUT);
+      assertTrue(
+          (events & POLLHUP) != 0,
+          "bounce did not close the host socket within "
+              + HANG_UP_TIMEOUT.toMillis()
+              + " ms (poll events 0x"
+              + Integer.toHexString(events)
+              + ")");
+      assertEquals(
+          0,
+          receiveWaiting(app, Arena.ofAuto().allocate(BUFFER)),
+          "an OK for a connection the guest never accepted");
+    }
+    // The REQUEST then reaches the guest, which accepts, and the device answers with RST.
+    awaitNoConnections();
+  }
+
   @Test
   void aSeqpacketPortNobodyListensOnIsRefused() {
     IOException e =
