@@ -14,7 +14,10 @@ public interface HostSide {
   void attach(VsockDevice device);
 
   /**
-   * The guest asks to connect to host port {@link VsockConnection#hostPort()}.
+   * The guest asks to connect to host port {@link VsockConnection#hostPort()}. Once the host end is
+   * connected, during this call or later, the host side says so with {@link
+   * VsockConnection#accept}: only then does the guest get its RESPONSE. A host end that fails to
+   * connect later resets the connection.
    *
    * @return the endpoint that takes the connection, or null to refuse it (the guest gets RST)
    */

@@ -49,6 +49,7 @@ public final class LoopbackHost implements HostSide {
       if (!echoPorts.contains(connection.hostPort())) return null;
     }
     echoConnections++;
+    connection.accept(); // in memory: connected at once
     return echoEndpoint;
   }
 

@@ -76,10 +76,11 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
     b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
   }
 
-  /** A guest connection whose host end {@code socket} just connected. */
+  /** A guest connection whose host end {@code socket} just connected: the guest's RESPONSE. */
   static SeqpacketBridge forGuest(UnixHost owner, SeqpacketSocket socket, VsockConnection c) {
     SeqpacketBridge b = new SeqpacketBridge(owner, socket, c, false);
     b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
+    c.accept();
     return b;
   }
 

@@ -150,6 +150,9 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
 
   @Override
   public void channelActive(ChannelHandlerContext ctx) {
+    // A guest's connection, now connected to the host application (a host application's channel
+    // was active before its bridge came): the guest gets its RESPONSE.
+    if (connection != null) connection.accept();
     toHost();
     fromHost();
   }

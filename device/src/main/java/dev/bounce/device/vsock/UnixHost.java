@@ -173,14 +173,17 @@ public final class UnixHost implements HostSide, AutoCloseable {
             .channel(EpollDomainSocketChannel.class)
             .handler(bridge)
             .connect(new DomainSocketAddress(target.toString()));
-    // A Unix-socket connect completes at once on the loop; a refusal becomes the guest's RST.
+    // Only a channel that cannot even be registered (out of fds) fails at once: Bootstrap connects
+    // in a later task of the loop, and the guest gets its RESPONSE once connected (the bridge's
+    // channelActive) or RST when the connect fails.
     if (connected.isDone() && !connected.isSuccess()) {
       refusedGuest(connection, target, why(connected.cause()));
       return null;
     }
     connected.addListener(
         f -> {
-          if (!f.isSuccess()) {
+          // A guest that reset the connection first has been answered, and closed the channel.
+          if (!f.isSuccess() && !connection.isClosed()) {
             refusedGuest(connection, target, why(f.cause()));
             connection.reset();
           }

@@ -21,6 +21,8 @@ public final class VsockConnection {
   enum State {
     /** The host asked; REQUEST sent or about to be, no RESPONSE yet. */
     CONNECTING,
+    /** The guest asked; its host end is not connected yet ({@link #accept}), so no RESPONSE yet. */
+    ACCEPTING,
     ESTABLISHED,
     CLOSED
   }
@@ -259,6 +261,15 @@ public final class VsockConnection {
     if (state == State.CLOSED || isSeqpacket()) return;
     bytesWaitAtHost = true;
     device.wantsToSend(this);
+  }
+
+  /**
+   * The host end of a connection the guest asked for is connected: the guest gets its RESPONSE.
+   * Only then: a host end that fails to connect resets the connection instead, and RST is the
+   * guest's one answer, as a refused connect(2) expects.
+   */
+  public void accept() {
+    if (state == State.ACCEPTING) device.accepted(this);
   }
 
   // ---- closing ----

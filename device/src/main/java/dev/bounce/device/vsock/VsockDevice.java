@@ -395,6 +395,7 @@ public final class VsockDevice implements VirtioDevice {
     VsockConnection c = new VsockConnection(this, hostPort, guestPort, type, bufferSize);
     c.peerBufAlloc = VsockHeader.bufAlloc(header, 0);
     c.peerFwdCnt = VsockHeader.fwdCnt(header, 0);
+    c.state = VsockConnection.State.ACCEPTING; // the host side may accept it at once
     HostSide.HostEndpoint endpoint = host.guestConnect(c);
     if (endpoint == null) {
       if (logs()) {
@@ -406,9 +407,13 @@ public final class VsockDevice implements VirtioDevice {
       return;
     }
     c.endpoint = endpoint;
-    c.state = VsockConnection.State.ESTABLISHED;
-    c.pending = VsockConnection.SEND_RESPONSE;
     connections.put(c.key(), c);
+  }
+
+  /** The host end of {@code c}, which the guest asked for, is connected: RESPONSE. */
+  void accepted(VsockConnection c) {
+    c.state = VsockConnection.State.ESTABLISHED;
+    c.pending |= VsockConnection.SEND_RESPONSE;
     wantsToSend(c);
   }
 
@@ -647,7 +652,10 @@ public final class VsockDevice implements VirtioDevice {
   }
 
   private static boolean hasWork(VsockConnection c) {
-    if (c.state == VsockConnection.State.CLOSED) return false;
+    // Nothing goes before the RESPONSE of a connection the host side has not accepted yet.
+    if (c.state == VsockConnection.State.CLOSED || c.state == VsockConnection.State.ACCEPTING) {
+      return false;
+    }
     int p = c.pending;
     if (c.state == VsockConnection.State.CONNECTING) {
       return (p & VsockConnection.SEND_REQUEST) != 0;

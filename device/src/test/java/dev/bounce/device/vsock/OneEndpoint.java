@@ -26,6 +26,7 @@ record OneEndpoint(OneEndpoint.Endpoint endpoint) implements HostSide {
   @Override
   public HostEndpoint guestConnect(VsockConnection connection) {
     endpoint.connection = connection;
+    connection.accept();
     return endpoint;
   }
 

@@ -283,6 +283,37 @@ class UnixHostTest {
     assertTrue(e.getMessage().contains("refused"), e.getMessage());
   }
 
+  /**
+   * The device's first and only answer to a REQUEST for a host port nobody listens on is RST: a
+   * RESPONSE before it would have a Linux guest's connect() succeed and its next call fail with
+   * ECONNRESET, not connect() with ECONNREFUSED. While another connection is open, as a guest's
+   * mostly is (the host side's connect then completed only after an rx pass had sent RESPONSE).
+   */
+  @ParameterizedTest(name = "type {0}")
+  @ValueSource(ints = {VsockHeader.TYPE_STREAM, VsockHeader.TYPE_SEQPACKET})
+  void aHostPortNobodyListensOnGetsNoResponseBeforeItsRst(int type) throws Exception {
+    try (ServerSocketChannel listener = hostListener(1234)) {
+      Future<SocketChannel> accepted = hostApp(listener::accept);
+      VsockDriver.Socket other = driver.connect(1234, VsockHeader.TYPE_STREAM, TIMEOUT);
+      try (SocketChannel ch = await(accepted)) {
+        for (int attempt = 0; attempt < 10; attempt++) {
+          long responses = driver.responses();
+          // The device takes both in one pass, likely: the other connection's answer asks for an
+          // rx pass before the REQUEST's host connect was tried.
+          other.requestCredit();
+          VsockDriver.Socket s = driver.startConnect(4321, type);
+          long deadline = System.nanoTime() + TIMEOUT.toNanos();
+          while (!s.wasReset()) {
+            assertTrue(System.nanoTime() < deadline, "no RST (attempt " + attempt + ")");
+            driver.pump(10);
+          }
+          assertEquals(responses, driver.responses(), "RESPONSE before RST, attempt " + attempt);
+        }
+      }
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
   @Test
   void badConnectRequestsAreClosedWithoutAReply() throws Exception {
     for (String line :
