@@ -73,15 +73,35 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
                 () -> b.refuse("sent no CONNECT message within " + owner.patience()),
                 owner.patience().toMillis(),
                 TimeUnit.MILLISECONDS);
-    b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
+    b.watch();
   }
 
-  /** A guest connection whose host end {@code socket} just connected: the guest's RESPONSE. */
+  /**
+   * A guest connection whose host end {@code socket} just connected: the guest's RESPONSE.
+   *
+   * @return the bridge, or null (the socket closed, the guest to get RST) when it cannot be watched
+   */
   static SeqpacketBridge forGuest(UnixHost owner, SeqpacketSocket socket, VsockConnection c) {
     SeqpacketBridge b = new SeqpacketBridge(owner, socket, c, false);
-    b.watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), b::onEvent);
+    if (!b.watch()) return null;
     c.accept();
     return b;
+  }
+
+  /**
+   * Watches the socket from now on; false when epoll refused it (ENOMEM, max_user_watches): then
+   * the bridge ended and closed the socket, which would otherwise leak (and the exception stop the
+   * caller, the .seqpacket listener among them).
+   */
+  private boolean watch() {
+    try {
+      watch = FdWatch.startEdgeTriggered(owner.loop(), socket.fd(), this::onEvent);
+      return true;
+    } catch (RuntimeException e) {
+      LOG.log(Level.WARNING, "vsock: " + socket + ": watching it: " + e);
+      end();
+      return false;
+    }
   }
 
   /** A message buffer: the connection's buffer size, which is also the largest message. */

@@ -63,16 +63,23 @@ final class SeqpacketHost implements AutoCloseable {
     if (!closed) watch = FdWatch.start(loop, listener.fd(), this::accept);
   }
 
-  /** A guest SEQPACKET connection to {@code target}: its endpoint, or null when none listens. */
+  /**
+   * A guest SEQPACKET connection to {@code target}: its endpoint, or null (the guest gets RST) when
+   * none listens or it failed, which a log line says.
+   */
   HostSide.HostEndpoint dial(VsockConnection connection, Path target) {
+    SeqpacketSocket s;
     try {
-      SeqpacketSocket s = SeqpacketSocket.connect(target);
-      if (s == null) return null;
-      return SeqpacketBridge.forGuest(owner, s, connection);
+      s = SeqpacketSocket.connect(target);
     } catch (IOException e) {
-      LOG.log(Level.INFO, "vsock: connecting to " + target + ": " + e.getMessage());
+      owner.refusedGuest(connection, target, e.getMessage());
       return null;
     }
+    if (s == null) {
+      owner.refusedGuest(connection, target, "no SOCK_SEQPACKET listener");
+      return null;
+    }
+    return SeqpacketBridge.forGuest(owner, s, connection);
   }
 
   @Override

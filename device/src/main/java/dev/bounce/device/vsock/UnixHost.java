@@ -161,11 +161,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
   @Override
   public HostEndpoint guestConnect(VsockConnection connection) {
     Path target = portPath(udsPath, connection.hostPort());
-    if (connection.isSeqpacket()) {
-      HostEndpoint endpoint = seqpacket.dial(connection, target);
-      if (endpoint == null) refusedGuest(connection, target, "no SOCK_SEQPACKET listener");
-      return endpoint;
-    }
+    if (connection.isSeqpacket()) return seqpacket.dial(connection, target);
     StreamBridge bridge = new StreamBridge(this, connection, false);
     ChannelFuture connected =
         new Bootstrap()
@@ -197,7 +193,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
   }
 
   /** The guest may retry without end: the line goes through the device's rate limit. */
-  private void refusedGuest(VsockConnection connection, Path target, String why) {
+  void refusedGuest(VsockConnection connection, Path target, String why) {
     VsockDevice d = device;
     if (d == null) return;
     d.log(
