@@ -2,6 +2,7 @@ package dev.bounce.device.vsock;
 
 import dev.bounce.pool.LittleEndian;
 import dev.bounce.vhost.spi.DeviceContext;
+import dev.bounce.vhost.spi.LogBudget;
 import dev.bounce.vhost.spi.VirtioDevice;
 import dev.bounce.vhost.spi.VirtioFeatures;
 import dev.bounce.vhost.virtq.DescriptorChain;
@@ -69,8 +70,6 @@ public final class VsockDevice implements VirtioDevice {
   /** RSTs for packets with no connection waiting for an rx buffer; more are dropped. */
   private static final int MAX_STRAY_RESETS = 1024;
 
-  private static final int LOG_FIRST = 20;
-
   private final long guestCid;
   private final int bufferSize;
   private final int maxConnections;
@@ -104,7 +103,7 @@ public final class VsockDevice implements VirtioDevice {
   private VsockConnection last;
 
   private long guestErrors;
-  private long logged;
+  private final LogBudget logs = new LogBudget();
 
   public VsockDevice(
       long guestCid, int bufferSize, int maxConnections, int maxQueueSize, HostSide host) {
@@ -381,7 +380,7 @@ public final class VsockDevice implements VirtioDevice {
     connectionResets.remove(guestPort, hostPort);
     strayResets.remove(guestPort, hostPort);
     if (atConnectionLimit()) {
-      if (logs()) {
+      if (logs.spend()) {
         print(
             Level.WARNING,
             "vsock: "
@@ -398,7 +397,7 @@ public final class VsockDevice implements VirtioDevice {
     c.state = VsockConnection.State.ACCEPTING; // the host side may accept it at once
     HostSide.HostEndpoint endpoint = host.guestConnect(c);
     if (endpoint == null) {
-      if (logs()) {
+      if (logs.spend()) {
         print(
             Level.DEBUG,
             "vsock: nothing listens on host port " + Integer.toUnsignedString(hostPort));
@@ -600,7 +599,7 @@ public final class VsockDevice implements VirtioDevice {
     // A pair whose RST already waits keeps that one, also when the queue is full.
     if (!strayResets.add(guestPort, hostPort, VsockHeader.knownType(type) ? type : 1)) {
       // The guest posts no rx buffers while it keeps sending: its RST for this port is lost.
-      if (logs()) {
+      if (logs.spend()) {
         print(
             Level.WARNING,
             "vsock: "
@@ -870,7 +869,7 @@ public final class VsockDevice implements VirtioDevice {
    */
   private boolean guestErrorLogged() {
     guestErrors++;
-    return logs();
+    return logs.spend();
   }
 
   private void warn(String what, VsockConnection c) {
@@ -879,20 +878,11 @@ public final class VsockDevice implements VirtioDevice {
 
   /** Logs a line the guest caused, rate-limited ({@link #logs}). */
   void log(Level level, String what) {
-    if (logs()) print(level, what);
-  }
-
-  /**
-   * Counts a line the guest caused; whether it is to be printed: the first {@link #LOG_FIRST}, then
-   * one in a thousand, so that a guest cannot flood the host's log.
-   */
-  private boolean logs() {
-    logged++;
-    return logged <= LOG_FIRST || logged % 1000 == 0;
+    if (logs.spend()) print(level, what);
   }
 
   /** Prints a line {@link #logs} let through. */
   private void print(Level level, String what) {
-    LOG.log(level, logged > LOG_FIRST ? what + " (" + logged + " such lines so far)" : what);
+    LOG.log(level, logs.annotate(what));
   }
 }
