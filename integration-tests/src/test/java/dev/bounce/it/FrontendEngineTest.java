@@ -1,8 +1,10 @@
 package dev.bounce.it;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.device.vsock.VsockDriver;
 import dev.bounce.pool.testing.ProcessMaps;
 import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.frontend.EchoDriver;
@@ -12,6 +14,7 @@ import dev.bounce.vhost.frontend.Handshake;
 import dev.bounce.vhost.frontend.MemoryMode;
 import dev.bounce.vhost.frontend.Stats;
 import dev.bounce.vhost.spi.VirtioFeatures;
+import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -114,6 +117,33 @@ class FrontendEngineTest {
       assertMappings(layout);
       // GET_VRING_BASE: the engine stopped where the driver's available index is.
       assertEquals(CHAINS & 0xffff, session.stop()[0], "ring 0 stopped at");
+    }
+  }
+
+  @Test
+  void aDriverNeedingMoreQueuesThanTheBackendHasFailsAtOnceSayingSo() throws Exception {
+    Path socket = dir.resolve("engine.sock");
+    try (EchoEngine engine = EchoEngine.listen(socket, EchoEngine.anyMemory());
+        GuestRam ram = Layout.SHARED.create()) {
+      FrontendSession.Options threeQueues =
+          new FrontendSession.Options(Handshake.QEMU, 0, EchoEngine.QUEUES + 2, 256, 0);
+      IOException e =
+          assertThrows(IOException.class, () -> FrontendSession.connect(socket, ram, threeQueues));
+      assertTrue(
+          e.getMessage().contains("queue count is 1 and this driver needs 3"), e.getMessage());
+    }
+  }
+
+  @Test
+  void aVsockDriverAgainstABackendOfAnotherKindSaysSo() throws Exception {
+    // Three queues like vsock, but the echo device's config space starts with a zero counter.
+    Path socket = dir.resolve("engine.sock");
+    try (EchoEngine engine = EchoEngine.listen(socket, EchoEngine.anyMemory(), 3);
+        GuestRam ram = Layout.SHARED.create();
+        FrontendSession session =
+            FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, 256))) {
+      IOException e = assertThrows(IOException.class, () -> VsockDriver.guestCid(session));
+      assertTrue(e.getMessage().contains("guest CID 0, which no vsock device has"), e.getMessage());
     }
   }
 

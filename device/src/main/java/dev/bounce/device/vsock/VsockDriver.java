@@ -167,7 +167,15 @@ public final class VsockDriver {
       if (!(reply.payload() instanceof ConfigSpace config) || config.data().length != 8) {
         throw new IOException("GET_CONFIG of the guest CID got " + reply.payload());
       }
-      return MemorySegment.ofArray(config.data()).get(LittleEndian.LE64, 0);
+      long cid = MemorySegment.ofArray(config.data()).get(LittleEndian.LE64, 0);
+      // Section 5.10.4: only the lower 32 bits are used, and CIDs 0-2 are reserved.
+      if (cid < 3 || cid > 0xffff_fffeL) {
+        throw new IOException(
+            "the backend's config space gives guest CID "
+                + Long.toUnsignedString(cid)
+                + ", which no vsock device has (0-2 and 2^32-1 are reserved): is it a vsock backend?");
+      }
+      return cid;
     }
   }
 

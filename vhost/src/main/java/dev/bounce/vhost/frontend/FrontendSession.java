@@ -289,11 +289,23 @@ public final class FrontendSession implements AutoCloseable {
   }
 
   private int negotiateQueueCount() throws IOException {
-    if (options.queues() > 0) return options.queues();
     if (!negotiated(ProtocolFeature.MQ)) {
+      if (options.queues() > 0) return options.queues();
       throw new IOException("the backend did not negotiate MQ, so give the queue count (--queues)");
     }
-    return (int) Math.min(channel.getU64(GET_QUEUE_NUM), 64);
+    long offered = channel.getU64(GET_QUEUE_NUM);
+    if (options.queues() == 0) return (int) Math.min(offered, 64);
+    // As QEMU checks: a driver for another kind of device would otherwise run against rings the
+    // backend does not have, and fail much later with nothing saying why.
+    if (offered < options.queues()) {
+      throw new IOException(
+          "the backend's queue count is "
+              + offered
+              + " and this driver needs "
+              + options.queues()
+              + ": is it a backend for this kind of device?");
+    }
+    return options.queues();
   }
 
   private void setFeatures() throws IOException {
