@@ -2,6 +2,7 @@ package dev.bounce.device.vsock;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.backend.DmaMetrics;
@@ -13,6 +14,7 @@ import java.time.Duration;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
+import java.util.logging.Level;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -50,7 +52,10 @@ class VsockRestrictedDmaTest {
             window ? POOL_SIZE : 0,
             new RestrictedDma(RestrictedDma.Policy.REQUIRED, pool));
     LoopbackHost host = new LoopbackHost().echo(ECHO_PORT);
-    try (VsockRig rig = new VsockRig(dir, 128, BUFFER, 64, loop -> host, memory)) {
+    try (WarningLog log = new WarningLog(Level.INFO);
+        VsockRig rig = new VsockRig(dir, 128, BUFFER, 64, loop -> host, memory)) {
+      // The fake frontend asks for the pool after SET_OWNER, as QEMU does.
+      assertFalse(log.any("before SET_OWNER"), log.lines().toString());
       assertTrue(
           VirtioFeatures.has(rig.session.features(), VirtioFeatures.RESTRICTED_DMA),
           "the guest accepted bit 27: 0x"

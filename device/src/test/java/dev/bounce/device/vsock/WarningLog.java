@@ -10,18 +10,20 @@ import java.util.logging.SimpleFormatter;
 
 /**
  * The warnings bounce logs (System.Logger, which goes to java.util.logging) while this is open: the
- * engine's guest-error lines ("ring 0 stopped by a guest error ...") and the device's.
+ * engine's guest-error lines ("ring 0 stopped by a guest error ...") and the device's; or the lines
+ * from another level up.
  */
 final class WarningLog implements AutoCloseable {
   private final Logger logger = Logger.getLogger("dev.bounce"); // held: loggers are weak
   private final List<String> lines = new CopyOnWriteArrayList<>();
+  private final Level atLeast;
   private final Handler capture =
       new Handler() {
         private final SimpleFormatter formatter = new SimpleFormatter();
 
         @Override
         public void publish(LogRecord r) {
-          if (r.getLevel().intValue() >= Level.WARNING.intValue()) {
+          if (r.getLevel().intValue() >= atLeast.intValue()) {
             lines.add(r.getLoggerName() + ": " + formatter.formatMessage(r));
           }
         }
@@ -34,6 +36,11 @@ final class WarningLog implements AutoCloseable {
       };
 
   WarningLog() {
+    this(Level.WARNING);
+  }
+
+  WarningLog(Level atLeast) {
+    this.atLeast = atLeast;
     logger.addHandler(capture);
   }
 

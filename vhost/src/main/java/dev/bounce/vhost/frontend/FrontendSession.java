@@ -199,9 +199,11 @@ public final class FrontendSession implements AutoCloseable {
   private void negotiateLikeQemu(boolean resuming) throws IOException {
     offeredFeatures = channel.getU64(GET_FEATURES);
     negotiateProtocolFeatures();
-    if (ram.mode() == MemoryMode.DEVICE_POOL) receiveDevicePool();
     int count = negotiateQueueCount();
     channel.send(SET_OWNER, false);
+    // After SET_OWNER, as QEMU's vhost-user devices ask for shared memory once vhost_dev_init is
+    // done.
+    if (ram.mode() == MemoryMode.DEVICE_POOL) receiveDevicePool();
     if (!resuming) createQueues(count);
     for (Queue q : queues) {
       send(SET_VRING_CALL, new VringFdIndex(q.ring().index(), false), q.call().fd());
