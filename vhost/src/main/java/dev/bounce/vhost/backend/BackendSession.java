@@ -403,13 +403,31 @@ public final class BackendSession implements AutoCloseable {
   }
 
   private void setFeatures(long features) throws Exception {
+    String refusal = featureRefusal(features);
+    refused = refusal != null;
+    if (refused) {
+      // RESTRICTED-DMA.md, "Policy": refused features are never applied, so the device is not
+      // active (no longer, if an earlier driver's features were accepted) and no ring runs;
+      // FEATURES_OK stays clear from now on.
+      ackedFeatures = 0;
+      status &= ~FEATURES_OK;
+      data.run(data::deactivate);
+      throw new RequestFailed(refusal);
+    }
+    ackedFeatures = features;
+    // vhost-user.rst: without VHOST_USER_F_PROTOCOL_FEATURES rings are enabled from the start.
+    boolean enableAll = !VirtioFeatures.has(features, VirtioFeatures.PROTOCOL_FEATURES);
+    data.run(() -> data.setFeatures(features, enableAll));
+  }
+
+  /** Why the driver's {@code features} cannot be served, or null. */
+  private String featureRefusal(long features) {
     long unknown = features & ~offeredFeatures();
     if (unknown != 0) {
-      throw new RequestFailed(
-          "the driver accepted features 0x" + Long.toHexString(unknown) + " that were not offered");
+      return "the driver accepted features 0x"
+          + Long.toHexString(unknown)
+          + " that were not offered";
     }
-    // RESTRICTED-DMA.md, "Policy": refused features are never applied, so the device is never
-    // activated and no ring starts; SET_STATUS keeps FEATURES_OK clear from now on.
     String refusal = dma.refusal(features);
     if (refusal == null && devicePool != null && !devicePoolSent) {
       // Its memory table is never mapped and its ring addresses would be read as offsets into a
@@ -425,12 +443,7 @@ public final class BackendSession implements AutoCloseable {
                 + "; run bounce with --pool GPA:SIZE for this VMM";
       }
     }
-    refused = refusal != null;
-    if (refused) throw new RequestFailed(refusal);
-    ackedFeatures = features;
-    // vhost-user.rst: without VHOST_USER_F_PROTOCOL_FEATURES rings are enabled from the start.
-    boolean enableAll = !VirtioFeatures.has(features, VirtioFeatures.PROTOCOL_FEATURES);
-    data.run(() -> data.setFeatures(features, enableAll));
+    return refusal;
   }
 
   private void setProtocolFeatures(long features) throws Exception {

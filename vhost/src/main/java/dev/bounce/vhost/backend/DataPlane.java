@@ -173,6 +173,20 @@ final class DataPlane implements DeviceContext {
   }
 
   /**
+   * SET_FEATURES refused: that driver is not served, even where an earlier one on this connection
+   * was (a guest reloading its driver sends SET_FEATURES again, with no reset). The device forgets
+   * the old driver, as on a reset; the rings keep their setup and are served again once a driver's
+   * features are accepted.
+   */
+  void deactivate() {
+    if (!activated) return;
+    activated = false;
+    for (Vring ring : rings) update(ring);
+    features = 0;
+    device.reset();
+  }
+
+  /**
    * SET_VRING_NUM, the first message of a ring's setup: a ring a guest error broke starts afresh
    * here (a guest driver that reloads sets its rings up again on the same connection).
    */

@@ -107,6 +107,11 @@ final class TestFrontend implements AutoCloseable {
 
   /** {@link #negotiate(boolean)} with {@code protocol} for the protocol features. */
   void negotiate(boolean owner, long protocol) throws IOException {
+    negotiate(owner, protocol, FEATURES);
+  }
+
+  /** {@link #negotiate(boolean, long)}, the driver accepting {@code features}. */
+  void negotiate(boolean owner, long protocol, long features) throws IOException {
     long offered = channel.getU64(FrontendRequest.GET_FEATURES);
     assertTrue(VirtioFeatures.has(offered, VirtioFeatures.PROTOCOL_FEATURES), "offered features");
     long offeredProtocol = channel.getU64(FrontendRequest.GET_PROTOCOL_FEATURES);
@@ -114,7 +119,7 @@ final class TestFrontend implements AutoCloseable {
     channel.send(FrontendRequest.SET_PROTOCOL_FEATURES, new U64(protocol), false);
     assertEquals(QUEUES, channel.getU64(FrontendRequest.GET_QUEUE_NUM), "queue count");
     if (owner) channel.ack(FrontendRequest.SET_OWNER);
-    channel.ack(FrontendRequest.SET_FEATURES, new U64(FEATURES));
+    channel.ack(FrontendRequest.SET_FEATURES, new U64(features));
   }
 
   void shareMemory() throws IOException {
