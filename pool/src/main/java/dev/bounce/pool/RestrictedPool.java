@@ -98,6 +98,7 @@ public final class RestrictedPool implements GuestAddressSpace {
     try {
       GuestMemory.checkRoom(region, shared());
       inside = region.clip(start, size);
+      if (inside != null) requirePageAligned(inside, region);
     } catch (RuntimeException e) {
       fd.close();
       throw e;
@@ -109,6 +110,26 @@ public final class RestrictedPool implements GuestAddressSpace {
       return new RestrictedPool(start, size, mapped, next);
     }
     return new RestrictedPool(start, size, mapped.withRegion(region, inside, fd), unmapped);
+  }
+
+  /**
+   * mmap(2) maps whole pages: the pool's part of a region whose file offset is not on a page
+   * boundary where its guest address is would bring the fd's bytes next to the pool (guest memory
+   * outside it) into this process. Without a pool {@link GuestRegion#map} serves such offsets; here
+   * they are refused.
+   */
+  private static void requirePageAligned(
+      MemoryRegionDescription inside, MemoryRegionDescription region) {
+    if (inside.mmapOffset() % Mapping.PAGE_SIZE != 0
+        || inside.guestAddress() % Mapping.PAGE_SIZE != 0
+        || inside.size() % Mapping.PAGE_SIZE != 0) {
+      throw new IllegalArgumentException(
+          region
+              + ": its part in the restricted pool, "
+              + inside
+              + ", is not whole pages of its file, so mapping it would map memory outside the"
+              + " pool; align the region's mmap offset with its guest address");
+    }
   }
 
   @Override

@@ -63,6 +63,25 @@ class RestrictedPoolTest {
 
   @Test
   @DisplayName(
+      "a region whose file offset is off the page grid where the pool lies is refused, unmapped")
+  void offsetsOffThePageGridAreRefused() throws Exception {
+    // Guest 0 at file offset 0x800: the pool's first byte is at file offset POOL + 0x800, and a
+    // page-wise mapping would take the 2 KiB below the pool and above its end with it.
+    for (long misalignment : new long[] {0x800, 0x1, 0xfff}) {
+      MemoryRegionDescription skewed =
+          new MemoryRegionDescription(RAM_GPA, RAM_SIZE - Mapping.PAGE_SIZE, RAM_VA, misalignment);
+      try (Memfd ram = Memfd.create(name, RAM_SIZE)) {
+        RestrictedPool empty = RestrictedPool.at(POOL_GPA, POOL_SIZE);
+        IllegalArgumentException e =
+            assertThrows(IllegalArgumentException.class, () -> empty.withRegion(skewed, dup(ram)));
+        assertTrue(e.getMessage().contains("not whole pages"), e.getMessage());
+        assertEquals(List.of(), ProcessMaps.ofMemfd(name), "nothing of the memfd mapped");
+      }
+    }
+  }
+
+  @Test
+  @DisplayName(
       "of a 64 MiB memfd shared as one region, only the 4 MiB window is mapped, at its offset")
   void mapsOnlyTheWindow() throws Exception {
     try (Memfd ram = Memfd.create(name, RAM_SIZE);
