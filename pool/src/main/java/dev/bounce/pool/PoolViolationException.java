@@ -11,7 +11,11 @@ public final class PoolViolationException extends GuestAccessException {
       AddressKind kind, long address, long length, long poolStart, long poolSize) {
     super(
         range(kind, address, length)
-            + " is outside the restricted pool "
+            // A frontend address (a ring's, from SET_VRING_ADDR) is in another address space than
+            // the pool's guest-physical bounds: say which mapping it missed.
+            + (kind == AddressKind.FRONTEND_VIRTUAL
+                ? " is not in the frontend's mapping of the restricted pool "
+                : " is outside the restricted pool ")
             + Ranges.describe(poolStart, poolSize),
         kind,
         address,

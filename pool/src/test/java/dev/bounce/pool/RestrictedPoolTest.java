@@ -212,6 +212,9 @@ class RestrictedPoolTest {
                 () -> pool.translateUserAddress(address, length),
                 () -> Ranges.hex(address) + " length " + Long.toUnsignedString(length));
         assertViolation(e, AddressKind.FRONTEND_VIRTUAL, address, length);
+        assertTrue(
+            e.getMessage().contains("is not in the frontend's mapping of the restricted pool"),
+            e.getMessage());
       }
       assertEquals(POOL_SIZE, pool.translateUserAddress(windowVa, POOL_SIZE).byteSize());
       assertEquals(1, pool.translateUserAddress(windowVa + POOL_SIZE - 1, 1).byteSize());
