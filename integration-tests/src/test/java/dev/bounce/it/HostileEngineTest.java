@@ -1,6 +1,7 @@
 package dev.bounce.it;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.pool.testing.OpenFds;
@@ -117,6 +118,25 @@ class HostileEngineTest {
     assertTrue(result.survived(), result.line());
     assertTrue(result.reported(), result.line());
     assertReleasedEverything();
+  }
+
+  /**
+   * A frontend whose memory does not match the engine's pool (every ring outside it): no chain is
+   * ever served, and each attack's session, which could not even be primed, is closed before the
+   * next one connects (left open, it turned every later session away as a second frontend).
+   */
+  @Test
+  void aVictimThatCannotBePrimedIsClosed() throws Exception {
+    Path socket = dir.resolve("mismatch.sock");
+    try (EchoEngine mismatched =
+        EchoEngine.listen(loops, socket, EchoEngine.pool(RAM_START + RAM_SIZE, POOL_SIZE))) {
+      Hostile.Result result =
+          new Hostile(config(socket).withTimeout(Duration.ofSeconds(2))).run("chain-loop");
+      assertFalse(result.passed(), result.line());
+      assertFalse(result.line().contains("instead of sending the reply"), result.line());
+      assertEquals(3, result.happened().split("did not echo", -1).length - 1, result.happened());
+      mismatched.awaitNoSession(SETTLE);
+    }
   }
 
   /** Firecracker's layout (only the pool shared) with DPDK's handshake, every scenario. */

@@ -74,7 +74,7 @@ public final class EchoDriver {
     while (stats.operations() + stats.errors() < count && System.nanoTime() < deadline) {
       while (posted < count && post(posted)) posted++;
       queue.ring().kick(queue.kick());
-      if (queue.ring().harvest(onUsed) == 0 && inFlight > 0) waitForUsed();
+      if (queue.ring().harvest(onUsed) == 0 && inFlight > 0) waitForUsed(deadline);
       if (inFlight == 0 && posted < count && !canPost()) {
         throw new IOException("the guest heap or the pool cannot hold one " + size + "-byte chain");
       }
@@ -146,12 +146,15 @@ public final class EchoDriver {
     buffers.free(out, size);
   }
 
-  private void waitForUsed() throws IOException {
+  /** Waits for a used-buffer notification; returns at {@code deadline}, the run's end, too. */
+  private void waitForUsed(long deadline) throws IOException {
     DriverQueue ring = queue.ring();
     long waited = 0;
     while (!ring.enableUsedNotifications()) {
+      long left = (deadline - System.nanoTime()) / 1_000_000;
+      if (left <= 0) return;
       try {
-        if (queue.call().await(1000) > 0) return;
+        if (queue.call().await((int) Math.min(1000, left)) > 0) return;
       } catch (NativeException e) {
         throw new IOException("waiting on the call eventfd: " + e.getMessage(), e);
       }

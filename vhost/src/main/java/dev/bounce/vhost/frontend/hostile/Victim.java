@@ -82,21 +82,28 @@ final class Victim implements AutoCloseable {
 
   /** Echoes a few chains on ring 0 (they must all come back right) and notes where used.idx is. */
   Victim prime() throws IOException {
-    Stats stats = new EchoDriver(session).run(PRIMING_CHAINS, 256, Duration.ofSeconds(10));
-    if (stats.operations() != PRIMING_CHAINS || stats.errors() != 0) {
-      throw new IOException(
-          "the backend did not echo "
-              + PRIMING_CHAINS
-              + " good chains before the attack ("
-              + stats.operations()
-              + " echoed, "
-              + stats.errors()
-              + " errors"
-              + (stats.firstError() == null ? "" : ", first: " + stats.firstError())
-              + ")");
+    // Callers open and prime in one resource expression, so a Victim that fails here is closed
+    // here: left open, its session would turn every later one away as a second frontend.
+    try {
+      Stats stats = new EchoDriver(session).run(PRIMING_CHAINS, 256, wait);
+      if (stats.operations() != PRIMING_CHAINS || stats.errors() != 0) {
+        throw new IOException(
+            "the backend did not echo "
+                + PRIMING_CHAINS
+                + " good chains before the attack ("
+                + stats.operations()
+                + " echoed, "
+                + stats.errors()
+                + " errors"
+                + (stats.firstError() == null ? "" : ", first: " + stats.firstError())
+                + ")");
+      }
+      primedUsed = usedIndex();
+      return this;
+    } catch (IOException | RuntimeException e) {
+      close();
+      throw e;
     }
-    primedUsed = usedIndex();
-    return this;
   }
 
   /** A guest address the backend may use: the first page after the rings, free after priming. */
