@@ -11,6 +11,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /** scripts/bounce as a user runs it: the README's main command and the launcher's help. */
 class LauncherTest {
@@ -123,6 +124,69 @@ class LauncherTest {
     assertTrue(out.contains("backend:       0 guest errors, exited on SIGTERM"), out);
     assertTrue(out.contains("result:        OK"), out);
     assertEquals(before, demoDirs(tmp), "the demo left its socket directory behind");
+  }
+
+  /**
+   * Two launchers started at once while the jar is stale (the README's {@code scripts/bounce
+   * echo-backend ... &} then {@code scripts/bounce frontend ...}) build it once: the second waits
+   * for the first's build, says so, and then runs the jar it made. Run on a copy of the launcher in
+   * a checkout of fakes: a Maven wrapper that takes 3 s to "build" and counts its builds, and a JDK
+   * whose java prints its arguments.
+   */
+  @Test
+  void twoLaunchersOfAStaleJarBuildItOnceAndTheSecondWaitsForIt(@TempDir Path root)
+      throws Exception {
+    for (String script : List.of("scripts/bounce", "scripts/lib/jdk.sh")) {
+      Path copy = root.resolve(script);
+      Files.createDirectories(copy.getParent());
+      Files.copy(BounceDaemon.ROOT.resolve(script), copy);
+    }
+    executable(
+        root.resolve("mvnw"),
+        "echo build >> builds; touch building; sleep 3; mkdir -p device/target;"
+            + " echo jar > device/target/bounce.jar");
+    Path jdk = root.resolve("jdk");
+    executable(jdk.resolve("bin/javac"), "exit 0");
+    executable(
+        jdk.resolve("bin/java"),
+        "case \"$1\" in -XshowSettings*) echo ' java.specification.version = 25' >&2; exit 0;; esac;"
+            + " echo \"java $*\"");
+    Path first = root.resolve("first.err");
+    Path second = root.resolve("second.err");
+    Process a = fakeLaunch(root, jdk, first);
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+    while (!Files.exists(root.resolve("building"))) {
+      assertTrue(a.isAlive() && System.nanoTime() < deadline, "the first never built");
+      Thread.sleep(20);
+    }
+    Process b = fakeLaunch(root, jdk, second);
+    for (Process p : List.of(a, b)) {
+      assertTrue(p.waitFor(60, TimeUnit.SECONDS), "a launcher did not finish");
+    }
+    String said = Files.readString(first) + "---\n" + Files.readString(second);
+    assertEquals(0, a.exitValue(), said);
+    assertEquals(0, b.exitValue(), said);
+    assertEquals(List.of("build"), Files.readAllLines(root.resolve("builds")), said);
+    assertTrue(Files.readString(second).contains("waiting for it to finish"), said);
+    for (Process p : List.of(a, b)) {
+      String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+      assertTrue(out.contains("-jar " + root.resolve("device/target/bounce.jar") + " --help"), out);
+    }
+  }
+
+  private static void executable(Path file, String script) throws IOException {
+    Files.createDirectories(file.getParent());
+    Files.writeString(file, "#!/bin/sh\n" + script + "\n");
+    assertTrue(file.toFile().setExecutable(true));
+  }
+
+  private static Process fakeLaunch(Path root, Path jdk, Path err) throws IOException {
+    ProcessBuilder builder =
+        new ProcessBuilder(root.resolve("scripts/bounce").toString(), "--help")
+            .directory(root.toFile())
+            .redirectError(err.toFile());
+    builder.environment().put("JAVA_HOME", jdk.toString());
+    return builder.start();
   }
 
   private static long demoDirs(Path tmp) throws IOException {
