@@ -7,6 +7,7 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
@@ -59,6 +60,11 @@ class LauncherTest {
   }
 
   static Run launch(String... args) throws IOException, InterruptedException {
+    return launch(Duration.ofSeconds(120), args);
+  }
+
+  /** {@link #launch} that fails when the command has not finished within {@code limit}. */
+  static Run launch(Duration limit, String... args) throws IOException, InterruptedException {
     Path out = Files.createTempFile("bounce-out", ".txt");
     Path err = Files.createTempFile("bounce-err", ".txt");
     try {
@@ -68,9 +74,18 @@ class LauncherTest {
               .redirectOutput(out.toFile())
               .redirectError(err.toFile())
               .start();
-      if (!process.waitFor(120, TimeUnit.SECONDS)) {
-        process.destroyForcibly();
-        throw new AssertionError("scripts/bounce " + String.join(" ", args) + " did not finish");
+      try {
+        if (!process.waitFor(limit.toNanos(), TimeUnit.NANOSECONDS)) {
+          throw new AssertionError(
+              "scripts/bounce "
+                  + String.join(" ", args)
+                  + " did not finish within "
+                  + limit.toSeconds()
+                  + " s: "
+                  + Files.readString(err, StandardCharsets.UTF_8));
+        }
+      } finally {
+        process.destroyForcibly(); // also when the test timed out: no process outlives it
       }
       return new Run(
           process.exitValue(),
@@ -80,6 +95,25 @@ class LauncherTest {
       Files.deleteIfExists(out);
       Files.deleteIfExists(err);
     }
+  }
+
+  /**
+   * {@code scripts/bounce args} is refused as a usage error: status 2 and one line on stderr, with
+   * no stack trace, that contains {@code says}.
+   *
+   * @return that line
+   */
+  static String assertUsageError(String says, String... args)
+      throws IOException, InterruptedException {
+    // A usage error comes at startup: a command that is still running after 30 s took the flags.
+    Run run = launch(Duration.ofSeconds(30), args);
+    String what = "scripts/bounce " + String.join(" ", args) + ": " + run.out() + run.err();
+    assertEquals(2, run.status(), what);
+    List<String> lines = run.err().strip().lines().toList();
+    assertEquals(1, lines.size(), what);
+    assertTrue(lines.getFirst().startsWith("bounce " + args[0] + ": "), what);
+    assertTrue(lines.getFirst().contains(says), "'" + says + "' not in " + what);
+    return lines.getFirst();
   }
 
   @Test

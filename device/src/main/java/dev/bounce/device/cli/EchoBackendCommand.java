@@ -3,6 +3,7 @@ package dev.bounce.device.cli;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.loop.EventLoops;
+import dev.bounce.vhost.protocol.VringFdIndex;
 import dev.bounce.vhost.testdevice.EchoDevice;
 import java.nio.file.Path;
 import java.util.List;
@@ -23,13 +24,19 @@ final class EchoBackendCommand {
                   Stream.of(
                       new Flags.Flag(
                           "socket", "PATH", "the vhost-user socket to listen on (required)"),
-                      new Flags.Flag("queues", "N", "how many queues (default 1)"),
+                      new Flags.Flag("queues", "N", "how many queues, 1 to 256 (default 1)"),
                       new Flags.Flag(
-                          "queue-size", "N", "the largest queue size offered (default 1024)"),
+                          "queue-size",
+                          "N",
+                          "the largest queue size offered, a power of two up to 32768 (default"
+                              + " 1024)"),
                       new Flags.Flag(
                           "client", null, "connect to a frontend listening at --socket")),
                   DmaFlags.FLAGS.stream())
               .toList());
+
+  /** vhost-user numbers a ring in 8 bits (VHOST_USER_VRING_IDX_MASK). */
+  private static final int MAX_QUEUES = (int) VringFdIndex.INDEX_MASK + 1;
 
   private EchoBackendCommand() {}
 
@@ -37,8 +44,16 @@ final class EchoBackendCommand {
     if (!FLAGS.parse(args)) return 0;
     Path socket = Path.of(FLAGS.require("socket"));
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
-    EchoDevice device =
-        new EchoDevice((int) FLAGS.size("queues", 1), (int) FLAGS.size("queue-size", 1024));
+    // Checked here: the engine would take them and fail the first frontend that connects.
+    long queues = FLAGS.number("queues", 1);
+    if (queues < 1 || queues > MAX_QUEUES) {
+      throw new UsageException("--queues " + queues + " is not between 1 and " + MAX_QUEUES);
+    }
+    long queueSize = FLAGS.number("queue-size", 1024);
+    if (queueSize < 1 || queueSize > 32768 || Long.bitCount(queueSize) != 1) {
+      throw new UsageException("--queue-size " + queueSize + " is not a power of two up to 32768");
+    }
+    EchoDevice device = new EchoDevice((int) queues, (int) queueSize);
     CountDownLatch stopped = new CountDownLatch(1);
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(1, "bounce-data")) {

@@ -80,6 +80,17 @@ final class Flags {
     return values.containsKey(name);
   }
 
+  /** A whole number, decimal or 0x hex. */
+  long number(String name, long fallback) throws UsageException {
+    String value = values.get(name);
+    if (value == null) return fallback;
+    try {
+      return parseNumber(value.trim());
+    } catch (NumberFormatException e) {
+      throw new UsageException("--" + name + ": '" + value + "' is not a number");
+    }
+  }
+
   /** A size: bytes, or with a K, M or G suffix (powers of 1024). */
   long size(String name, long fallback) throws UsageException {
     String value = values.get(name);
