@@ -37,4 +37,10 @@ class EchoBackendCliTest {
     refused("--queues 0 is not between 1 and 256", "--queues", "0");
     refused("--queues 100000 is not between 1 and 256", "--queues", "100000");
   }
+
+  @Test
+  void aDevicePoolThatCannotBeCreatedIsRefusedAtStartup() throws Exception {
+    refused("--device-pool 100000G: ", "--device-pool", "100000G");
+    refused("--device-pool 1000: ", "--device-pool", "1000");
+  }
 }

@@ -1,5 +1,6 @@
 package dev.bounce.device.cli;
 
+import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.backend.RestrictedDma.Policy;
 import java.util.ArrayList;
@@ -66,7 +67,7 @@ final class DmaFlags {
       } else if (flags.has(POOL_FROM_TABLE)) {
         pool = new RestrictedDma.SharedRegion();
       } else if (flags.has(DEVICE_POOL)) {
-        pool = new RestrictedDma.DeviceOwned(flags.size(DEVICE_POOL, 0));
+        pool = devicePool(flags);
       }
       Policy policy =
           flags.has(POLICY)
@@ -80,6 +81,32 @@ final class DmaFlags {
     } catch (IllegalArgumentException e) {
       throw new UsageException(e.getMessage());
     }
+  }
+
+  /**
+   * --device-pool SIZE, created and mapped once here, as each session will: a size the system
+   * cannot give is refused now, not at every connection.
+   */
+  private static RestrictedDma.DeviceOwned devicePool(Flags flags) throws UsageException {
+    String text = "--" + DEVICE_POOL + " " + flags.get(DEVICE_POOL, "");
+    RestrictedDma.DeviceOwned pool;
+    try {
+      pool = new RestrictedDma.DeviceOwned(flags.size(DEVICE_POOL, 0));
+    } catch (IllegalArgumentException e) {
+      throw new UsageException(text + ": " + e.getMessage());
+    }
+    try {
+      pool.probe();
+    } catch (NativeException e) {
+      throw new UsageException(
+          text
+              + ": this system cannot give a pool of "
+              + pool.size()
+              + " bytes ("
+              + e.getMessage()
+              + "); give a smaller size");
+    }
+    return pool;
   }
 
   /** GPA:SIZE, for example 0x5c000000:16M: {start, size}. */

@@ -3,6 +3,7 @@ package dev.bounce.vhost.backend;
 import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.GuestMemory;
 import dev.bounce.pool.Mapping;
+import dev.bounce.pool.NativeException;
 import dev.bounce.pool.Ranges;
 import dev.bounce.pool.RestrictedPool;
 import dev.bounce.vhost.protocol.ProtocolFeature;
@@ -86,6 +87,19 @@ public record RestrictedDma(Policy policy, Pool pool) {
       if (size <= 0 || size % Mapping.PAGE_SIZE != 0) {
         throw new IllegalArgumentException(
             "device pool of " + size + " bytes is not a positive multiple of 4 KiB");
+      }
+    }
+
+    /**
+     * Creates, seals and maps a pool of this size once, then frees it: what every session does, so
+     * that a size the system cannot give (an mmap of too many terabytes) fails at startup and not
+     * at each connection. Costs no memory: nothing is touched.
+     *
+     * @throws NativeException naming the call that failed
+     */
+    public void probe() throws NativeException {
+      try (DevicePool pool = DevicePool.create(size)) {
+        pool.memory().close();
       }
     }
 
