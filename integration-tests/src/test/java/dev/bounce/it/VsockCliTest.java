@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterAll;
@@ -70,6 +71,25 @@ class VsockCliTest {
     Map<String, Object> json = Json.object(run.out().strip());
     assertEquals(2000.0, json.get("operations"), what);
     assertEquals(0.0, json.get("errors"), what);
+  }
+
+  /**
+   * A guest connecting to host port 80 reaches {@code <uds-path>_80}: a vhost-user socket there
+   * would be its own. Refused as with --vm, and --socket X --uds-path X is the same refusal (not
+   * "another process is listening", which the second bind used to find).
+   */
+  @Test
+  void aSocketAmongItsOwnHostSidePathsIsRefused() throws Exception {
+    String uds = dir.resolve("own.vsock").toString();
+    for (String socket : List.of(uds + "_80", uds, uds + ".seqpacket")) {
+      LauncherTest.assertUsageError(
+          "--socket " + socket + " is a path of --uds-path " + uds + "'s host side",
+          "vsock",
+          "--socket",
+          socket,
+          "--uds-path",
+          uds);
+    }
   }
 
   @Test

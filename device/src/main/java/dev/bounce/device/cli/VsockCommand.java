@@ -170,21 +170,38 @@ final class VsockCommand {
     for (String key : VsockVm.KEYS) {
       if (FLAGS.has(key)) keys.put(key, FLAGS.get(key, null));
     }
-    return List.of(VsockVm.of(keys, "the flags"));
+    VsockVm vm = VsockVm.of(keys, "the flags");
+    if (socketOnOwnHostSide(vm)) {
+      throw new UsageException(
+          (FLAGS.has("socket-path") ? "--socket-path " : "--socket ")
+              + vm.socket()
+              + " is a path of --uds-path "
+              + vm.udsPath()
+              + "'s host side (the path itself, .seqpacket, or _<port>, which a guest reaches by"
+              + " connecting to that host port): give the socket another path");
+    }
+    return List.of(vm);
+  }
+
+  /**
+   * Whether a guest's vhost-user socket is one of its own host-side paths: a guest connecting to
+   * host port P reaches {@code <uds-path>_P}, and would reach its own vhost-user socket there.
+   */
+  private static boolean socketOnOwnHostSide(VsockVm vm) {
+    return vm.socket() instanceof VhostSocket.AtPath(Path socket)
+        && UnixHost.ownsPath(file(vm.udsPath()), file(socket));
   }
 
   /** No two guests may share a CID, a vhost-user socket (path or fd) or a uds-path. */
   static List<VsockVm> distinct(List<VsockVm> vms) throws UsageException {
     for (int i = 0; i < vms.size(); i++) {
       VsockVm vm = vms.get(i);
-      Path uds = file(vm.udsPath());
-      if (vm.socket() instanceof VhostSocket.AtPath(Path socket)
-          && UnixHost.ownsPath(uds, file(socket))) {
+      if (socketOnOwnHostSide(vm)) {
         throw new UsageException(
             "guest "
                 + (i + 1)
                 + ": its vhost-user socket "
-                + socket
+                + vm.socket()
                 + " is also a path of its host side (uds-path "
                 + vm.udsPath()
                 + ")");
