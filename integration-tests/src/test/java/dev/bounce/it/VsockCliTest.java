@@ -3,6 +3,7 @@ package dev.bounce.it;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -90,6 +91,45 @@ class VsockCliTest {
           "--uds-path",
           uds);
     }
+  }
+
+  /**
+   * With --vm or --config every guest is described there: a per-guest flag beside them, which would
+   * be ignored even when invalid, is refused naming it. A flag given twice (but --vm) is refused
+   * rather than the last one taken.
+   */
+  @Test
+  void perGuestFlagsBesideVmOrConfigAndFlagsGivenTwiceAreRefused() throws Exception {
+    String socket = dir.resolve("mixed.sock").toString();
+    String uds = dir.resolve("mixed.vsock").toString();
+    LauncherTest.assertUsageError(
+        "--tx-buffer-size does not combine with --vm: give tx-buffer-size=... inside each --vm",
+        "vsock",
+        "--vm",
+        "guest-cid=3,socket=" + socket + ",uds-path=" + uds,
+        "--tx-buffer-size",
+        "1");
+    Path config =
+        Files.writeString(
+            dir.resolve("one.yaml"), "vms:\n  - {socket: " + socket + ", uds_path: " + uds + "}\n");
+    LauncherTest.assertUsageError(
+        "--guest-cid does not combine with --config: give guest_cid: in each entry of the file",
+        "vsock",
+        "--config",
+        config.toString(),
+        "--guest-cid",
+        "2");
+    LauncherTest.assertUsageError(
+        "--guest-cid is given twice: give it once",
+        "vsock",
+        "--socket",
+        socket,
+        "--uds-path",
+        uds,
+        "--guest-cid",
+        "3",
+        "--guest-cid",
+        "4");
   }
 
   @Test

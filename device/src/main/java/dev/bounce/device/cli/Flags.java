@@ -10,8 +10,15 @@ import java.util.Map;
  * declares, with a help text generated from the declarations.
  */
 final class Flags {
-  /** A flag a command accepts; {@code valueName} is null for a switch that takes no value. */
-  record Flag(String name, String valueName, String help) {}
+  /**
+   * A flag a command accepts; {@code valueName} is null for a switch that takes no value. A flag
+   * with a value may be given once, unless it is {@code repeatable} (each value then counts).
+   */
+  record Flag(String name, String valueName, String help, boolean repeatable) {
+    Flag(String name, String valueName, String help) {
+      this(name, valueName, help, false);
+    }
+  }
 
   private final String usage;
   private final Map<String, Flag> declared = new LinkedHashMap<>();
@@ -26,6 +33,8 @@ final class Flags {
 
   /** Parses {@code args}; false when --help was asked for (the help is printed). */
   boolean parse(List<String> args) throws UsageException {
+    values.clear();
+    repeated.clear();
     for (int i = 0; i < args.size(); i++) {
       String arg = args.get(i);
       if (!arg.startsWith("--")) throw new UsageException("unexpected argument '" + arg + "'");
@@ -41,6 +50,10 @@ final class Flags {
       if (flag.valueName() != null && value == null) {
         if (i + 1 >= args.size()) throw new UsageException("--" + name + " needs a value");
         value = args.get(++i);
+      }
+      // The last of two would win, unsaid; a switch given twice asks for the same thing twice.
+      if (flag.valueName() != null && !flag.repeatable() && values.containsKey(name)) {
+        throw new UsageException("--" + name + " is given twice: give it once");
       }
       values.put(name, value == null ? "" : value);
       repeated.computeIfAbsent(name, n -> new ArrayList<>()).add(value == null ? "" : value);

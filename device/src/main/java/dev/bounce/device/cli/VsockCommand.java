@@ -71,7 +71,8 @@ final class VsockCommand {
                           "vm",
                           "KEY=VALUE,...",
                           "one guest (keys as the flags above: guest-cid, socket or fd,"
-                              + " uds-path, tx-buffer-size, queue-size); repeat for more guests"),
+                              + " uds-path, tx-buffer-size, queue-size); repeat for more guests",
+                          true),
                       new Flags.Flag(
                           "config",
                           "FILE",
@@ -153,6 +154,24 @@ final class VsockCommand {
   }
 
   private static List<VsockVm> vms() throws UsageException, IOException {
+    // With --vm or --config every guest is described there: a per-guest flag beside them would be
+    // ignored, unsaid (and unchecked).
+    String described = FLAGS.has("config") ? "--config" : FLAGS.has("vm") ? "--vm" : null;
+    if (described != null && !(FLAGS.has("vm") && FLAGS.has("config"))) {
+      for (String key : VsockVm.KEYS) {
+        if (FLAGS.has(key)) {
+          throw new UsageException(
+              "--"
+                  + key
+                  + " does not combine with "
+                  + described
+                  + ": "
+                  + (described.equals("--vm")
+                      ? "give " + key + "=... inside each --vm"
+                      : "give " + key.replace('-', '_') + ": in each entry of the file"));
+        }
+      }
+    }
     boolean single =
         FLAGS.has("socket") || FLAGS.has("socket-path") || FLAGS.has("fd") || FLAGS.has("uds-path");
     int ways = (single ? 1 : 0) + (FLAGS.has("vm") ? 1 : 0) + (FLAGS.has("config") ? 1 : 0);
