@@ -1,7 +1,9 @@
 package dev.bounce.it;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -11,6 +13,9 @@ import java.time.Duration;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -221,6 +226,53 @@ class LauncherTest {
             .redirectError(err.toFile());
     builder.environment().put("JAVA_HOME", jdk.toString());
     return builder.start();
+  }
+
+  /**
+   * A demo ended by SIGTERM (or Ctrl-C) mid-run stops its backend process and removes its
+   * directory, sockets and backend.log alike: nothing of it is left running or lying around.
+   */
+  @Test
+  void aDemoEndedBySigtermStopsItsBackendAndRemovesItsDirectory(@TempDir Path tmp)
+      throws Exception {
+    Path out = tmp.resolve("demo.out");
+    Process demo =
+        new ProcessBuilder(BounceDaemon.command("demo"))
+            .directory(BounceDaemon.ROOT.toFile())
+            .redirectErrorStream(true)
+            .redirectOutput(out.toFile())
+            .start();
+    ProcessHandle backend = null;
+    try {
+      // The moment its backend process exists, well before the demo is done (it takes seconds).
+      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+      while (backend == null) {
+        assertTrue(demo.isAlive(), "the demo ended first: " + Files.readString(out));
+        assertTrue(System.nanoTime() < deadline, "no backend: " + Files.readString(out));
+        backend =
+            demo.toHandle()
+                .children()
+                .filter(c -> c.info().commandLine().orElse("").contains("cli.Main vsock "))
+                .findFirst()
+                .orElse(null);
+        Thread.sleep(5);
+      }
+      Matcher socket = Pattern.compile("--socket (\\S+)/vhost.sock").matcher(Files.readString(out));
+      assertTrue(socket.find(), Files.readString(out));
+      Path dir = Path.of(socket.group(1));
+      demo.destroy(); // SIGTERM: scripts/bounce exec'd the demo's JVM
+      assertTrue(demo.waitFor(30, TimeUnit.SECONDS), "the demo did not exit on SIGTERM");
+      try {
+        backend.onExit().get(15, TimeUnit.SECONDS);
+      } catch (TimeoutException e) {
+        fail("the backend process " + backend.pid() + " outlived the demo");
+      }
+      assertFalse(Files.exists(dir), dir + " is left: " + Files.readString(out));
+      assertFalse(Files.readString(out).contains("summary:"), "not ended early enough");
+    } finally {
+      demo.destroyForcibly();
+      if (backend != null) backend.destroyForcibly();
+    }
   }
 
   private static long demoDirs(Path tmp) throws IOException {

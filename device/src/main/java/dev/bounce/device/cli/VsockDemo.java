@@ -57,11 +57,17 @@ final class VsockDemo {
     Path socket = dir.resolve("vhost.sock");
     Path uds = dir.resolve("vm.vsock");
     Path log = dir.resolve("backend.log");
+    // SIGTERM or Ctrl-C skip the finally below: the hook stops the backend and removes the
+    // directory then, which would otherwise be left (the backend running forever, after SIGTERM).
+    CleanUp cleanUp = new CleanUp(dir);
+    Thread hook = new Thread(cleanUp::run, "bounce-demo-cleanup");
+    Runtime.getRuntime().addShutdownHook(hook);
     Process backend = null;
     try {
       List<String> command = backendCommand(socket, uds);
       say("demo", "starting the backend: bounce " + String.join(" ", command));
       backend = startBackend(command, log);
+      cleanUp.backend(backend);
       awaitListening(backend, log);
       say("demo", "backend process " + backend.pid() + " listening");
       VsockWorkload.Result result = traffic(socket, uds);
@@ -74,8 +80,43 @@ final class VsockDemo {
       Matcher pool = POOL_FIGURES.matcher(backendLog);
       return summary(result, guestErrors, pool.find() ? pool : null, exited);
     } finally {
-      if (backend != null && backend.isAlive()) backend.destroyForcibly().waitFor();
-      deleteAll(dir);
+      cleanUp.run();
+      try {
+        Runtime.getRuntime().removeShutdownHook(hook);
+      } catch (IllegalStateException e) {
+        // The JVM is exiting already: the hook runs, and finds nothing left to do.
+      }
+    }
+  }
+
+  /** Stops the backend process, if it still runs, and removes the demo's directory; once. */
+  private static final class CleanUp {
+    private final Path dir;
+    private Process backend;
+    private boolean done;
+
+    CleanUp(Path dir) {
+      this.dir = dir;
+    }
+
+    synchronized void backend(Process process) {
+      backend = process;
+    }
+
+    synchronized void run() {
+      if (done) return;
+      done = true;
+      try {
+        if (backend != null && backend.isAlive()) {
+          backend.destroy(); // SIGTERM: it removes its sockets
+          if (!backend.waitFor(5, TimeUnit.SECONDS)) backend.destroyForcibly().waitFor();
+        }
+        deleteAll(dir);
+      } catch (IOException e) {
+        System.err.println("bounce demo: cannot remove " + dir + ": " + e.getMessage());
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
     }
   }
 
