@@ -1,5 +1,7 @@
 package dev.bounce.device.cli;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.logging.ConsoleHandler;
 import java.util.logging.Level;
 import java.util.logging.LogManager;
@@ -27,8 +29,30 @@ final class Logging {
       handler.setLevel(Level.ALL);
       root.addHandler(handler);
       root.setLevel(Level.INFO);
+      quietNetworkProbes();
     }
     if (LogManager.getLogManager() instanceof KeptAtExit manager) manager.keep();
+  }
+
+  /**
+   * Netty's loggers that warn only because the process has no IP networking: at class init, Netty
+   * lists the network interfaces and the loopback (NetUtil, for IP addresses) and looks for a MAC
+   * address (for channel ids, random bytes without one). bounce uses only Unix sockets, and its
+   * systemd unit allows only AF_UNIX, where each start would log three warnings and a stack trace.
+   */
+  static final List<String> NETWORK_PROBES =
+      List.of("io.netty.util.NetUtilInitializations", "io.netty.util.internal.MacAddressUtil");
+
+  /** Held: java.util.logging keeps loggers weakly, and a collected one forgets its level. */
+  private static final List<Logger> QUIETED = new ArrayList<>();
+
+  /** Only Netty's {@link #NETWORK_PROBES} are quieted (to SEVERE); its other warnings stay. */
+  static void quietNetworkProbes() {
+    for (String name : NETWORK_PROBES) {
+      Logger logger = Logger.getLogger(name);
+      logger.setLevel(Level.SEVERE);
+      QUIETED.add(logger);
+    }
   }
 
   /**
