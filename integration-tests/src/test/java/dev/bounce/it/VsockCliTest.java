@@ -132,6 +132,32 @@ class VsockCliTest {
         "4");
   }
 
+  /**
+   * bounce creates its sockets, not their directories: a missing one is named, as a usage error.
+   */
+  @Test
+  void aSocketWhoseDirectoryDoesNotExistIsRefusedNamingIt() throws Exception {
+    String missing = dir.resolve("no-such-dir").toString();
+    LauncherTest.assertUsageError(
+        "--uds-path "
+            + missing
+            + "/a.vsock: its directory "
+            + missing
+            + " does not exist; create it first",
+        "vsock",
+        "--socket",
+        dir.resolve("dir.sock").toString(),
+        "--uds-path",
+        missing + "/a.vsock");
+    LauncherTest.assertUsageError(
+        "--socket " + missing + "/a.sock: its directory " + missing + " does not exist",
+        "vsock",
+        "--socket",
+        missing + "/a.sock",
+        "--uds-path",
+        dir.resolve("dir.vsock").toString());
+  }
+
   @Test
   void vsockWithoutUdsPathIsAUsageError() throws Exception {
     LauncherTest.Run run =

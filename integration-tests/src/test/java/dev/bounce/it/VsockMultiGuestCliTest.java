@@ -120,14 +120,15 @@ class VsockMultiGuestCliTest {
   }
 
   /**
-   * The second guest's socket cannot be created: bounce exits 1 naming it, having closed what the
-   * first guest already had (its sockets are gone) while its event loops still ran.
+   * The second guest's socket cannot be created (a file that is not a socket is in its place):
+   * bounce exits 1 naming it, having closed what the first guest already had (its sockets are gone)
+   * while its event loops still ran.
    */
   @Test
   void aGuestThatCannotStartEndsBounceAndRemovesWhatTheOthersOpened() throws Exception {
     Path a = dir.resolve("a.sock");
     Path u1 = dir.resolve("u1.vsock");
-    Path b = dir.resolve("missing-dir").resolve("b.sock");
+    Path b = Files.writeString(dir.resolve("b.sock"), "not a socket");
     Path u2 = dir.resolve("u2.vsock");
     start(
         "--vm",
@@ -143,6 +144,35 @@ class VsockMultiGuestCliTest {
     assertFalse(log.contains("bounce vsock: closing"), "a close failed: " + log);
     for (Path p : List.of(a, u1, Path.of(u1 + ".seqpacket"), u2, Path.of(u2 + ".seqpacket"))) {
       assertFalse(Files.exists(p, LinkOption.NOFOLLOW_LINKS), p + " was left behind");
+    }
+  }
+
+  /** A guest's socket in a directory that does not exist is a usage error: nothing is created. */
+  @Test
+  void aGuestWhoseSocketDirectoryIsMissingIsRefusedBeforeAnyGuestStarts() throws Exception {
+    Path a = dir.resolve("a.sock");
+    Path u1 = dir.resolve("u1.vsock");
+    Path b = dir.resolve("missing-dir").resolve("b.sock");
+    Path u2 = dir.resolve("u2.vsock");
+    start(
+        "--vm",
+        "guest-cid=3,socket=" + a + ",uds-path=" + u1,
+        "--vm",
+        "guest-cid=4,socket=" + b + ",uds-path=" + u2);
+    assertTrue(
+        backend.process().waitFor(START.toSeconds(), TimeUnit.SECONDS),
+        "bounce vsock runs on: " + backend.log());
+    String log = backend.log();
+    assertEquals(2, backend.process().exitValue(), log);
+    assertEquals(
+        "bounce vsock: guest 2: socket "
+            + b
+            + ": its directory "
+            + b.getParent()
+            + " does not exist; create it first (bounce creates the socket, not its directory)",
+        log.strip());
+    for (Path p : List.of(a, u1, u2)) {
+      assertFalse(Files.exists(p, LinkOption.NOFOLLOW_LINKS), p + " was created");
     }
   }
 

@@ -43,6 +43,7 @@ final class EchoBackendCommand {
   static int run(List<String> args) throws Exception {
     if (!FLAGS.parse(args)) return 0;
     Path socket = Path.of(FLAGS.require("socket"));
+    if (!FLAGS.has("client")) Flags.directoryExists("--socket", socket);
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
     // Checked here: the engine would take them and fail the first frontend that connects.
     long queues = FLAGS.number("queues", 1);

@@ -1,5 +1,7 @@
 package dev.bounce.device.cli;
 
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -124,6 +126,24 @@ final class Flags {
     } catch (NumberFormatException | ArithmeticException e) {
       throw new UsageException(what + ": '" + text + "' is not a size (like 4096, 64K, 16M, 1G)");
     }
+  }
+
+  /**
+   * bounce creates a socket, not its directory: a missing one is refused naming {@code what} (the
+   * flag), before anything binds.
+   */
+  static void directoryExists(String what, Path socket) throws UsageException {
+    Path directory = socket.toAbsolutePath().normalize().getParent();
+    if (directory == null || Files.isDirectory(directory)) return;
+    throw new UsageException(
+        what
+            + " "
+            + socket
+            + ": "
+            + (Files.exists(directory)
+                ? directory + " is not a directory"
+                : "its directory " + directory + " does not exist; create it first")
+            + " (bounce creates the socket, not its directory)");
   }
 
   /** A number in decimal or 0x hex. */

@@ -2,10 +2,12 @@ package dev.bounce.device.cli;
 
 import dev.bounce.device.vsock.UnixHost;
 import dev.bounce.device.vsock.VsockDevice;
+import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.loop.EventLoops;
 import io.netty.channel.IoEventLoop;
+import io.netty.channel.unix.Errors;
 import java.io.IOException;
 import java.io.Reader;
 import java.nio.file.AccessDeniedException;
@@ -179,11 +181,13 @@ final class VsockCommand {
       throw new UsageException(
           "give exactly one of: --socket (or --fd) with --uds-path, --vm (repeatable), --config (see --help)");
     }
-    if (FLAGS.has("config")) return distinct(fromConfig(Path.of(FLAGS.require("config"))));
+    if (FLAGS.has("config")) {
+      return directoriesExist(distinct(fromConfig(Path.of(FLAGS.require("config")))), false);
+    }
     if (FLAGS.has("vm")) {
       List<VsockVm> vms = new ArrayList<>();
       for (String spec : FLAGS.all("vm")) vms.add(VsockVm.parse(spec));
-      return distinct(vms);
+      return directoriesExist(distinct(vms), false);
     }
     Map<String, String> keys = new LinkedHashMap<>();
     for (String key : VsockVm.KEYS) {
@@ -199,7 +203,25 @@ final class VsockCommand {
               + "'s host side (the path itself, .seqpacket, or _<port>, which a guest reaches by"
               + " connecting to that host port): give the socket another path");
     }
-    return List.of(vm);
+    return directoriesExist(List.of(vm), true);
+  }
+
+  /**
+   * bounce creates its sockets, not their directories: a missing one is the user's to create, and
+   * said so before anything binds ({@code flags}: the guest came from the flags).
+   */
+  private static List<VsockVm> directoriesExist(List<VsockVm> vms, boolean flags)
+      throws UsageException {
+    for (int i = 0; i < vms.size(); i++) {
+      VsockVm vm = vms.get(i);
+      String guest = flags ? "--" : "guest " + (i + 1) + ": ";
+      if (vm.socket() instanceof VhostSocket.AtPath(Path socket)) {
+        Flags.directoryExists(
+            guest + (flags && FLAGS.has("socket-path") ? "socket-path" : "socket"), socket);
+      }
+      Flags.directoryExists(guest + "uds-path", vm.udsPath());
+    }
+    return vms;
   }
 
   /**
@@ -313,7 +335,18 @@ final class VsockCommand {
       IoEventLoop data,
       List<AutoCloseable> open)
       throws IOException {
-    UnixHost host = UnixHost.listen(vm.udsPath(), data);
+    UnixHost host;
+    try {
+      host = UnixHost.listen(vm.udsPath(), data);
+    } catch (IOException e) {
+      // Netty's bind error reads "bind(..) failed with error(-13)": say it as --socket's does.
+      if (e.getCause() instanceof Errors.NativeIoException netty && netty.expectedErr() < 0) {
+        throw new IOException(
+            new NativeException("bind", vm.udsPath().toString(), -netty.expectedErr()).getMessage(),
+            e);
+      }
+      throw e;
+    }
     open.add(host);
     VsockDevice device =
         new VsockDevice(
