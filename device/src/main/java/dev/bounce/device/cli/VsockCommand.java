@@ -297,17 +297,24 @@ final class VsockCommand {
   }
 
   static List<VsockVm> fromConfig(Path file) throws UsageException, IOException {
+    // A file the user named that is not there, not readable or not a file: each a usage error.
+    if (Files.isDirectory(file)) {
+      throw new UsageException("--config " + file + " is a directory, not a YAML file");
+    }
     Object root;
     try (Reader in = Files.newBufferedReader(file)) {
       LoaderOptions options = new LoaderOptions();
       options.setAllowDuplicateKeys(false); // else the last of two socket: keys wins, unsaid
       root = new Yaml(new SafeConstructor(options)).load(in);
     } catch (YAMLException e) {
+      if (e.getCause() instanceof IOException read) { // reading failed, not parsing
+        throw new UsageException("--config " + file + ": cannot read it: " + read.getMessage());
+      }
       throw new UsageException(file + " is not valid YAML: " + e.getMessage());
     } catch (NoSuchFileException e) { // whose message is the bare path, as AccessDenied's
       throw new UsageException("--config " + file + ": no such file");
     } catch (AccessDeniedException e) {
-      throw new IOException("--config " + file + ": permission denied", e);
+      throw new UsageException("--config " + file + ": permission denied");
     }
     if (!(root instanceof Map<?, ?> top) || !(top.get("vms") instanceof List<?> list)) {
       throw new UsageException(file + ": expected a top-level 'vms:' list");

@@ -335,6 +335,12 @@ class VsockVmTest {
     assertEquals("--config " + file + ": no such file", e.getMessage());
   }
 
+  @Test
+  void aConfigThatIsADirectoryIsAUsageErrorThatSaysSo() {
+    UsageException e = assertThrows(UsageException.class, () -> VsockCommand.fromConfig(dir));
+    assertEquals("--config " + dir + " is a directory, not a YAML file", e.getMessage());
+  }
+
   // distinct(): no two guests share a CID, a vhost-user socket or a uds-path
 
   private static String clash(List<VsockVm> vms) {
