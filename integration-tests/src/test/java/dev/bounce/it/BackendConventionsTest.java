@@ -166,7 +166,7 @@ class BackendConventionsTest {
     String said = new String(process.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
     assertTrue(process.waitFor(120, TimeUnit.SECONDS), "bounce vsock --fd 5 did not finish");
     assertEquals(1, process.exitValue(), said);
-    assertTrue(said.contains("fd 5 is not a socket"), said);
+    assertEquals("bounce vsock: fd 5 is not a socket", said.strip());
   }
 
   @Test

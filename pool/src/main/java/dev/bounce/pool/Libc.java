@@ -43,6 +43,7 @@ public final class Libc {
   public static final int EAGAIN = 11;
   public static final int EFAULT = 14;
   public static final int EINVAL = 22;
+  public static final int ENOTSOCK = 88;
 
   /** What {@link #read} and {@link #write} return when a non-blocking fd is not ready (EAGAIN). */
   public static final long WOULD_BLOCK = -1;

@@ -75,7 +75,14 @@ public final class UnixListener implements AutoCloseable {
       }
       return SocketCalls.intOption(fd, SocketCalls.SO_ACCEPTCONN) != 0;
     } catch (NativeException e) {
-      throw new IOException("fd " + fd + " is not a socket this process has: " + e.getMessage(), e);
+      // The two a wrong --fd meets, said plainly; anything else names the call.
+      throw new IOException(
+          switch (e.errno()) {
+            case Libc.ENOTSOCK -> "fd " + fd + " is not a socket";
+            case Libc.EBADF -> "fd " + fd + " is not open in this process";
+            default -> "fd " + fd + " is not a socket this process has: " + e.getMessage();
+          },
+          e);
     }
   }
 

@@ -1,5 +1,6 @@
 package dev.bounce.vhost.backend;
 
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -98,6 +99,13 @@ class InheritedSocketTest {
       assertTrue(e.getMessage().contains("fd " + number + " is not a socket"), e.getMessage());
       Libc.fcntl(number, Libc.F_GETFD, 0); // still open: it may have been the JVM's
     }
+  }
+
+  @Test
+  void aNumberThatIsNotOpenIsRefusedSayingSo() {
+    int number = Integer.MAX_VALUE - 1; // beyond any fd limit: never open
+    IOException e = assertThrows(IOException.class, () -> BackendServer.inherit(number, config));
+    assertEquals("fd " + number + " is not open in this process", e.getMessage());
   }
 
   /** {@code fd} as a parent hands it over (systemd, a management layer): not close-on-exec. */
