@@ -158,6 +158,25 @@ class VsockCliTest {
         dir.resolve("dir.vsock").toString());
   }
 
+  /** The one guest of the flags is named in the flags' spelling, not as "the flags: key". */
+  @Test
+  void theFlagsFormSpellsItsMistakesAsFlags() throws Exception {
+    String socket = dir.resolve("flags.sock").toString();
+    String uds = dir.resolve("flags.vsock").toString();
+    assertEquals(
+        "bounce vsock: --uds-path is required",
+        LauncherTest.assertUsageError("--uds-path", "vsock", "--socket", socket));
+    assertEquals(
+        "bounce vsock: --guest-cid 2 is not a guest CID (3 to 4294967294)",
+        LauncherTest.assertUsageError(
+            "--guest-cid", "vsock", "--socket", socket, "--uds-path", uds, "--guest-cid", "2"));
+    LauncherTest.assertUsageError(
+        "give exactly one of --socket (or --socket-path), a path, and --fd",
+        "vsock",
+        "--uds-path",
+        uds);
+  }
+
   @Test
   void vsockWithoutUdsPathIsAUsageError() throws Exception {
     LauncherTest.Run run =

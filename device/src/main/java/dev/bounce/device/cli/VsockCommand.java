@@ -193,7 +193,7 @@ final class VsockCommand {
     for (String key : VsockVm.KEYS) {
       if (FLAGS.has(key)) keys.put(key, FLAGS.get(key, null));
     }
-    VsockVm vm = VsockVm.of(keys, "the flags");
+    VsockVm vm = VsockVm.ofFlags(keys);
     if (socketOnOwnHostSide(vm)) {
       throw new UsageException(
           (FLAGS.has("socket-path") ? "--socket-path " : "--socket ")

@@ -53,46 +53,75 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
 
   /** One VM from {@code keys} (a --vm list or a config file entry); {@code where} names it. */
   static VsockVm of(Map<String, ?> keys, String where) throws UsageException {
+    return of(keys, new Naming(where));
+  }
+
+  /** The one VM of {@code bounce vsock}'s flags ({@code --socket ... --uds-path ...}). */
+  static VsockVm ofFlags(Map<String, String> flags) throws UsageException {
+    return of(flags, new Naming(null));
+  }
+
+  /**
+   * How messages name a guest and its keys: {@code where: key} for a --vm or a config entry, {@code
+   * --key} for the flags.
+   */
+  private record Naming(String where) {
+    String key(String key) {
+      return where == null ? "--" + key : key;
+    }
+
+    /** {@code text} about this guest. */
+    String say(String text) {
+      return where == null ? text : where + ": " + text;
+    }
+  }
+
+  private static VsockVm of(Map<String, ?> keys, Naming naming) throws UsageException {
     Map<String, String> values = new LinkedHashMap<>();
     for (var e : keys.entrySet()) {
       String key = e.getKey().replace('_', '-');
       if (key.equals("groups")) {
-        throw new UsageException(where + ": sibling-VM groups are not supported by bounce");
+        throw new UsageException(naming.say("sibling-VM groups are not supported by bounce"));
       }
       if (!KEYS.contains(key)) {
         throw new UsageException(
-            where + ": unknown key '" + e.getKey() + "' (known: " + KEYS + ")");
+            naming.say("unknown key '" + e.getKey() + "' (known: " + KEYS + ")"));
       }
+      String name = naming.where() == null ? naming.key(key) : e.getKey();
       // A config file's "uds_path:" is null, and String.valueOf would make it the path "null".
       if (e.getValue() == null) {
-        throw new UsageException(where + ": " + e.getKey() + " has no value");
+        throw new UsageException(naming.say(name + " has no value"));
       }
       if (e.getValue() instanceof Map<?, ?> || e.getValue() instanceof Collection<?>) {
-        throw new UsageException(where + ": " + e.getKey() + " is not a single value");
+        throw new UsageException(naming.say(name + " is not a single value"));
       }
       if (String.valueOf(e.getValue()).isBlank()) {
-        throw new UsageException(where + ": " + e.getKey() + " has no value");
+        throw new UsageException(naming.say(name + " has no value"));
       }
       if (values.put(key, String.valueOf(e.getValue())) != null) {
-        throw new UsageException(
-            where + ": " + key + " is given twice ('-' and '_' spell one key)");
+        throw new UsageException(naming.say(key + " is given twice ('-' and '_' spell one key)"));
       }
     }
-    if (!values.containsKey("uds-path")) throw new UsageException(where + ": uds-path is missing");
+    if (!values.containsKey("uds-path")) {
+      throw new UsageException(
+          naming.where() == null ? "--uds-path is required" : naming.say("uds-path is missing"));
+    }
     try {
       return new VsockVm(
-          number(values, "guest-cid", DEFAULT_GUEST_CID, where),
-          vhostSocket(values, where),
+          number(values, "guest-cid", DEFAULT_GUEST_CID, naming),
+          vhostSocket(values, naming),
           Path.of(values.get("uds-path")),
-          intValue("tx-buffer-size", size(values, where)),
-          intValue("queue-size", number(values, "queue-size", DEFAULT_QUEUE_SIZE, where)));
+          intValue("tx-buffer-size", size(values, naming)),
+          intValue("queue-size", number(values, "queue-size", DEFAULT_QUEUE_SIZE, naming)));
     } catch (IllegalArgumentException e) {
-      throw new UsageException(where + ": " + e.getMessage());
+      // Each message starts with the key it is about.
+      throw new UsageException(
+          naming.say(naming.where() == null ? "--" + e.getMessage() : e.getMessage()));
     }
   }
 
   /** socket (or its alias socket-path) or fd: exactly one. */
-  private static VhostSocket vhostSocket(Map<String, String> values, String where)
+  private static VhostSocket vhostSocket(Map<String, String> values, Naming naming)
       throws UsageException {
     String path = values.getOrDefault("socket", values.get("socket-path"));
     int given =
@@ -101,26 +130,38 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
             + (values.containsKey("fd") ? 1 : 0);
     if (given != 1) {
       throw new UsageException(
-          where + ": give exactly one of socket (or socket-path), a path, and fd, an inherited fd");
+          naming.say(
+              "give exactly one of "
+                  + naming.key("socket")
+                  + " (or "
+                  + naming.key("socket-path")
+                  + "), a path, and "
+                  + naming.key("fd")
+                  + ", an inherited fd"));
     }
     if (path != null) return new VhostSocket.AtPath(Path.of(path));
-    long fd = number(values, "fd", -1, where);
+    long fd = number(values, "fd", -1, naming);
     if (fd < 0 || fd > Integer.MAX_VALUE) {
-      throw new UsageException(where + ": fd " + values.get("fd") + " is not an fd number");
+      throw new UsageException(
+          naming.say(naming.key("fd") + " " + values.get("fd") + " is not an fd number"));
     }
     if (fd < 3) {
       // Under systemd, stdout and stderr may be sockets to the journal: never a frontend's.
       throw new UsageException(
-          where + ": fd " + fd + " is standard input, output or error; pass the socket at 3 or up");
+          naming.say(
+              naming.key("fd")
+                  + " "
+                  + fd
+                  + " is standard input, output or error; pass the socket at 3 or up"));
     }
     return new VhostSocket.Inherited((int) fd);
   }
 
-  private static long size(Map<String, String> values, String where) throws UsageException {
+  private static long size(Map<String, String> values, Naming naming) throws UsageException {
     String text = values.get("tx-buffer-size");
     return text == null
         ? DEFAULT_TX_BUFFER_SIZE
-        : Flags.parseSize(where + ": tx-buffer-size", text);
+        : Flags.parseSize(naming.say(naming.key("tx-buffer-size")), text);
   }
 
   private static int intValue(String key, long value) {
@@ -130,14 +171,14 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
     return (int) value;
   }
 
-  private static long number(Map<String, String> values, String key, long fallback, String where)
+  private static long number(Map<String, String> values, String key, long fallback, Naming naming)
       throws UsageException {
     String text = values.get(key);
     if (text == null) return fallback;
     try {
       return Flags.parseNumber(text);
     } catch (NumberFormatException e) {
-      throw new UsageException(where + ": " + key + " '" + text + "' is not a number");
+      throw new UsageException(naming.say(naming.key(key) + " '" + text + "' is not a number"));
     }
   }
 }

@@ -204,6 +204,40 @@ class VsockVmTest {
     assertEquals("here: queue-size 100 is not a power of two up to 32768", e.getMessage());
   }
 
+  // the flags: the one guest of --socket ... --uds-path ..., named in the flags' spelling
+
+  private static String flagsRefused(Map<String, String> flags) {
+    return assertThrows(UsageException.class, () -> VsockVm.ofFlags(flags)).getMessage();
+  }
+
+  @Test
+  void theFlagsFormNamesItsMistakesAsFlags() throws Exception {
+    assertEquals("--uds-path is required", flagsRefused(Map.of("socket", "/s")));
+    assertEquals(
+        "give exactly one of --socket (or --socket-path), a path, and --fd, an inherited fd",
+        flagsRefused(Map.of("uds-path", "/u")));
+    Map<String, String> base = Map.of("socket", "/s", "uds-path", "/u");
+    for (var bad :
+        Map.of(
+                "guest-cid", "--guest-cid 2 is not a guest CID (3 to 4294967294)",
+                "queue-size", "--queue-size 3 is not a power of two up to 32768",
+                "tx-buffer-size", "--tx-buffer-size 1 is not between 4096 and 64M")
+            .entrySet()) {
+      Map<String, String> flags = new LinkedHashMap<>(base);
+      flags.put(
+          bad.getKey(),
+          bad.getKey().equals("guest-cid") ? "2" : bad.getKey().equals("queue-size") ? "3" : "1");
+      assertEquals(bad.getValue(), flagsRefused(flags));
+    }
+    Map<String, String> word = new LinkedHashMap<>(base);
+    word.put("guest-cid", "three");
+    assertEquals("--guest-cid 'three' is not a number", flagsRefused(word));
+    assertEquals(
+        "--fd 1 is standard input, output or error; pass the socket at 3 or up",
+        flagsRefused(Map.of("fd", "1", "uds-path", "/u")));
+    assertEquals(new VsockVm(3, at("/s"), Path.of("/u"), 256 << 10, 1024), VsockVm.ofFlags(base));
+  }
+
   // --config: vhost-device-vsock's YAML
 
   private Path yaml(String text) throws IOException {
