@@ -85,6 +85,11 @@ class RestrictedDmaCliTest {
             List.of("--restricted-dma", "required"),
             List.of("--pool", "0x80000001:16M"),
             List.of("--restricted-dma", "maybe", "--pool-from-table"));
+    assertEquals(
+        "bounce echo-backend: --restricted-dma required needs a pool: give --pool GPA:SIZE,"
+            + " --pool-from-table or --device-pool SIZE",
+        LauncherTest.assertUsageError(
+            "needs a pool", "echo-backend", "--socket", "x", "--restricted-dma", "required"));
     for (List<String> flags : contradictions) {
       List<String> args = new java.util.ArrayList<>(List.of("echo-backend", "--socket", "x"));
       args.addAll(flags);

@@ -73,6 +73,12 @@ final class DmaFlags {
           flags.has(POLICY)
               ? Policy.ofFlag(flags.get(POLICY, ""))
               : pool == null ? Policy.OFF : Policy.PREFERRED;
+      if (policy != Policy.OFF && pool == null) {
+        throw new UsageException(
+            "--restricted-dma "
+                + policy.flag()
+                + " needs a pool: give --pool GPA:SIZE, --pool-from-table or --device-pool SIZE");
+      }
       if (policy == Policy.OFF && pool != null) {
         throw new UsageException(
             "--restricted-dma off contradicts " + given.getFirst() + ": drop one of them");

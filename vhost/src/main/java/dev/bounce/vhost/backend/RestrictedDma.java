@@ -115,7 +115,9 @@ public record RestrictedDma(Policy policy, Pool pool) {
       throw new IllegalArgumentException(
           policy == Policy.OFF
               ? "restricted DMA off takes no pool (" + pool + ")"
-              : "restricted DMA " + policy.flag() + " needs a pool (--pool or --device-pool)");
+              : "restricted DMA "
+                  + policy.flag()
+                  + " needs a pool (--pool, --pool-from-table or --device-pool)");
     }
   }
 
