@@ -177,6 +177,24 @@ class VsockCliTest {
         uds);
   }
 
+  /** vhost-device-vsock's flags bounce does not have get a line saying so, not "unknown flag". */
+  @Test
+  void vhostDeviceVsocksForwardingAndGroupsAreRefusedAsUnsupported() throws Exception {
+    for (String flag : List.of("--forward-cid", "--forward-listen")) {
+      LauncherTest.assertUsageError(
+          "--forward-cid and --forward-listen (vhost-device-vsock's forwarding over the host's"
+              + " vsock) are not supported by bounce",
+          "vsock",
+          flag,
+          "1");
+    }
+    LauncherTest.assertUsageError(
+        "--groups (vhost-device-vsock's sibling-VM groups) is not supported by bounce",
+        "vsock",
+        "--groups",
+        "default");
+  }
+
   @Test
   void vsockWithoutUdsPathIsAUsageError() throws Exception {
     LauncherTest.Run run =

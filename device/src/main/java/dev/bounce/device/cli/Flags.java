@@ -26,11 +26,21 @@ final class Flags {
   private final Map<String, Flag> declared = new LinkedHashMap<>();
   private final Map<String, String> values = new LinkedHashMap<>();
   private final Map<String, List<String>> repeated = new LinkedHashMap<>();
+  private final Map<String, String> refused = new LinkedHashMap<>();
 
   Flags(String usage, List<Flag> flags) {
     this.usage = usage;
     flags.forEach(f -> declared.put(f.name(), f));
     declared.put("help", new Flag("help", null, "prints this help"));
+  }
+
+  /**
+   * A flag another program has and this command does not: refused with {@code message} (which says
+   * so, and what to do) instead of as an unknown flag.
+   */
+  Flags refusing(String name, String message) {
+    refused.put(name, message);
+    return this;
   }
 
   /** Parses {@code args}; false when --help was asked for (the help is printed). */
@@ -48,7 +58,10 @@ final class Flags {
         name = name.substring(0, equals);
       }
       Flag flag = declared.get(name);
-      if (flag == null) throw new UsageException("unknown flag --" + name + " (see --help)");
+      if (flag == null) {
+        throw new UsageException(
+            refused.getOrDefault(name, "unknown flag --" + name + " (see --help)"));
+      }
       if (flag.valueName() != null && value == null) {
         if (i + 1 >= args.size()) throw new UsageException("--" + name + " needs a value");
         value = args.get(++i);

@@ -33,55 +33,70 @@ import org.yaml.snakeyaml.error.YAMLException;
  * schema, and its Unix-socket protocol). Several guests share one process. Runs until SIGTERM.
  */
 final class VsockCommand {
+  /** vhost-device-vsock's flags bounce does not have, refused saying so. */
+  private static final String FORWARDING =
+      "--forward-cid and --forward-listen (vhost-device-vsock's forwarding over the host's vsock)"
+          + " are not supported by bounce; its host side is Unix sockets only (--uds-path)";
+
   private static final Flags FLAGS =
       new Flags(
-          "bounce vsock (--socket PATH | --fd N) --uds-path PATH [--guest-cid N]"
-              + " [--tx-buffer-size B] [--queue-size N]\n"
-              + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
-              + "       bounce vsock --config FILE\n"
-              + "  each with [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
-              + " [--restricted-dma POLICY] for every guest",
-          Stream.concat(
-                  Stream.of(
-                      new Flags.Flag(
-                          "guest-cid", "N", "the guest's context ID, 3 or more (default 3)"),
-                      new Flags.Flag(
-                          "socket", "PATH", "the vhost-user socket the VMM connects to (created)"),
-                      new Flags.Flag("socket-path", "PATH", "the same as --socket"),
-                      new Flags.Flag(
-                          "fd",
-                          "N",
-                          "the vhost-user socket as inherited fd N instead: a listening one"
-                              + " (systemd socket activation) or a connected one (served until its"
-                              + " frontend leaves)"),
-                      new Flags.Flag(
-                          "print-capabilities",
-                          null,
-                          "prints {\"type\": \"vsock\"} (vhost-user.json) and exits"),
-                      new Flags.Flag(
-                          "uds-path",
-                          "PATH",
-                          "host applications connect here and send 'CONNECT <port>\\n'; a guest"
-                              + " connecting to host port P reaches PATH_P"),
-                      new Flags.Flag(
-                          "tx-buffer-size",
-                          "B",
-                          "bytes buffered per connection and direction (default 256K, Linux's vsock buffer); bounds memory"),
-                      new Flags.Flag(
-                          "queue-size", "N", "the largest virtqueue size offered (default 1024)"),
-                      new Flags.Flag(
-                          "vm",
-                          "KEY=VALUE,...",
-                          "one guest (keys as the flags above: guest-cid, socket or fd,"
-                              + " uds-path, tx-buffer-size, queue-size); repeat for more guests",
-                          true),
-                      new Flags.Flag(
-                          "config",
-                          "FILE",
-                          "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
-                              + " socket, uds_path, tx_buffer_size, queue_size")),
-                  DmaFlags.FLAGS.stream())
-              .toList());
+              "bounce vsock (--socket PATH | --fd N) --uds-path PATH [--guest-cid N]"
+                  + " [--tx-buffer-size B] [--queue-size N]\n"
+                  + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
+                  + "       bounce vsock --config FILE\n"
+                  + "  each with [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
+                  + " [--restricted-dma POLICY] for every guest",
+              Stream.concat(
+                      Stream.of(
+                          new Flags.Flag(
+                              "guest-cid", "N", "the guest's context ID, 3 or more (default 3)"),
+                          new Flags.Flag(
+                              "socket",
+                              "PATH",
+                              "the vhost-user socket the VMM connects to (created)"),
+                          new Flags.Flag("socket-path", "PATH", "the same as --socket"),
+                          new Flags.Flag(
+                              "fd",
+                              "N",
+                              "the vhost-user socket as inherited fd N instead: a listening one"
+                                  + " (systemd socket activation) or a connected one (served until its"
+                                  + " frontend leaves)"),
+                          new Flags.Flag(
+                              "print-capabilities",
+                              null,
+                              "prints {\"type\": \"vsock\"} (vhost-user.json) and exits"),
+                          new Flags.Flag(
+                              "uds-path",
+                              "PATH",
+                              "host applications connect here and send 'CONNECT <port>\\n'; a guest"
+                                  + " connecting to host port P reaches PATH_P"),
+                          new Flags.Flag(
+                              "tx-buffer-size",
+                              "B",
+                              "bytes buffered per connection and direction (default 256K, Linux's vsock buffer); bounds memory"),
+                          new Flags.Flag(
+                              "queue-size",
+                              "N",
+                              "the largest virtqueue size offered (default 1024)"),
+                          new Flags.Flag(
+                              "vm",
+                              "KEY=VALUE,...",
+                              "one guest (keys as the flags above: guest-cid, socket or fd,"
+                                  + " uds-path, tx-buffer-size, queue-size); repeat for more guests",
+                              true),
+                          new Flags.Flag(
+                              "config",
+                              "FILE",
+                              "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
+                                  + " socket, uds_path, tx_buffer_size, queue_size")),
+                      DmaFlags.FLAGS.stream())
+                  .toList())
+          .refusing("forward-cid", FORWARDING)
+          .refusing("forward-listen", FORWARDING)
+          .refusing(
+              "groups",
+              "--groups (vhost-device-vsock's sibling-VM groups) is not supported by bounce; its"
+                  + " guests reach host applications only");
 
   private VsockCommand() {}
 

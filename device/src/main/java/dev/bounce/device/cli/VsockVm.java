@@ -81,7 +81,16 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
     for (var e : keys.entrySet()) {
       String key = e.getKey().replace('_', '-');
       if (key.equals("groups")) {
-        throw new UsageException(naming.say("sibling-VM groups are not supported by bounce"));
+        throw new UsageException(
+            naming.say(
+                "sibling-VM groups are not supported by bounce; its guests reach host"
+                    + " applications only"));
+      }
+      if (key.equals("forward-cid") || key.equals("forward-listen")) {
+        throw new UsageException(
+            naming.say(
+                "forward-cid and forward-listen (vhost-device-vsock's forwarding over the host's"
+                    + " vsock) are not supported by bounce; its host side is Unix sockets only"));
       }
       if (!KEYS.contains(key)) {
         throw new UsageException(

@@ -129,7 +129,17 @@ class VsockVmTest {
       assertTrue(message.contains(key), key + " not listed: " + message);
     }
     // As the user spelled it.
-    refused(BASE + ",forward_cid=1", "unknown key 'forward_cid'");
+    refused(BASE + ",colour_name=blue", "unknown key 'colour_name'");
+  }
+
+  @Test
+  void vhostDeviceVsocksForwardingIsRefusedAsUnsupported() {
+    for (String key : List.of("forward_cid=1", "forward-cid=1", "forward-listen=9001+9002")) {
+      refused(
+          BASE + "," + key,
+          "forward-cid and forward-listen (vhost-device-vsock's forwarding over the host's vsock)"
+              + " are not supported by bounce");
+    }
   }
 
   @Test
@@ -347,7 +357,7 @@ class VsockVmTest {
         "vms[0]: queue-size 100 is not a power of two");
     configRefused(
         "vms:\n  - {socket: /s, uds_path: /u, forward_cid: 1}\n",
-        "vms[0]: unknown key 'forward_cid'");
+        "vms[0]: forward-cid and forward-listen (vhost-device-vsock's forwarding");
   }
 
   @Test
