@@ -70,6 +70,34 @@ class FrontendCliTest {
     assertTrue(run.out().contains("--hostile SCENARIO"), run.out());
   }
 
+  /** What the workload will do is checked before connecting: no backend needed to hear of it. */
+  @Test
+  void aCountOrSizeItCannotRunIsRefusedBeforeConnecting() throws Exception {
+    String nowhere = dir.resolve("nobody-listens.sock").toString();
+    LauncherTest.assertUsageError(
+        "--count -5 is not at least 1", "frontend", "--socket", nowhere, "--count", "-5");
+    LauncherTest.assertUsageError(
+        "--count 0 is not at least 1", "frontend", "--socket", nowhere, "--count", "0");
+    LauncherTest.assertUsageError(
+        "--size 0 is not 1..65536 for --device echo",
+        "frontend",
+        "--socket",
+        nowhere,
+        "--size",
+        "0");
+    LauncherTest.assertUsageError(
+        "--size 4294967296 is not 1..1048576 for --device vsock",
+        "frontend",
+        "--socket",
+        nowhere,
+        "--device",
+        "vsock",
+        "--uds-path",
+        nowhere,
+        "--size",
+        "4G");
+  }
+
   @Test
   void hostileListNamesEveryScenario() throws Exception {
     LauncherTest.Run run = LauncherTest.launch("frontend", "--hostile", "list");

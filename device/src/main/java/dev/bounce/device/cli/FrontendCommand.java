@@ -127,8 +127,18 @@ final class FrontendCommand {
     long memory = FLAGS.size("memory", 256L << 20);
     long[] pool = FLAGS.has("pool") ? DmaFlags.window(FLAGS.get("pool", "")) : new long[] {0, 0};
     int queueSize = (int) FLAGS.size("queue-size", 256);
+    // Checked before connecting: a backend need not be there to hear of a workload that cannot run.
     long count = FLAGS.size("count", vsock && !FLAGS.has("ping-pong") ? 1 : 100_000);
-    int size = (int) FLAGS.size("size", net ? 64 : 4096);
+    if (count < 1) throw new UsageException("--count " + count + " is not at least 1");
+    long sizeFlag = FLAGS.size("size", net ? 64 : 4096);
+    if (!net) {
+      int most = vsock ? VsockWorkload.MAX_SIZE : EchoDriver.MAX_SIZE;
+      if (sizeFlag < 1 || sizeFlag > most) {
+        throw new UsageException(
+            "--size " + sizeFlag + " is not 1.." + most + " for --device " + device);
+      }
+    }
+    int size = (int) Math.clamp(sizeFlag, Integer.MIN_VALUE, Integer.MAX_VALUE);
     if (net) parse(() -> checkFrameSize(size));
     Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
     boolean json = FLAGS.has("json");
@@ -204,9 +214,6 @@ final class FrontendCommand {
     long bytes = FLAGS.size("bytes", 1L << 20);
     int parallel = (int) FLAGS.size("parallel", 1);
     boolean pingPong = FLAGS.has("ping-pong");
-    if (size < 1 || size > VsockWorkload.MAX_SIZE) {
-      throw new UsageException("--size " + size + " is not 1.." + VsockWorkload.MAX_SIZE);
-    }
     if (parallel < 1) throw new UsageException("--parallel must be at least 1");
     Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
     try (GuestRam ram = guestRam(mode, memory, pool);
