@@ -56,7 +56,8 @@ class FrontendCliTest {
     // Every flag the command reads (FLAGS.get/has/size/require("name")) must be in --help: a flag
     // the code reads but did not declare could never be given (the parser refuses it).
     Matcher m =
-        Pattern.compile("FLAGS\\.(?:get|has|size|require)\\(\\s*\"([a-z0-9-]+)\"")
+        Pattern.compile(
+                "FLAGS\\.(?:get|has|size|require|number|duration|all)\\(\\s*\"([a-z0-9-]+)\"")
             .matcher(Files.readString(SOURCE));
     TreeSet<String> read = new TreeSet<>();
     while (m.find()) read.add(m.group(1));
@@ -96,6 +97,35 @@ class FrontendCliTest {
         nowhere,
         "--size",
         "4G");
+  }
+
+  /** --duration is seconds, or a number with a unit; anything else says what one looks like. */
+  @Test
+  void aDurationIsSecondsOrTakesAUnit() throws Exception {
+    LauncherTest.Run run =
+        LauncherTest.launch(
+            "frontend",
+            "--socket",
+            socket.toString(),
+            "--memory",
+            "64M",
+            "--count",
+            "100",
+            "--duration",
+            "10s",
+            "--json");
+    assertEquals(0, run.status(), run.out() + run.err());
+    assertEquals(100.0, Json.object(run.out().strip()).get("operations"), run.out());
+    String nowhere = dir.resolve("nobody-listens.sock").toString();
+    for (String bad : List.of("10x", "s", "-1", "0")) {
+      LauncherTest.assertUsageError(
+          "--duration: '" + bad + "' is not a duration (like 60, 10s, 500ms, 2m)",
+          "frontend",
+          "--socket",
+          nowhere,
+          "--duration",
+          bad);
+    }
   }
 
   @Test

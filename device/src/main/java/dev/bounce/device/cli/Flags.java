@@ -2,10 +2,13 @@ package dev.bounce.device.cli;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * {@code --name value} and {@code --name=value} flags of one command, checked against the flags it
@@ -117,6 +120,26 @@ final class Flags {
     } catch (NumberFormatException e) {
       throw new UsageException("--" + name + ": '" + value + "' is not a number");
     }
+  }
+
+  private static final Pattern DURATION = Pattern.compile("(\\d{1,9})(ms|s|m|h)?");
+
+  /** A time: seconds, or a number with a unit (500ms, 10s, 2m, 1h); more than 0. */
+  Duration duration(String name, Duration fallback) throws UsageException {
+    String value = values.get(name);
+    if (value == null) return fallback;
+    Matcher m = DURATION.matcher(value.trim());
+    if (!m.matches() || Long.parseLong(m.group(1)) == 0) {
+      throw new UsageException(
+          "--" + name + ": '" + value + "' is not a duration (like 60, 10s, 500ms, 2m)");
+    }
+    long n = Long.parseLong(m.group(1));
+    return switch (m.group(2) == null ? "s" : m.group(2)) {
+      case "ms" -> Duration.ofMillis(n);
+      case "m" -> Duration.ofMinutes(n);
+      case "h" -> Duration.ofHours(n);
+      default -> Duration.ofSeconds(n);
+    };
   }
 
   /** A size: bytes, or with a K, M or G suffix (powers of 1024). */

@@ -96,7 +96,11 @@ final class FrontendCommand {
                   null,
                   "vsock: instead of streams, --count round trips of --size bytes over one"
                       + " connection (the guest sends, the host application sends them back)"),
-              new Flags.Flag("duration", "SECONDS", "stop after this long at most (default 60)"),
+              new Flags.Flag(
+                  "duration",
+                  "TIME",
+                  "stop after this long at most: seconds, or with a unit, like 500ms, 10s, 2m"
+                      + " (default 60)"),
               new Flags.Flag("json", null, "print the result as one JSON object"),
               new Flags.Flag(
                   "hostile",
@@ -140,7 +144,7 @@ final class FrontendCommand {
     }
     int size = (int) Math.clamp(sizeFlag, Integer.MIN_VALUE, Integer.MAX_VALUE);
     if (net) parse(() -> checkFrameSize(size));
-    Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
+    Duration duration = FLAGS.duration("duration", Duration.ofSeconds(60));
     boolean json = FLAGS.has("json");
     if (FLAGS.has("hostile")) {
       if (!device.equals("echo")) {
@@ -215,7 +219,7 @@ final class FrontendCommand {
     int parallel = (int) FLAGS.size("parallel", 1);
     boolean pingPong = FLAGS.has("ping-pong");
     if (parallel < 1) throw new UsageException("--parallel must be at least 1");
-    Duration duration = Duration.ofSeconds(FLAGS.size("duration", 60));
+    Duration duration = FLAGS.duration("duration", Duration.ofSeconds(60));
     try (GuestRam ram = guestRam(mode, memory, pool);
         FrontendSession session = open(socket, ram, options)) {
       long cid = VsockDriver.guestCid(session);

@@ -5,7 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Test;
 
 /** The flag parser every command uses: what it takes, and the line a user gets for a mistake. */
@@ -37,6 +39,32 @@ class FlagsTest {
     assertEquals(List.of("a", "b"), flags.all("vm"));
     assertEquals("5", flags.get("cid", null));
     assertTrue(flags.has("json"));
+  }
+
+  @Test
+  void aDurationIsSecondsOrANumberWithAUnit() throws Exception {
+    Flags flags = new Flags("test", List.of(new Flags.Flag("duration", "TIME", "a time")));
+    Duration fallback = Duration.ofSeconds(60);
+    for (var ok :
+        Map.of(
+                "10", Duration.ofSeconds(10),
+                "10s", Duration.ofSeconds(10),
+                "500ms", Duration.ofMillis(500),
+                "2m", Duration.ofMinutes(2),
+                "1h", Duration.ofHours(1))
+            .entrySet()) {
+      assertTrue(flags.parse(List.of("--duration", ok.getKey())));
+      assertEquals(ok.getValue(), flags.duration("duration", fallback), ok.getKey());
+    }
+    assertTrue(flags.parse(List.of()));
+    assertEquals(fallback, flags.duration("duration", fallback));
+    for (String bad : List.of("10x", "s", "-1", "0", "1.5s", "10 s", "9999999999")) {
+      assertTrue(flags.parse(List.of("--duration", bad)));
+      UsageException e =
+          assertThrows(UsageException.class, () -> flags.duration("duration", fallback), bad);
+      assertEquals(
+          "--duration: '" + bad + "' is not a duration (like 60, 10s, 500ms, 2m)", e.getMessage());
+    }
   }
 
   @Test
