@@ -130,6 +130,15 @@ class LauncherTest {
   }
 
   @Test
+  void helpWithACommandPrintsThatCommandsHelp() throws Exception {
+    Run run = launch("help", "vsock");
+    assertEquals(0, run.status(), run.err());
+    assertTrue(run.out().startsWith("usage: bounce vsock "), run.out());
+    assertTrue(run.out().contains("--uds-path PATH"), run.out());
+    assertUsageError("unknown command 'nope'", "help", "nope");
+  }
+
+  @Test
   void unknownCommandIsAUsageError() throws Exception {
     Run run = launch("no-such-command");
     assertEquals(2, run.status());

@@ -40,7 +40,8 @@ public final class Main {
               "serves the engine's test device (echo) on a socket, for trying a frontend",
               false,
               EchoBackendCommand::run),
-          new Command("help", "prints this help", false, args -> help(System.out)));
+          new Command(
+              "help", "prints this help; help <command> prints that command's", false, Main::help));
 
   private Main() {}
 
@@ -56,7 +57,7 @@ public final class Main {
     }
     if (List.of("-h", "--help").contains(args.getFirst())) return help(System.out);
     String name = args.getFirst();
-    Command command = COMMANDS.stream().filter(c -> c.name().equals(name)).findFirst().orElse(null);
+    Command command = find(name);
     if (command == null) {
       System.err.println("bounce: unknown command '" + name + "'");
       help(System.err);
@@ -72,6 +73,22 @@ public final class Main {
       System.err.println("bounce " + name + ": " + (e.getMessage() == null ? e : e.getMessage()));
       return 1;
     }
+  }
+
+  /** {@code bounce help [command]}: this help, or the command's own (its --help). */
+  private static int help(List<String> args) throws Exception {
+    if (args.isEmpty()) return help(System.out);
+    if (args.size() > 1) throw new UsageException("give one command to print the help of");
+    Command command = find(args.getFirst());
+    if (command == null || command.hidden()) {
+      throw new UsageException(
+          "unknown command '" + args.getFirst() + "' (bounce help lists them)");
+    }
+    return command.action().run(List.of("--help"));
+  }
+
+  private static Command find(String name) {
+    return COMMANDS.stream().filter(c -> c.name().equals(name)).findFirst().orElse(null);
   }
 
   static int help(PrintStream out) {
