@@ -130,15 +130,7 @@ class VsockMultiGuestCliTest {
     Path u1 = dir.resolve("u1.vsock");
     Path b = Files.writeString(dir.resolve("b.sock"), "not a socket");
     Path u2 = dir.resolve("u2.vsock");
-    start(
-        "--vm",
-        "guest-cid=3,socket=" + a + ",uds-path=" + u1,
-        "--vm",
-        "guest-cid=4,socket=" + b + ",uds-path=" + u2);
-    assertTrue(
-        backend.process().waitFor(START.toSeconds(), TimeUnit.SECONDS),
-        "bounce vsock runs on: " + backend.log());
-    String log = backend.log();
+    String log = startTwoGuestsAndAwaitExit(a, u1, b, u2);
     assertEquals(1, backend.process().exitValue(), log);
     assertTrue(log.contains(b.toString()), "the failing path is named: " + log);
     assertFalse(log.contains("bounce vsock: closing"), "a close failed: " + log);
@@ -154,15 +146,7 @@ class VsockMultiGuestCliTest {
     Path u1 = dir.resolve("u1.vsock");
     Path b = dir.resolve("missing-dir").resolve("b.sock");
     Path u2 = dir.resolve("u2.vsock");
-    start(
-        "--vm",
-        "guest-cid=3,socket=" + a + ",uds-path=" + u1,
-        "--vm",
-        "guest-cid=4,socket=" + b + ",uds-path=" + u2);
-    assertTrue(
-        backend.process().waitFor(START.toSeconds(), TimeUnit.SECONDS),
-        "bounce vsock runs on: " + backend.log());
-    String log = backend.log();
+    String log = startTwoGuestsAndAwaitExit(a, u1, b, u2);
     assertEquals(2, backend.process().exitValue(), log);
     assertEquals(
         "bounce vsock: guest 2: socket "
@@ -174,6 +158,19 @@ class VsockMultiGuestCliTest {
     for (Path p : List.of(a, u1, u2)) {
       assertFalse(Files.exists(p, LinkOption.NOFOLLOW_LINKS), p + " was created");
     }
+  }
+
+  /** Starts guests 3 and 4 on these paths, waits for bounce to exit (it must), and its log. */
+  private String startTwoGuestsAndAwaitExit(Path a, Path u1, Path b, Path u2) throws Exception {
+    start(
+        "--vm",
+        "guest-cid=3,socket=" + a + ",uds-path=" + u1,
+        "--vm",
+        "guest-cid=4,socket=" + b + ",uds-path=" + u2);
+    assertTrue(
+        backend.process().waitFor(START.toSeconds(), TimeUnit.SECONDS),
+        "bounce vsock runs on: " + backend.log());
+    return backend.log();
   }
 
   /** Starts bounce vsock with {@code args}, its stdout and stderr going to its log. */
