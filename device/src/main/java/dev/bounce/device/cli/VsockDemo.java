@@ -196,6 +196,9 @@ final class VsockDemo {
     System.out.println("  guest -> host: " + way(r.guestToHost()));
     System.out.println("  host -> guest: " + way(r.hostToGuest()));
     System.out.println(
+        "                 (two JVMs just started, 16 MiB each way: a demo, not a measurement;"
+            + " scripts/bench-vsock measures throughput)");
+    System.out.println(
         "  checksums:     "
             + (r.errors() == 0
                 ? "OK (CRC32C equal at both ends of every stream)"
