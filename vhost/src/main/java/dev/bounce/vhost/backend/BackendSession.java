@@ -282,12 +282,17 @@ public final class BackendSession implements AutoCloseable {
     } catch (RequestFailed | RuntimeException e) {
       String why = e instanceof RequestFailed ? e.getMessage() : e.toString();
       warn(message.describe() + " failed: " + why);
-      // A request with a reply of its own has no failure form (vhost-user.rst: REPLY_ACK changes
-      // nothing for it), and a u64 in its place would be read as that reply: end the connection.
-      if (ownReply) {
+      // A reply of its own that is a u64 status says the failure (whether or not NEED_REPLY was
+      // set: the frontend waits for it anyway). Any other has no failure form (vhost-user.rst:
+      // REPLY_ACK changes nothing for it), and a u64 in its place would be read as that reply:
+      // the connection ends.
+      if (request.replyIsStatus()) {
+        reply(() -> Replies.ack(out, request.code(), false));
+      } else if (ownReply) {
         throw new IOException(request.label() + " failed and has no way to say so: " + why);
+      } else if (message.needsReply()) {
+        reply(() -> Replies.ack(out, request.code(), false));
       }
-      if (message.needsReply()) reply(() -> Replies.ack(out, request.code(), false));
     } catch (Exception e) {
       throw new IOException(request.label() + ": " + e.getMessage(), e);
     }

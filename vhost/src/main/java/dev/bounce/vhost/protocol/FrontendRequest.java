@@ -124,6 +124,24 @@ public enum FrontendRequest implements Request {
     return name();
   }
 
+  /**
+   * Whether the reply of its own is a u64 status (vhost-user.rst: zero for success, non-zero for
+   * failure), so that a failure can be answered, as opposed to a value (GET_FEATURES,
+   * GET_VRING_BASE ...) that no number can stand in for.
+   */
+  public boolean replyIsStatus() {
+    return switch (this) {
+      case SET_LOG_BASE,
+          IOTLB_MSG,
+          POSTCOPY_END,
+          GET_SHARED_OBJECT,
+          SET_DEVICE_STATE_FD,
+          CHECK_DEVICE_STATE ->
+          true;
+      default -> false;
+    };
+  }
+
   /** The full spec name, e.g. VHOST_USER_SET_VRING_ADDR. */
   public String specName() {
     return "VHOST_USER_" + name();

@@ -222,6 +222,13 @@ class BadInputTest {
       channel.sendRaw(concat(header(FrontendRequest.NET_SET_MTU.code(), 0x9, 8), u64(1500)));
       assertFailureReply(channel, FrontendRequest.NET_SET_MTU.code());
       assertStillAnswers(channel);
+      // A request whose own reply is a u64 status gets the failure status, NEED_REPLY or not (QEMU
+      // with a vIOMMU sends IOTLB_MSG to a backend that offered ACCESS_PLATFORM).
+      for (int flags : new int[] {0x9, 0x1}) {
+        channel.sendRaw(concat(header(FrontendRequest.IOTLB_MSG.code(), flags, 32), new byte[32]));
+        assertFailureReply(channel, FrontendRequest.IOTLB_MSG.code());
+      }
+      assertStillAnswers(channel);
     }
   }
 
