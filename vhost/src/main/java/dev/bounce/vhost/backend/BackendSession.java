@@ -208,7 +208,23 @@ public final class BackendSession implements AutoCloseable {
    * quick reconnect) ends here, instead of making the newcomer look like a second frontend.
    */
   void drain() {
-    if (!closed) read(Integer.MAX_VALUE);
+    if (closed) return;
+    read(MESSAGES_PER_WAKEUP);
+    // Its end of stream may lie behind more than a wake-up's worth of requests (a frontend that
+    // flooded, then closed), which nobody waits for any more; reading them all here would let a
+    // frontend that floods and connects again hold the control loop.
+    if (!closed && hungUp()) {
+      LOG.log(Level.INFO, "{0}: the frontend disconnected", name);
+      close();
+    }
+  }
+
+  private boolean hungUp() {
+    try {
+      return Libc.hungUp(socket.fd().value());
+    } catch (NativeException e) {
+      return true;
+    }
   }
 
   /**
