@@ -184,21 +184,7 @@ class LauncherTest {
   @Test
   void twoLaunchersOfAStaleJarBuildItOnceAndTheSecondWaitsForIt(@TempDir Path root)
       throws Exception {
-    for (String script : List.of("scripts/bounce", "scripts/lib/jdk.sh")) {
-      Path copy = root.resolve(script);
-      Files.createDirectories(copy.getParent());
-      Files.copy(BounceDaemon.ROOT.resolve(script), copy);
-    }
-    executable(
-        root.resolve("mvnw"),
-        "echo build >> builds; touch building; sleep 3; mkdir -p device/target;"
-            + " echo jar > device/target/bounce.jar");
-    Path jdk = root.resolve("jdk");
-    executable(jdk.resolve("bin/javac"), "exit 0");
-    executable(
-        jdk.resolve("bin/java"),
-        "case \"$1\" in -XshowSettings*) echo ' java.specification.version = 25' >&2; exit 0;; esac;"
-            + " echo \"java $*\"");
+    Path jdk = fakeCheckout(root);
     Path first = root.resolve("first.err");
     Path second = root.resolve("second.err");
     Process a = fakeLaunch(root, jdk, first);
@@ -220,6 +206,57 @@ class LauncherTest {
       String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
       assertTrue(out.contains("-jar " + root.resolve("device/target/bounce.jar") + " --help"), out);
     }
+  }
+
+  /**
+   * The launcher keeps the fds it was given: one that builds a stale jar takes its lock on an fd of
+   * bash's choosing, so `--fd 9` (or a socket activation passing seven fds) still finds its socket,
+   * and the build does not hold it.
+   */
+  @Test
+  void aLauncherThatBuildsKeepsTheFdsItWasGiven(@TempDir Path root) throws Exception {
+    Path jdk = fakeCheckout(root);
+    Path given = Files.writeString(root.resolve("given"), "the caller's fd 9");
+    ProcessBuilder builder =
+        new ProcessBuilder(
+                "bash",
+                "-c",
+                "exec 9<\"$1\"; exec scripts/bounce --help",
+                "launch",
+                given.toString())
+            .directory(root.toFile())
+            .redirectError(root.resolve("launch.err").toFile());
+    builder.environment().put("JAVA_HOME", jdk.toString());
+    Process p = builder.start();
+    String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+    assertTrue(p.waitFor(60, TimeUnit.SECONDS), "the launcher did not finish");
+    assertEquals(List.of("build"), Files.readAllLines(root.resolve("builds")), out);
+    assertTrue(out.contains("fd 9: " + given), out);
+  }
+
+  /**
+   * A checkout of fakes around a copy of the launcher: a Maven wrapper that takes 3 s to "build"
+   * and counts its builds, and a JDK whose java prints its arguments and what its fd 9 is.
+   *
+   * @return the fake JDK's home
+   */
+  private static Path fakeCheckout(Path root) throws IOException {
+    for (String script : List.of("scripts/bounce", "scripts/lib/jdk.sh")) {
+      Path copy = root.resolve(script);
+      Files.createDirectories(copy.getParent());
+      Files.copy(BounceDaemon.ROOT.resolve(script), copy);
+    }
+    executable(
+        root.resolve("mvnw"),
+        "echo build >> builds; touch building; sleep 3; mkdir -p device/target;"
+            + " echo jar > device/target/bounce.jar");
+    Path jdk = root.resolve("jdk");
+    executable(jdk.resolve("bin/javac"), "exit 0");
+    executable(
+        jdk.resolve("bin/java"),
+        "case \"$1\" in -XshowSettings*) echo ' java.specification.version = 25' >&2; exit 0;; esac;"
+            + " echo \"java $*\"; echo \"fd 9: $(readlink /proc/$$/fd/9)\"");
+    return jdk;
   }
 
   private static void executable(Path file, String script) throws IOException {
