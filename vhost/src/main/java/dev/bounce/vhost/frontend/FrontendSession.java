@@ -200,9 +200,11 @@ public final class FrontendSession implements AutoCloseable {
     offeredFeatures = channel.getU64(GET_FEATURES);
     negotiateProtocolFeatures();
     int count = negotiateQueueCount();
+    // QEMU hands over the backend channel before SET_OWNER (qemu72-vsock-mmio-arm64 recording),
+    // and its vhost-user devices ask for shared memory once vhost_dev_init, which sends SET_OWNER,
+    // is done.
+    if (ram.mode() == MemoryMode.DEVICE_POOL) giveBackendChannel();
     channel.send(SET_OWNER, false);
-    // After SET_OWNER, as QEMU's vhost-user devices ask for shared memory once vhost_dev_init is
-    // done.
     if (ram.mode() == MemoryMode.DEVICE_POOL) receiveDevicePool();
     if (!resuming) createQueues(count);
     for (Queue q : queues) {
@@ -262,7 +264,10 @@ public final class FrontendSession implements AutoCloseable {
     channel.send(SET_OWNER, false);
     offeredFeatures = channel.getU64(GET_FEATURES);
     negotiateProtocolFeatures();
-    if (ram.mode() == MemoryMode.DEVICE_POOL) receiveDevicePool();
+    if (ram.mode() == MemoryMode.DEVICE_POOL) {
+      giveBackendChannel();
+      receiveDevicePool();
+    }
     createQueues(negotiateQueueCount());
     for (Queue q : queues) {
       send(SET_VRING_CALL, new VringFdIndex(q.ring().index(), false), q.call().fd());
@@ -333,7 +338,8 @@ public final class FrontendSession implements AutoCloseable {
    * it sends the pool), takes the pool's fd from BACKEND_SHMEM_MAP and maps it at guest and
    * frontend address 0, so that every address the guest gives the device is an offset into it.
    */
-  private void receiveDevicePool() throws IOException {
+  /** SET_BACKEND_REQ_FD, on which a device-owned pool comes (BACKEND_SHMEM_MAP). */
+  private void giveBackendChannel() throws IOException {
     if (!negotiated(ProtocolFeature.SHMEM) || !negotiated(ProtocolFeature.BACKEND_REQ)) {
       throw new IOException(
           "the backend offers no device-owned pool (protocol features "
@@ -347,6 +353,10 @@ public final class FrontendSession implements AutoCloseable {
     } finally {
       pair.theirs().close();
     }
+  }
+
+  /** GET_SHMEM_CONFIG, then the pool's BACKEND_SHMEM_MAP on the backend channel. */
+  private void receiveDevicePool() throws IOException {
     long size;
     try (Message<FrontendRequest> reply = channel.call(GET_SHMEM_CONFIG, Empty.INSTANCE)) {
       ShmemConfig config = reply.payload(ShmemConfig.class);
