@@ -99,8 +99,16 @@ final class VsockDemo {
       this.dir = dir;
     }
 
-    synchronized void backend(Process process) {
+    /**
+     * The backend to stop. A hook that ran while it was being started (SIGTERM then) found none: it
+     * is stopped here at once, or nothing would.
+     */
+    synchronized void backend(Process process) throws InterruptedException {
       backend = process;
+      if (done && process.isAlive()) {
+        process.destroy();
+        if (!process.waitFor(5, TimeUnit.SECONDS)) process.destroyForcibly().waitFor();
+      }
     }
 
     synchronized void run() {
