@@ -134,13 +134,21 @@ final class Flags {
           "--" + name + ": '" + value + "' is not a duration (like 60, 10s, 500ms, 2m)");
     }
     long n = Long.parseLong(m.group(1));
-    return switch (m.group(2) == null ? "s" : m.group(2)) {
-      case "ms" -> Duration.ofMillis(n);
-      case "m" -> Duration.ofMinutes(n);
-      case "h" -> Duration.ofHours(n);
-      default -> Duration.ofSeconds(n);
-    };
+    Duration d =
+        switch (m.group(2) == null ? "s" : m.group(2)) {
+          case "ms" -> Duration.ofMillis(n);
+          case "m" -> Duration.ofMinutes(n);
+          case "h" -> Duration.ofHours(n);
+          default -> Duration.ofSeconds(n);
+        };
+    // Deadlines are nanoTime() plus the duration, which must not overflow.
+    if (d.compareTo(MAX_DURATION) > 0) {
+      throw new UsageException("--" + name + ": '" + value + "' is longer than a year");
+    }
+    return d;
   }
+
+  private static final Duration MAX_DURATION = Duration.ofDays(366);
 
   /** A size: bytes, or with a K, M or G suffix (powers of 1024). */
   long size(String name, long fallback) throws UsageException {

@@ -65,6 +65,11 @@ class FlagsTest {
       assertEquals(
           "--duration: '" + bad + "' is not a duration (like 60, 10s, 500ms, 2m)", e.getMessage());
     }
+    // Nine digits of hours would overflow a deadline in nanoseconds.
+    assertTrue(flags.parse(List.of("--duration", "999999999h")));
+    UsageException e =
+        assertThrows(UsageException.class, () -> flags.duration("duration", fallback));
+    assertEquals("--duration: '999999999h' is longer than a year", e.getMessage());
   }
 
   @Test
