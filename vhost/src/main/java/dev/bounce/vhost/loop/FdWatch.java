@@ -65,7 +65,14 @@ public final class FdWatch implements AutoCloseable {
   private static FdWatch start(IoEventLoop loop, Fd fd, Readable callback, EpollIoOps ops) {
     Handle handle = new Handle(new FileDescriptor(fd.value()), callback);
     IoRegistration registration = loop.register(handle).syncUninterruptibly().getNow();
-    registration.submit(ops);
+    try {
+      registration.submit(ops); // epoll_ctl: fails with ENOMEM or past max_user_watches
+    } catch (RuntimeException e) {
+      // Netty keeps a registration whose epoll_ctl failed, keyed by the fd number; the next fd
+      // to get that number (the caller closes this one) would meet it.
+      registration.cancel();
+      throw e;
+    }
     return new FdWatch(loop, registration);
   }
 
