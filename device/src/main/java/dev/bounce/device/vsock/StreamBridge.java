@@ -117,12 +117,14 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
     if ((flags & VsockHeader.SHUTDOWN_RCV) != 0) {
       // The guest takes nothing more: the host's further writes fail, as on a shut socket.
       releasePending();
-      if (channel.isActive()) {
-        ((DuplexChannel) channel).shutdownInput();
-        inputShutDown();
-      }
+      if (channel.isActive()) shutHostInput(); // else once it is (channelActive)
     }
     toHost(); // shuts the channel's output once the guest's last bytes went
+  }
+
+  private void shutHostInput() {
+    ((DuplexChannel) channel).shutdownInput();
+    inputShutDown();
   }
 
   @Override
@@ -152,7 +154,12 @@ final class StreamBridge extends ChannelInboundHandlerAdapter implements HostSid
   public void channelActive(ChannelHandlerContext ctx) {
     // A guest's connection, now connected to the host application (a host application's channel
     // was active before its bridge came): the guest gets its RESPONSE.
-    if (connection != null) connection.accept();
+    if (connection != null) {
+      connection.accept();
+      // A guest may shut its receiving down before its connect completed (a non-blocking
+      // connect(2), then shutdown(SHUT_RD)): peerShutdown could not shut an inactive channel.
+      if ((connection.peerShutdownFlags() & VsockHeader.SHUTDOWN_RCV) != 0) shutHostInput();
+    }
     toHost();
     fromHost();
   }
