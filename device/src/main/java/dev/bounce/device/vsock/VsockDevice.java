@@ -406,7 +406,8 @@ public final class VsockDevice implements VirtioDevice {
       return;
     }
     c.endpoint = endpoint;
-    connections.put(c.key(), c);
+    // A host side that ended the connection already (HostSide.guestConnect) leaves no slot held.
+    if (c.state != VsockConnection.State.CLOSED) connections.put(c.key(), c);
   }
 
   /** The host end of {@code c}, which the guest asked for, is connected: RESPONSE. */

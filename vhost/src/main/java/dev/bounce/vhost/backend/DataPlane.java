@@ -233,8 +233,8 @@ final class DataPlane implements DeviceContext {
   }
 
   /**
-   * INBAND_NOTIFICATIONS with BACKEND_REQ negotiated (or no longer): a ring without a call (error)
-   * eventfd announces used buffers (guest errors) with BACKEND_VRING_CALL (ERR) messages.
+   * INBAND_NOTIFICATIONS negotiated (or no longer): a ring without a call (error) eventfd announces
+   * used buffers (guest errors) with BACKEND_VRING_CALL (ERR) messages.
    */
   void setInBandNotifications(boolean on) {
     inBandNotifications = on;
