@@ -5,6 +5,7 @@ import dev.bounce.vhost.backend.RestrictedDma;
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.protocol.VringFdIndex;
 import dev.bounce.vhost.testdevice.EchoDevice;
+import dev.bounce.vhost.virtq.Virtq;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
@@ -51,8 +52,9 @@ final class EchoBackendCommand {
       throw new UsageException("--queues " + queues + " is not between 1 and " + MAX_QUEUES);
     }
     long queueSize = FLAGS.number("queue-size", 1024);
-    if (queueSize < 1 || queueSize > 32768 || Long.bitCount(queueSize) != 1) {
-      throw new UsageException("--queue-size " + queueSize + " is not a power of two up to 32768");
+    if (!Virtq.isQueueSize(queueSize)) {
+      throw new UsageException(
+          "--queue-size " + queueSize + " is not a power of two up to " + Virtq.MAX_QUEUE_SIZE);
     }
     EchoDevice device = new EchoDevice((int) queues, (int) queueSize);
     CountDownLatch stopped = new CountDownLatch(1);

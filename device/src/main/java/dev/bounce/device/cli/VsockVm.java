@@ -1,6 +1,7 @@
 package dev.bounce.device.cli;
 
 import dev.bounce.device.vsock.VsockDevice;
+import dev.bounce.vhost.virtq.Virtq;
 import java.nio.file.Path;
 import java.util.Collection;
 import java.util.LinkedHashMap;
@@ -31,9 +32,9 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
       throw new IllegalArgumentException(
           "tx-buffer-size " + txBufferSize + " is not between 4096 and 64M");
     }
-    if (queueSize < 1 || queueSize > 32768 || Integer.bitCount(queueSize) != 1) {
+    if (!Virtq.isQueueSize(queueSize)) {
       throw new IllegalArgumentException(
-          "queue-size " + queueSize + " is not a power of two up to 32768");
+          "queue-size " + queueSize + " is not a power of two up to " + Virtq.MAX_QUEUE_SIZE);
     }
   }
 

@@ -111,7 +111,7 @@ public final class SplitQueue {
    */
   public SplitQueue(int index, int maxSize) {
     // Section 2.7: Queue Size is always a power of 2; the maximum is 32768.
-    if (!isPowerOfTwo(maxSize) || maxSize > Virtq.MAX_QUEUE_SIZE) {
+    if (!Virtq.isQueueSize(maxSize)) {
       throw new IllegalArgumentException(
           "virtqueue "
               + index
@@ -139,7 +139,7 @@ public final class SplitQueue {
    */
   public void setSize(int size) {
     // Section 2.7: Queue Size is always a power of 2, and the device offers the maximum.
-    if (!isPowerOfTwo(size) || size > maxSize) {
+    if (!Virtq.isQueueSize(size) || size > maxSize) {
       throw new IllegalArgumentException(
           "virtqueue "
               + index
@@ -687,10 +687,6 @@ public final class SplitQueue {
 
   private IllegalStateException notAttached() {
     return new IllegalStateException("virtqueue " + index + " is not attached to guest memory");
-  }
-
-  private static boolean isPowerOfTwo(int n) {
-    return n > 0 && (n & (n - 1)) == 0;
   }
 
   @Override

@@ -11,6 +11,11 @@ public final class Virtq {
   /** Queue Size is a power of two of at most 32768 (section 2.7). */
   public static final int MAX_QUEUE_SIZE = 32768;
 
+  /** Whether {@code size} can be a Queue Size: a power of two of at most 32768 (section 2.7). */
+  public static boolean isQueueSize(long size) {
+    return size > 0 && size <= MAX_QUEUE_SIZE && (size & (size - 1)) == 0;
+  }
+
   /** Feature bit: the driver may use indirect descriptor tables (section 2.7.5.3, 6 "Reserved"). */
   public static final int VIRTIO_F_INDIRECT_DESC = 28;
 
