@@ -1,20 +1,41 @@
 package dev.bounce.vhost.spi;
 
+import java.util.function.LongSupplier;
+
 /**
  * How many lines a peer (a guest, a frontend) may put in the host's log by repeating a mistake: the
- * first {@link #FIRST} in full, then one in a thousand, which says how many there were. Each peer
- * gets its own, so that one cannot drown out the lines of the others. Not thread-safe: one event
- * loop owns a budget.
+ * first {@link #FIRST} of each minute in full, and past those one in a thousand, which says how
+ * many there were. Each peer gets its own, so that one cannot drown out the lines of the others;
+ * and a VM that runs for months still gets its new problems said, not only its first twenty. Not
+ * thread-safe: one event loop owns a budget.
  */
 public final class LogBudget {
   static final int FIRST = 20;
+  static final long WINDOW_NANOS = 60_000_000_000L;
 
+  private final LongSupplier clock;
   private long lines;
+  private long windowStart;
+  private int inWindow;
+
+  public LogBudget() {
+    this(System::nanoTime);
+  }
+
+  LogBudget(LongSupplier clock) {
+    this.clock = clock;
+    this.windowStart = clock.getAsLong();
+  }
 
   /** Counts a line; whether it is to be printed. */
   public boolean spend() {
     lines++;
-    return lines <= FIRST || lines % 1000 == 0;
+    long now = clock.getAsLong();
+    if (now - windowStart >= WINDOW_NANOS) {
+      windowStart = now;
+      inWindow = 0;
+    }
+    return ++inWindow <= FIRST || lines % 1000 == 0;
   }
 
   /** A line {@link #spend} let through, as printed: past the first ones, with the count so far. */
