@@ -767,13 +767,7 @@ public final class VsockDevice implements VirtioDevice {
       op = Op.CREDIT_UPDATE;
     }
     writeHeader(c, op, flags, payload);
-    if (chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
-      if (guestErrorLogged()) {
-        warn("a receive buffer is shorter than the 44-byte header", c);
-      }
-      complete(queue, chain, -1);
-      return;
-    }
+    if (!headerFits(queue, chain, c, "a receive buffer is shorter than the 44-byte header")) return;
     if (op == Op.RW) {
       c.toGuest.readInto(chain, payload);
       if (flags != 0) c.toGuest.takeEnd();
@@ -793,11 +787,7 @@ public final class VsockDevice implements VirtioDevice {
       throws VirtqueueException {
     writeHeader(c, Op.RW, 0, len);
     chain.rewind(); // walks (and checks) the descriptors again, as the guest may have changed them
-    if (chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
-      if (guestErrorLogged()) {
-        warn("a receive buffer shrank while the device filled it; reset", c);
-      }
-      queue.addUsed(chain.headIndex(), 0);
+    if (!headerFits(queue, chain, c, "a receive buffer shrank while the device filled it; reset")) {
       return false;
     }
     queue.addUsed(chain.headIndex(), VsockHeader.SIZE + len);
@@ -848,14 +838,23 @@ public final class VsockDevice implements VirtioDevice {
    */
   private void complete(SplitQueue queue, DescriptorChain chain, int unused)
       throws VirtqueueException {
-    if (unused == 0 && chain.write(header, 0, VsockHeader.SIZE) < VsockHeader.SIZE) {
-      if (guestErrorLogged()) {
-        warn("a receive buffer is shorter than the 44-byte header", null);
-      }
-      queue.addUsed(chain.headIndex(), 0);
+    if (unused == 0
+        && !headerFits(queue, chain, null, "a receive buffer is shorter than the 44-byte header")) {
       return;
     }
     queue.addUsed(chain.headIndex(), unused == 0 ? (int) chain.bytesWritten() : 0);
+  }
+
+  /**
+   * Writes {@link #header} at the front of {@code chain}; a buffer too short for it is completed
+   * empty, with a rate-limited line saying {@code why}.
+   */
+  private boolean headerFits(SplitQueue queue, DescriptorChain chain, VsockConnection c, String why)
+      throws VirtqueueException {
+    if (chain.write(header, 0, VsockHeader.SIZE) == VsockHeader.SIZE) return true;
+    if (guestErrorLogged()) warn(why, c);
+    queue.addUsed(chain.headIndex(), 0);
+    return false;
   }
 
   // ---- logs ----
