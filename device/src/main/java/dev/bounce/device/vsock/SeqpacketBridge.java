@@ -314,7 +314,7 @@ final class SeqpacketBridge implements HostSide.HostEndpoint {
         toHostComplete = true;
       } else if (n == 0) {
         if (room == 0) {
-          LOG.log(Level.INFO, "vsock: a guest message on " + c + " outgrew its buffer; reset");
+          c.log(Level.INFO, "vsock: a guest message outgrew its buffer; reset");
           c.reset();
         } else if (toHostLength == 0) {
           shutOutputIfGuestDone(c);

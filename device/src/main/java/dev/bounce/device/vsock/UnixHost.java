@@ -196,7 +196,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
   void refusedGuest(VsockConnection connection, Path target, String why) {
     VsockDevice d = device;
     if (d == null) return;
-    d.log(
+    d.logConnection(
         Level.INFO,
         "vsock: guest "
             + connection.guestCid()

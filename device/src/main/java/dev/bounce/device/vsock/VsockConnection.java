@@ -284,6 +284,11 @@ public final class VsockConnection {
     device.wantsToSend(this);
   }
 
+  /** A line about this connection that the guest caused, within the device's budget for them. */
+  void log(System.Logger.Level level, String what) {
+    device.logConnection(level, what + " (" + this + ")");
+  }
+
   /** The host resets the connection: RST to the guest, and the connection is dropped. */
   public void reset() {
     if (state == State.CLOSED) return;

@@ -103,7 +103,11 @@ public final class VsockDevice implements VirtioDevice {
   private VsockConnection last;
 
   private long guestErrors;
-  private final LogBudget logs = new LogBudget();
+  // What the guest can repeat, one budget per kind (LogBudget): its malformed packets and buffers,
+  // and the connections it asks for that are refused, so that a guest probing ports nobody
+  // listens on does not hide its broken packets, nor the other way round.
+  private final LogBudget guestErrorLines = new LogBudget();
+  private final LogBudget connectionLines = new LogBudget();
 
   public VsockDevice(
       long guestCid, int bufferSize, int maxConnections, int maxQueueSize, HostSide host) {
@@ -214,7 +218,7 @@ public final class VsockDevice implements VirtioDevice {
       eventChain.write(event, 0, EVENT_SIZE);
       queue.addUsed(eventChain);
       transportResetDue = false;
-      log(
+      logConnection(
           Level.INFO,
           "vsock: the guest's rings were in use before this device served them (bounce restarted"
               + " or the device was reset under a running guest): sent TRANSPORT_RESET so that the"
@@ -380,8 +384,9 @@ public final class VsockDevice implements VirtioDevice {
     connectionResets.remove(guestPort, hostPort);
     strayResets.remove(guestPort, hostPort);
     if (atConnectionLimit()) {
-      if (logs.spend()) {
+      if (connectionLines.spend()) {
         print(
+            connectionLines,
             Level.WARNING,
             "vsock: "
                 + maxConnections
@@ -397,8 +402,9 @@ public final class VsockDevice implements VirtioDevice {
     c.state = VsockConnection.State.ACCEPTING; // the host side may accept it at once
     HostSide.HostEndpoint endpoint = host.guestConnect(c);
     if (endpoint == null) {
-      if (logs.spend()) {
+      if (connectionLines.spend()) {
         print(
+            connectionLines,
             Level.DEBUG,
             "vsock: nothing listens on host port " + Integer.toUnsignedString(hostPort));
       }
@@ -600,8 +606,9 @@ public final class VsockDevice implements VirtioDevice {
     // A pair whose RST already waits keeps that one, also when the queue is full.
     if (!strayResets.add(guestPort, hostPort, VsockHeader.knownType(type) ? type : 1)) {
       // The guest posts no rx buffers while it keeps sending: its RST for this port is lost.
-      if (logs.spend()) {
+      if (connectionLines.spend()) {
         print(
+            connectionLines,
             Level.WARNING,
             "vsock: "
                 + MAX_STRAY_RESETS
@@ -864,25 +871,27 @@ public final class VsockDevice implements VirtioDevice {
   }
 
   /**
-   * Counts a guest error; whether its line is logged ({@link #logs}), so that a guest repeating it
-   * per packet costs no message built only to be dropped.
+   * Counts a guest error; whether its line is logged ({@link #guestErrorLines}), so that a guest
+   * repeating it per packet costs no message built only to be dropped.
    */
   private boolean guestErrorLogged() {
     guestErrors++;
-    return logs.spend();
+    return guestErrorLines.spend();
   }
 
   private void warn(String what, VsockConnection c) {
-    print(Level.WARNING, c == null ? what : what + " (" + c + ")");
+    print(guestErrorLines, Level.WARNING, c == null ? what : what + " (" + c + ")");
   }
 
-  /** Logs a line the guest caused, rate-limited ({@link #logs}). */
-  void log(Level level, String what) {
-    if (logs.spend()) print(level, what);
+  /**
+   * Logs a line about the connections the guest asks for, rate-limited ({@link #connectionLines}).
+   */
+  void logConnection(Level level, String what) {
+    if (connectionLines.spend()) print(connectionLines, level, what);
   }
 
-  /** Prints a line {@link #logs} let through. */
-  private void print(Level level, String what) {
-    LOG.log(level, logs.annotate(what));
+  /** Prints a line {@code budget} let through. */
+  private static void print(LogBudget budget, Level level, String what) {
+    LOG.log(level, budget.annotate(what));
   }
 }

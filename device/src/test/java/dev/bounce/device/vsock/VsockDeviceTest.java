@@ -216,6 +216,33 @@ class VsockDeviceTest {
   }
 
   @Test
+  void aFloodOfMalformedPacketsDoesNotHideARefusedConnection() throws Exception {
+    startWithRoomFor(1);
+    driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
+    try (WarningLog log = new WarningLog()) {
+      int unknownOp = 42;
+      for (int i = 0; i < 100; i++) {
+        driver.sendRaw(
+            VsockHeader.HOST_CID,
+            8000 + i,
+            ECHO_PORT,
+            0,
+            VsockHeader.TYPE_STREAM,
+            unknownOp,
+            0,
+            null);
+        awaitStrayReset(8000 + i, i + 1);
+      }
+      assertEquals(20, log.lines().size(), "the first 20 malformed packets' lines: " + log.lines());
+      VsockDriver.Socket refused = driver.startConnect(ECHO_PORT, VsockHeader.TYPE_STREAM);
+      refused.awaitReset(TIMEOUT);
+      assertTrue(
+          log.any("1 connections open or waiting to send their RST; refusing"),
+          () -> "the refusal's line is kept: " + log.lines());
+    }
+  }
+
+  @Test
   void headersWithBadLengthsTypesOrAddressesAreAnsweredWithRst() throws Exception {
     start(256);
     int stream = VsockHeader.TYPE_STREAM;

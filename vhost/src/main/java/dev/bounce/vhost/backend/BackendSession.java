@@ -119,7 +119,11 @@ public final class BackendSession implements AutoCloseable {
   private long status;
   private boolean refused;
   private boolean warnedRingsRefused;
-  private final LogBudget frontendLines = new LogBudget();
+  // The lines a frontend can repeat at will, one budget per kind: a flood of malformed requests
+  // does not hide a refused SET_FEATURES, nor a reset loop either.
+  private final LogBudget malformedLines = new LogBudget();
+  private final LogBudget failedLines = new LogBudget();
+  private final LogBudget lifecycleLines = new LogBudget();
   private boolean warnedNoBackendChannel;
   private boolean warnedMemoryIgnored;
   private UnixSocket backendChannel;
@@ -253,9 +257,9 @@ public final class BackendSession implements AutoCloseable {
     }
   }
 
-  /** A warning about the frontend's requests, within its {@link LogBudget}. */
-  private void warn(String line) {
-    if (frontendLines.spend()) LOG.log(Level.WARNING, frontendLines.annotate(name + ": " + line));
+  /** A warning about the frontend's requests, within the {@link LogBudget} of its kind. */
+  private void warn(LogBudget kind, String line) {
+    kind.log(LOG, Level.WARNING, () -> name + ": " + line);
   }
 
   /** Why bounce ended the connection (the frontend broke the protocol), or null. */
@@ -278,7 +282,7 @@ public final class BackendSession implements AutoCloseable {
       // a stray fd), or going on with state the backend does not share (a SET_VRING_KICK refused).
       boolean unknown = e.kind() == ProtocolException.Kind.UNKNOWN_REQUEST;
       if (!e.framingIntact() || !(e.replyExpected() || unknown)) throw e;
-      warn("refused a malformed request: " + e.getMessage());
+      warn(malformedLines, "refused a malformed request: " + e.getMessage());
       if (e.replyExpected()) reply(() -> Replies.ack(out, header.request(), false));
       return;
     }
@@ -297,7 +301,7 @@ public final class BackendSession implements AutoCloseable {
       if (!ownReply && message.needsReply()) reply(() -> Replies.ack(out, request.code(), true));
     } catch (RequestFailed | RuntimeException e) {
       String why = e instanceof RequestFailed ? e.getMessage() : e.toString();
-      warn(message.describe() + " failed: " + why);
+      warn(failedLines, message.describe() + " failed: " + why);
       // A reply of its own that is a u64 status says the failure (whether or not NEED_REPLY was
       // set: the frontend waits for it anyway). Any other has no failure form (vhost-user.rst:
       // REPLY_ACK changes nothing for it), and a u64 in its place would be read as that reply:
@@ -486,7 +490,8 @@ public final class BackendSession implements AutoCloseable {
   }
 
   private void resetDevice(FrontendRequest request) throws Exception {
-    LOG.log(Level.INFO, "{0}: {1}: resetting the device", name, request.label());
+    lifecycleLines.log(
+        LOG, Level.INFO, () -> name + ": " + request.label() + ": resetting the device");
     data.run(data::reset);
     ackedFeatures = 0;
     status = 0;
@@ -619,17 +624,21 @@ public final class BackendSession implements AutoCloseable {
     GuestAddressSpace old = data.memory();
     data.run(() -> data.replaceMemory(next));
     old.retire(next);
-    LOG.log(Level.INFO, "{0}: memory is now {1}", name, next);
+    lifecycleLines.log(LOG, Level.INFO, () -> name + ": memory is now " + next);
     if (next instanceof RestrictedPool pool && next.regionCount() > 0 && !pool.isFullyShared()) {
       boolean none = pool.mapped().regionCount() == 0;
-      LOG.log(
+      lifecycleLines.log(
+          LOG,
           Level.WARNING,
-          "{0}: the frontend shares {1} of the restricted pool {2}: the pool given to bounce and"
-              + " the memory the VMM shares disagree; {3} will be refused",
-          name,
-          none ? "none" : "only part",
-          pool,
-          none ? "every address" : "addresses in the holes");
+          () ->
+              name
+                  + ": the frontend shares "
+                  + (none ? "none" : "only part")
+                  + " of the restricted pool "
+                  + pool
+                  + ": the pool given to bounce and the memory the VMM shares disagree; "
+                  + (none ? "every address" : "addresses in the holes")
+                  + " will be refused");
     }
   }
 
@@ -744,6 +753,7 @@ public final class BackendSession implements AutoCloseable {
     long end = (long) request.offset() + request.length();
     if (request.offset() < 0 || end > config.length) {
       warn(
+          failedLines,
           "GET_CONFIG of "
               + request.length()
               + " bytes at "

@@ -1,13 +1,17 @@
 package dev.bounce.vhost.spi;
 
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
 import java.util.function.LongSupplier;
+import java.util.function.Supplier;
 
 /**
- * How many lines a peer (a guest, a frontend) may put in the host's log by repeating a mistake: the
- * first {@link #FIRST} of each minute in full, and past those one in a thousand, which says how
- * many there were. Each peer gets its own, so that one cannot drown out the lines of the others;
- * and a VM that runs for months still gets its new problems said, not only its first twenty. Not
- * thread-safe: one event loop owns a budget.
+ * How many lines of one kind a peer (a guest, a frontend) may put in the host's log by repeating a
+ * mistake: the first {@link #FIRST} of each minute in full, and past those one in a thousand, which
+ * says how many there were. Each peer gets its own, so that one cannot drown out the lines of the
+ * others; each kind of line its own, so that a flood of one (malformed packets) does not hide a
+ * rarer one (a refused driver); and a VM that runs for months still gets its new problems said, not
+ * only its first twenty. Not thread-safe: one event loop owns a budget.
  */
 public final class LogBudget {
   static final int FIRST = 20;
@@ -41,5 +45,13 @@ public final class LogBudget {
   /** A line {@link #spend} let through, as printed: past the first ones, with the count so far. */
   public String annotate(String line) {
     return lines > FIRST ? line + " (" + lines + " such lines so far)" : line;
+  }
+
+  /**
+   * Logs the line if the budget lets it through, building it only then. For lines off the data path
+   * (the supplier is an allocation); a packet's line uses {@link #spend} and {@link #annotate}.
+   */
+  public void log(Logger logger, Level level, Supplier<String> line) {
+    if (spend()) logger.log(level, annotate(line.get()));
   }
 }

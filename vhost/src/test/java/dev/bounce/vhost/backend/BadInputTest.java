@@ -372,6 +372,27 @@ class BadInputTest {
   }
 
   @Test
+  void aFloodOfMalformedRequestsDoesNotHideAFailedOne() throws Exception {
+    try (TestFrontend frontend = new TestFrontend(connectServed())) {
+      for (int i = 0; i < 100; i++) {
+        frontend.channel.sendRaw(header(99, 0x9, 0));
+        assertFailureReply(frontend.channel, 99);
+      }
+      frontend.negotiate(true);
+      assertThrows(
+          FrontendChannel.Refused.class,
+          () -> frontend.channel.ack(FrontendRequest.SET_VRING_NUM, new VringState(0, 65536)));
+      assertStillAnswers(frontend.channel);
+    }
+    List<String> warnings = backend.warnings();
+    assertEquals(
+        20, warnings.stream().filter(l -> l.contains("refused a malformed request")).count());
+    assertTrue(
+        warnings.stream().anyMatch(l -> l.contains("SET_VRING_NUM") && l.contains("65536")),
+        () -> "the failed request's line is kept: " + warnings);
+  }
+
+  @Test
   void requestsBeforeSetOwnerAreServed() throws Exception {
     try (TestFrontend frontend = new TestFrontend(connectServed())) {
       frontend.negotiate(false);

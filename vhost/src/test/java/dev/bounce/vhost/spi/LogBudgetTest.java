@@ -2,8 +2,11 @@ package dev.bounce.vhost.spi;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.ResourceBundle;
 import org.junit.jupiter.api.Test;
 
 class LogBudgetTest {
@@ -37,5 +40,48 @@ class LogBudgetTest {
     List<String> printed = spend(601, 700);
     assertEquals(LogBudget.FIRST, printed.size());
     assertEquals("line 601 (601 such lines so far)", printed.getFirst());
+  }
+
+  @Test
+  void logBuildsOnlyTheLinesItPrints() {
+    List<String> logged = new ArrayList<>();
+    int[] built = {0};
+    Logger logger = new CollectingLogger(logged);
+    for (int i = 1; i <= 1000; i++) {
+      int n = i;
+      budget.log(
+          logger,
+          Level.WARNING,
+          () -> {
+            built[0]++;
+            return "line " + n;
+          });
+    }
+    assertEquals(LogBudget.FIRST + 1, built[0]);
+    assertEquals(LogBudget.FIRST + 1, logged.size());
+    assertEquals("WARNING line 1000 (1000 such lines so far)", logged.getLast());
+  }
+
+  /** A System.Logger that keeps what it is given, as "LEVEL message". */
+  private record CollectingLogger(List<String> lines) implements Logger {
+    @Override
+    public String getName() {
+      return "test";
+    }
+
+    @Override
+    public boolean isLoggable(Level level) {
+      return true;
+    }
+
+    @Override
+    public void log(Level level, ResourceBundle bundle, String msg, Throwable thrown) {
+      lines.add(level + " " + msg);
+    }
+
+    @Override
+    public void log(Level level, ResourceBundle bundle, String format, Object... params) {
+      lines.add(level + " " + format);
+    }
   }
 }
