@@ -19,8 +19,9 @@ import java.io.IOException;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.HashSet;
-import java.util.Set;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -82,7 +83,10 @@ public final class UnixHost implements HostSide, AutoCloseable {
   private final IoEventLoop loop;
   private final Channel listener;
   private SeqpacketHost seqpacket;
-  private final Set<Integer> hostPortsInUse = new HashSet<>();
+  // The host ports of host-initiated connections, each with the timer that resets it if the guest
+  // does not answer: cancelled when the connection ends, so that it does not keep the ended
+  // connection (and its buffers, grown up to --tx-buffer-size each way) for the whole patience.
+  private final Map<Integer, ScheduledFuture<?>> hostPortsInUse = new HashMap<>();
   private int nextHostPort = FIRST_HOST_PORT;
   private int awaitingConnect;
   private final Duration patience;
@@ -242,15 +246,18 @@ public final class UnixHost implements HostSide, AutoCloseable {
               + " (too many connections, or SEQPACKET not negotiated); closed");
       return null;
     }
-    loop.schedule(
-        () -> {
-          if (!c.isOpen() && !c.isClosed()) {
-            logUnanswered(c);
-            c.reset();
-          }
-        },
-        patience.toMillis(),
-        TimeUnit.MILLISECONDS);
+    if (c.isClosed()) return c; // its host port went back with it
+    ScheduledFuture<?> unanswered =
+        loop.schedule(
+            () -> {
+              if (!c.isOpen() && !c.isClosed()) {
+                logUnanswered(c);
+                c.reset();
+              }
+            },
+            patience.toMillis(),
+            TimeUnit.MILLISECONDS);
+    hostPortsInUse.put(hostPort, unanswered);
     return c;
   }
 
@@ -267,8 +274,9 @@ public final class UnixHost implements HostSide, AutoCloseable {
   }
 
   private int allocateHostPort() {
-    while (!hostPortsInUse.add(nextHostPort)) nextHostPort = next(nextHostPort);
+    while (hostPortsInUse.containsKey(nextHostPort)) nextHostPort = next(nextHostPort);
     int port = nextHostPort;
+    hostPortsInUse.put(port, null);
     nextHostPort = next(nextHostPort);
     return port;
   }
@@ -302,7 +310,8 @@ public final class UnixHost implements HostSide, AutoCloseable {
 
   /** A host-initiated connection ended: its host port may be handed out again. */
   void releaseHostPort(int hostPort) {
-    hostPortsInUse.remove(hostPort);
+    ScheduledFuture<?> unanswered = hostPortsInUse.remove(hostPort);
+    if (unanswered != null) unanswered.cancel(false);
   }
 
   /** How long a peer may keep a socket open without moving on (see {@link #listen}). */

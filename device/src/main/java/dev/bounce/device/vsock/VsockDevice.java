@@ -256,6 +256,11 @@ public final class VsockDevice implements VirtioDevice {
     return bufferSize;
   }
 
+  /** The connection between these ports, or null. On the device's loop (for tests). */
+  VsockConnection connection(int hostPort, int guestPort) {
+    return connections.get(VsockConnection.key(hostPort, guestPort));
+  }
+
   /** Connections open or opening now. */
   public int connectionCount() {
     return connections.size();

@@ -7,6 +7,7 @@ import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -23,6 +24,7 @@ import java.lang.foreign.FunctionDescriptor;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.lang.invoke.MethodHandle;
+import java.lang.ref.WeakReference;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
@@ -273,6 +275,33 @@ class UnixHostTest {
     // The host application closed: the guest hears it (SHUTDOWN, then RST).
     s.awaitPeerShutdown(VsockHeader.SHUTDOWN_SEND, TIMEOUT);
     assertEquals(0, driver.badPackets(), driver.firstProblem());
+  }
+
+  @Test
+  void anEndedHostInitiatedConnectionIsNotKeptForThePatience() throws Exception {
+    // The patience is longer than the test: only a cancelled guest-answer timer lets go of it.
+    rig.close();
+    startRig(Duration.ofHours(1));
+    driver.listen(5000);
+    WeakReference<VsockConnection> ended;
+    try (SocketChannel ch = connectLine("CONNECT 5000\n")) {
+      VsockDriver.Socket s = driver.accept(5000, TIMEOUT);
+      int hostPort = s.peerPort();
+      assertEquals("OK " + hostPort, readLine(ch));
+      UnixHost host = (UnixHost) rig.host;
+      ended =
+          new WeakReference<>(
+              host.loop().submit(() -> rig.device.connection(hostPort, 5000)).get());
+      assertNotNull(ended.get(), "the connection to guest port 5000 from host port " + hostPort);
+      s.reset();
+    }
+    awaitNoConnections();
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (ended.get() != null) {
+      assertTrue(System.nanoTime() < deadline, "the ended connection is still held");
+      System.gc();
+      driver.pump(10);
+    }
   }
 
   @Test
