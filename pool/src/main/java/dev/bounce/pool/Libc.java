@@ -36,6 +36,7 @@ public final class Libc {
   public static final int PROT_READ = 0x1;
   public static final int PROT_WRITE = 0x2;
   public static final int MAP_SHARED = 0x1;
+  public static final int EFD_SEMAPHORE = 0x1;
   public static final int EFD_NONBLOCK = 0x800;
   public static final int EFD_CLOEXEC = 0x80000;
   public static final int EINTR = 4;

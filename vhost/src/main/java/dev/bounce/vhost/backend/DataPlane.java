@@ -273,7 +273,11 @@ final class DataPlane implements DeviceContext {
       guestError(ring, e);
       return;
     }
-    if (kick != null) ring.kickWatch = FdWatch.start(loop, kick.fd(), () -> onKick(ring));
+    // Each kick is a write of the frontend's, an edge: a kick fd left readable (a semaphore eventfd
+    // whose counter the frontend filled) wakes the loop no more than its writes do.
+    if (kick != null) {
+      ring.kickWatch = FdWatch.startEdgeTriggeredInput(loop, kick.fd(), () -> onKick(ring));
+    }
     ring.started = true;
     update(ring);
   }

@@ -45,6 +45,16 @@ public final class FdWatch implements AutoCloseable {
   }
 
   /**
+   * Watches {@code fd} edge-triggered for readability only: {@code callback} runs when input comes,
+   * not while some stays. For a peer's eventfd, which makes an edge at each of the peer's writes:
+   * in semaphore mode (EFD_SEMAPHORE) a read takes only 1 from the counter, so level-triggered, a
+   * counter the peer filled would wake the loop about 2^64 times.
+   */
+  public static FdWatch startEdgeTriggeredInput(IoEventLoop loop, Fd fd, Readable callback) {
+    return start(loop, fd, callback, EpollIoOps.EPOLLIN.with(EpollIoOps.EPOLLET));
+  }
+
+  /**
    * Watches {@code fd} edge-triggered for readability and writability both: {@code callback} runs
    * whenever either may have changed (or the peer hung up) and must then go as far as it can in
    * both directions, since the edge will not come again. For sockets whose owner pauses reading

@@ -26,6 +26,8 @@ import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
@@ -317,6 +319,41 @@ class BadInputTest {
         Libc.read(blocking.value(), value, Long.BYTES);
       }
     }
+  }
+
+  @Test
+  void aSemaphoreKickEventfdWithAFullCounterCannotSpinTheDataLoop() throws Exception {
+    // eventfd(2) with EFD_SEMAPHORE: a read takes only 1 from the counter, so one write of the
+    // frontend's leaves it readable for about 2^64 reads.
+    try (Fd semaphore = Fd.adopt(Libc.eventfd(0, Libc.EFD_SEMAPHORE | Libc.EFD_CLOEXEC));
+        Arena arena = Arena.ofConfined();
+        TestFrontend frontend = new TestFrontend(connectServed())) {
+      MemorySegment value = arena.allocate(Long.BYTES);
+      value.set(ValueLayout.JAVA_LONG_UNALIGNED, 0, 0xffff_ffff_ffff_fffeL);
+      Libc.write(semaphore.value(), value, Long.BYTES);
+      frontend.negotiate(true);
+      frontend.shareMemory();
+      frontend.setUpRing(0, TestFrontend.ringAddress(0));
+      frontend.channel.ack(FrontendRequest.SET_VRING_KICK, new VringFdIndex(0, false), semaphore);
+      long before = backendCpuNanos();
+      Thread.sleep(2000);
+      long used = backendCpuNanos() - before;
+      assertTrue(
+          used < TimeUnit.MILLISECONDS.toNanos(400),
+          "the backend's loops used " + used / 1_000_000 + " ms of CPU in 2 s");
+      frontend.setUpRing(1, TestFrontend.ringAddress(1));
+      frontend.echo(1);
+    }
+  }
+
+  /** CPU time of the backend's event loop threads (the fixture's, named test-backend-*). */
+  private static long backendCpuNanos() {
+    ThreadMXBean threads = ManagementFactory.getThreadMXBean();
+    long total = 0;
+    for (Thread t : Thread.getAllStackTraces().keySet()) {
+      if (t.getName().startsWith("test-backend")) total += threads.getThreadCpuTime(t.threadId());
+    }
+    return total;
   }
 
   @Test
