@@ -57,13 +57,14 @@ class VsockOutOfFdsCliTest {
   private static final Duration PATIENCE = Duration.ofSeconds(60);
 
   @TempDir Path dir;
+  private Path socket;
   private Path uds;
   private BounceDaemon bounce;
   private final List<AutoCloseable> held = new ArrayList<>();
 
   @BeforeEach
   void startBounce() throws Exception {
-    Path socket = dir.resolve("vhost.sock");
+    socket = dir.resolve("vhost.sock");
     uds = dir.resolve("vm.vsock");
     bounce =
         BounceDaemon.start(
@@ -125,6 +126,29 @@ class VsockOutOfFdsCliTest {
     held.add(s);
     s.write(ByteBuffer.wrap("CONNECT 5002\n".getBytes(StandardCharsets.US_ASCII)));
     bounce.awaitLine("asked for guest port 5002", PATIENCE);
+    assertTrue(bounce.process().isAlive(), "bounce vsock died: " + bounce.tail());
+  }
+
+  /**
+   * The vhost-user listener is bounce's engine's, on the control loop every VM's session shares: it
+   * too pauses rather than spins, and serves the VMM once fds are free.
+   */
+  @Test
+  void vhostUserListenerOutOfFdsPausesInsteadOfSpinningAndServesOnceFdsAreFree() throws Exception {
+    int limit = limitFds();
+    // Host applications that have not sent CONNECT yet hold the fds bounce has left.
+    UnixDomainSocketAddress hostSide = UnixDomainSocketAddress.of(uds);
+    for (int i = 0, n = free(limit); i < n; i++) held.add(SocketChannel.open(hostSide));
+    awaitNoFdFree(limit);
+
+    SocketChannel vmm = SocketChannel.open(UnixDomainSocketAddress.of(socket));
+    bounce.awaitLine("vsock cid 3: accepting on " + socket + ": ", PATIENCE);
+    assertTrue(bounce.tail().contains("; pausing for 1 s"), bounce.tail());
+    assertIdle();
+
+    closeHeld();
+    bounce.awaitLine("frontend connected", PATIENCE);
+    vmm.close();
     assertTrue(bounce.process().isAlive(), "bounce vsock died: " + bounce.tail());
   }
 

@@ -28,6 +28,9 @@ public final class BackendServer implements AutoCloseable {
   private static final System.Logger LOG = System.getLogger(BackendServer.class.getName());
   private static final long RECONNECT_MILLIS = 500;
 
+  /** How long the listener stops accepting after accept(2) failed (out of fds, say). */
+  private static final long ACCEPT_PAUSE_MILLIS = 1000;
+
   /**
    * What a server serves, where its work runs, and how it restricts device DMA ({@link
    * RestrictedDma#OFF}: not at all).
@@ -59,7 +62,7 @@ public final class BackendServer implements AutoCloseable {
   private FdWatch acceptWatch;
   private volatile BackendSession session;
   private volatile boolean closed;
-  private ScheduledFuture<?> reconnect;
+  private ScheduledFuture<?> retry; // the next connect (client mode) or accept (after a failure)
   private long sessions;
   private final LogBudget frontendLines = new LogBudget();
 
@@ -160,8 +163,26 @@ public final class BackendServer implements AutoCloseable {
         }
       }
     } catch (IOException e) {
-      LOG.log(Level.WARNING, "{0}: accepting on {1}: {2}", config.name(), where, e.getMessage());
+      // Out of fds, say: the connection stays in the backlog, and the level-triggered listener
+      // would wake the control loop (every VM's) at once, for ever. Stop watching for a while.
+      LOG.log(
+          Level.WARNING,
+          "{0}: accepting on {1}: {2}; pausing for {3} s",
+          config.name(),
+          where,
+          e.getMessage(),
+          ACCEPT_PAUSE_MILLIS / 1000);
+      acceptWatch.close();
+      acceptWatch = null;
+      retry =
+          config
+              .controlLoop()
+              .schedule(this::resumeAccepting, ACCEPT_PAUSE_MILLIS, TimeUnit.MILLISECONDS);
     }
+  }
+
+  private void resumeAccepting() {
+    if (!closed) acceptWatch = FdWatch.start(config.controlLoop(), listener.fd(), this::accept);
   }
 
   private void tryConnect() {
@@ -171,7 +192,7 @@ public final class BackendServer implements AutoCloseable {
     } catch (IOException | RuntimeException e) {
       if (e instanceof RuntimeException) warn("could not serve the frontend: " + e);
       LOG.log(Level.DEBUG, "{0}: {1}; retrying", config.name(), e.getMessage());
-      reconnect =
+      retry =
           config.controlLoop().schedule(this::tryConnect, RECONNECT_MILLIS, TimeUnit.MILLISECONDS);
     }
   }
@@ -236,7 +257,7 @@ public final class BackendServer implements AutoCloseable {
     closed = true;
     Runnable shutdown =
         () -> {
-          if (reconnect != null) reconnect.cancel(false);
+          if (retry != null) retry.cancel(false);
           if (acceptWatch != null) acceptWatch.close();
           BackendSession current = session;
           if (current != null) current.close();
