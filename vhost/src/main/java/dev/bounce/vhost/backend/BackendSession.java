@@ -20,7 +20,6 @@ import dev.bounce.pool.NativeException;
 import dev.bounce.pool.RestrictedPool;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.protocol.BackendRequest;
-import dev.bounce.vhost.protocol.BackendRequests;
 import dev.bounce.vhost.protocol.ConfigSpace;
 import dev.bounce.vhost.protocol.Empty;
 import dev.bounce.vhost.protocol.FrontendRequest;
@@ -126,7 +125,11 @@ public final class BackendSession implements AutoCloseable {
   private final LogBudget lifecycleLines = new LogBudget();
   private boolean warnedNoBackendChannel;
   private boolean warnedMemoryIgnored;
-  private UnixSocket backendChannel;
+  private BackendChannel backendChannel;
+  // Control loop only: the ring notices (bits as in noticesQueued) and the config change that met
+  // a full backend channel; each covers the ones after it, and goes once the frontend has read.
+  private final int[] noticesWaiting;
+  private boolean configChangeWaiting;
   private boolean closed;
   private volatile String failure;
 
@@ -161,6 +164,7 @@ public final class BackendSession implements AutoCloseable {
     this.onClose = onClose;
     this.reader = new MessageReader(socket, Header.MAX_PAYLOAD);
     this.noticesQueued = new AtomicIntegerArray(device.queueCount());
+    this.noticesWaiting = new int[device.queueCount()];
   }
 
   /**
@@ -389,14 +393,10 @@ public final class BackendSession implements AutoCloseable {
       case SET_BACKEND_REQ_FD -> {
         // Kept open for the session: QEMU reads end-of-file on it as the backend going away.
         if (backendChannel != null) backendChannel.close();
-        UnixSocket channel = UnixSocket.adopt(m.takeFd(0));
-        try {
-          backendChannel = nonBlocking(channel);
-        } catch (NativeException e) {
-          channel.close();
-          throw e;
-        }
+        backendChannel = null;
+        backendChannel = BackendChannel.adopt(m.takeFd(0), controlLoop);
         if (devicePool != null && negotiated(SHMEM)) sendDevicePool();
+        sendWaiting(); // what waited for the channel before
       }
       case GET_SHMEM_CONFIG -> {
         ShmemConfig config =
@@ -528,7 +528,8 @@ public final class BackendSession implements AutoCloseable {
   /** BACKEND_SHMEM_MAP of the device pool; see {@link #sendToFrontend} for why no reply. */
   private void sendDevicePool() {
     devicePoolSent =
-        sendToFrontend(BackendRequest.SHMEM_MAP, devicePool.mapping(), devicePool.fd());
+        sendToFrontend(BackendRequest.SHMEM_MAP, devicePool.mapping(), devicePool.fd())
+            == BackendChannel.Sent.SENT;
     if (!devicePoolSent) return;
     LOG.log(
         Level.INFO,
@@ -803,7 +804,7 @@ public final class BackendSession implements AutoCloseable {
           if (closed || backendChannel == null || !negotiated(CONFIG) || !negotiated(BACKEND_REQ)) {
             return;
           }
-          sendToFrontend(BackendRequest.CONFIG_CHANGE_MSG, Empty.INSTANCE);
+          if (!configChangeWaiting) sendConfigChange();
         });
   }
 
@@ -843,37 +844,74 @@ public final class BackendSession implements AutoCloseable {
             warnNoBackendChannel(request, index);
             return;
           }
-          sendToFrontend(request, new VringState(index, 0));
+          if ((noticesWaiting[index] & bit) == 0) sendNotice(index, bit);
         });
   }
 
-  /**
-   * Sends a back-end request on the backend channel, on the control loop, without NEED_REPLY: the
-   * control loop never waits on the frontend (a frontend that serves its channel only between its
-   * own requests would deadlock with a backend waiting for its reply).
-   */
-  private boolean sendToFrontend(BackendRequest request, Payload payload, Fd... fds) {
-    ByteBuf message = Unpooled.directBuffer(Header.SIZE + payload.size());
-    try {
-      BackendRequests.encode(message, request, payload, false);
-      backendChannel.send(
-          MemorySegment.ofBuffer(message.nioBuffer(0, message.readableBytes())), fds);
-      return true;
-    } catch (IOException e) {
-      // A frontend that does not read its channel (or is gone) may have half a message in it:
-      // the channel is dropped rather than left corrupt.
-      LOG.log(
-          Level.WARNING,
-          "{0}: sending {1}: {2}; no more back-end requests to this frontend",
-          name,
-          request.label(),
-          e.getMessage());
-      backendChannel.close();
-      backendChannel = null;
-      return false;
-    } finally {
-      message.release();
+  private void sendNotice(int index, int bit) {
+    BackendRequest request = bit == 1 ? BackendRequest.VRING_CALL : BackendRequest.VRING_ERR;
+    if (sendToFrontend(request, new VringState(index, 0)) == BackendChannel.Sent.FULL) {
+      noticesWaiting[index] |= bit;
+      awaitRoom();
     }
+  }
+
+  private void sendConfigChange() {
+    if (sendToFrontend(BackendRequest.CONFIG_CHANGE_MSG, Empty.INSTANCE)
+        == BackendChannel.Sent.FULL) {
+      configChangeWaiting = true;
+      awaitRoom();
+    }
+  }
+
+  /**
+   * A frontend that has not read its channel for a while (QEMU's main loop busy elsewhere) fills
+   * it: what met the full channel waits for room rather than blocking the control loop, which every
+   * session shares, or ending the channel for good.
+   */
+  private void awaitRoom() {
+    try {
+      backendChannel.awaitRoom(this::sendWaiting);
+    } catch (RuntimeException e) { // epoll_ctl refused (ENOMEM, max_user_watches)
+      dropBackendChannel("watching it for room: " + e);
+    }
+  }
+
+  /** The frontend read some of its channel: what waited goes, as far as there is room. */
+  private void sendWaiting() {
+    if (closed || backendChannel == null) return;
+    if (configChangeWaiting) {
+      configChangeWaiting = false;
+      sendConfigChange();
+      if (configChangeWaiting || backendChannel == null) return;
+    }
+    for (int index = 0; index < noticesWaiting.length; index++) {
+      for (int bit = 1; bit <= 2; bit <<= 1) {
+        if ((noticesWaiting[index] & bit) == 0) continue;
+        noticesWaiting[index] &= ~bit;
+        sendNotice(index, bit);
+        if ((noticesWaiting[index] & bit) != 0 || backendChannel == null) return;
+      }
+    }
+    backendChannel.roomDone();
+  }
+
+  /** Sends a back-end request on the backend channel ({@link BackendChannel}: no reply). */
+  private BackendChannel.Sent sendToFrontend(BackendRequest request, Payload payload, Fd... fds) {
+    BackendChannel.Sent sent = backendChannel.send(request, payload, fds);
+    if (sent == BackendChannel.Sent.FAILED) {
+      // A frontend that is gone, or stopped reading in the middle of a message: the channel is
+      // dropped rather than left corrupt.
+      dropBackendChannel(
+          "sending " + request.label() + ": " + backendChannel.failure().getMessage());
+    }
+    return sent;
+  }
+
+  private void dropBackendChannel(String why) {
+    LOG.log(Level.WARNING, "{0}: {1}; no more back-end requests to this frontend", name, why);
+    backendChannel.close();
+    backendChannel = null;
   }
 
   // ---- the end ----

@@ -69,10 +69,21 @@ public final class UnixSocket implements AutoCloseable {
   }
 
   /**
+   * A non-blocking socket's buffer was full before any byte of a message went: nothing was sent,
+   * and the message may be sent whole once the peer has read.
+   */
+  public static final class Full extends IOException {
+    Full(Fd fd) {
+      super("the peer on " + fd + " is not reading: its socket buffer is full");
+    }
+  }
+
+  /**
    * Sends all of {@code data}, with {@code fds} attached to its first byte. Blocks until the kernel
    * has taken everything; a non-blocking socket that fills up fails rather than spins.
    *
-   * @throws IOException when the peer is gone or will not read
+   * @throws Full when a non-blocking socket took nothing (the peer has not read yet)
+   * @throws IOException when the peer is gone, or stopped reading in the middle of the message
    */
   public void send(MemorySegment data, Fd... fds) throws IOException {
     if (fds.length > MAX_FDS) {
@@ -97,7 +108,11 @@ public final class UnixSocket implements AutoCloseable {
       }
       long n = SocketCalls.sendmsg(fd.value(), msghdr, SocketCalls.MSG_NOSIGNAL);
       if (n == Libc.WOULD_BLOCK) {
-        throw new IOException("the peer on " + fd + " is not reading: its socket buffer is full");
+        if (sent == 0) throw new Full(fd);
+        throw new IOException(
+            "the peer on "
+                + fd
+                + " stopped reading in the middle of a message: the buffer is full");
       }
       sent += n;
       withFds = false;

@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.Fd;
+import dev.bounce.pool.Libc;
 import dev.bounce.vhost.frontend.FrontendChannel;
 import dev.bounce.vhost.protocol.BackendRequest;
 import dev.bounce.vhost.protocol.BackendRequests;
@@ -16,11 +18,13 @@ import dev.bounce.vhost.protocol.ProtocolFeature;
 import dev.bounce.vhost.protocol.U64;
 import dev.bounce.vhost.protocol.VringAddress;
 import dev.bounce.vhost.protocol.VringState;
+import dev.bounce.vhost.socket.SocketTesting;
 import dev.bounce.vhost.testdevice.EchoDevice;
 import io.netty.buffer.Unpooled;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -196,6 +200,54 @@ class InBandNotificationsTest {
       assertNotice(backendChannel, BackendRequest.VRING_CALL, 0);
       assertFalse(backendChannel.awaitInput(QUIET), "ten used buffers, one waiting notice");
     }
+  }
+
+  /**
+   * A frontend that does not read its channel for a while (QEMU's main loop busy elsewhere) while
+   * the guest goes on: the notices fill the channel, and what meets it full waits until the
+   * frontend reads, instead of ending the channel, and with it every later notice, for good.
+   */
+  @Test
+  void aChannelTheFrontendDoesNotReadForAWhileCarriesTheNoticesOnceItDoes() throws Exception {
+    try (BackendFixture backend = echoBackend();
+        TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path))) {
+      frontend.negotiate(true, IN_BAND);
+      FrontendChannel.RequestChannel pair = FrontendChannel.backendRequestChannel();
+      try (FrontendChannel backendChannel = pair.ours();
+          Fd bouncesEnd = Libc.dup(pair.theirs().value())) {
+        try (var theirs = pair.theirs()) {
+          frontend.channel.ack(FrontendRequest.SET_BACKEND_REQ_FD, Empty.INSTANCE, theirs);
+        }
+        frontend.shareMemory();
+        DriverRing ring = configureWithoutKickAndCall(frontend, 0);
+        frontend.setVringFd(FrontendRequest.SET_VRING_KICK, 0, frontend.kick[0]);
+        // A message meets a full channel once what the frontend has not read reaches SO_SNDBUF.
+        int full = SocketTesting.getInt(bouncesEnd, SocketTesting.SO_SNDBUF) - 2048;
+        int used = 0;
+        while (SocketTesting.unsent(bouncesEnd) < full) {
+          assertTrue(
+              used < 100_000, "the channel never filled: " + SocketTesting.unsent(bouncesEnd));
+          echo(frontend, ring, used++);
+        }
+        for (int i = 0; i < 10; i++) echo(frontend, ring, used++); // while it is full
+        int read = 0;
+        while (backendChannel.awaitInput(QUIET)) {
+          receive(backendChannel).close();
+          read++;
+        }
+        assertTrue(read > 0 && read < used, read + " notices for " + used + " used buffers");
+        echo(frontend, ring, used);
+        assertNotice(backendChannel, BackendRequest.VRING_CALL, 0);
+        assertEquals(List.of(), backend.warnings());
+      }
+    }
+  }
+
+  private static void echo(TestFrontend frontend, DriverRing ring, int used) throws Exception {
+    byte[] data = ("used " + used).getBytes(StandardCharsets.UTF_8);
+    int head = ring.postEcho(data, data.length + 16);
+    frontend.kick[0].signal();
+    ring.awaitEcho(head, data, used, TestFrontend.TIMEOUT);
   }
 
   /** The next backend request is {@code request} for ring {@code index}, without NEED_REPLY. */

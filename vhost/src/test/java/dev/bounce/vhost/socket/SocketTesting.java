@@ -23,12 +23,12 @@ import java.nio.file.Path;
  * fds (to play a misbehaving peer), a few socket options, and a FIFO. Independent of {@link
  * UnixSocket}'s own msghdr handling on purpose.
  */
-final class SocketTesting {
+public final class SocketTesting {
   static final int F_SETFL = 4;
   static final int O_NONBLOCK = 0x800;
   static final int FD_CLOEXEC = 1;
   static final int EPIPE = 32;
-  static final int SO_SNDBUF = 7;
+  public static final int SO_SNDBUF = 7;
   static final int SO_PASSCRED = 16;
 
   /** SO_SNDTIMEO with a struct timeval of two longs: the value on both 64-bit ABIs. */
@@ -110,7 +110,7 @@ final class SocketTesting {
   }
 
   /** An int socket option as the kernel keeps it (SO_SNDBUF: twice what was set). */
-  static int getInt(Fd socket, int option) throws NativeException {
+  public static int getInt(Fd socket, int option) throws NativeException {
     MemorySegment state = Libc.callState();
     try (Arena arena = Arena.ofConfined()) {
       MemorySegment v = arena.allocate(JAVA_INT);
@@ -134,7 +134,7 @@ final class SocketTesting {
    * SO_SNDBUF (with each buffer's overhead): a write blocks once this reaches {@link #getInt
    * getInt(socket, SO_SNDBUF)}.
    */
-  static int unsent(Fd socket) throws NativeException {
+  public static int unsent(Fd socket) throws NativeException {
     MemorySegment state = Libc.callState();
     try (Arena arena = Arena.ofConfined()) {
       MemorySegment v = arena.allocate(JAVA_INT);
