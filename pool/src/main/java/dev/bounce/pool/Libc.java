@@ -183,6 +183,10 @@ public final class Libc {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK);
   }
 
+  public static void setBlocking(int fd) throws NativeException {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) & ~O_NONBLOCK);
+  }
+
   /** Sets close-on-exec on {@code fd} (one inherited from the parent process, say). */
   public static void setCloseOnExec(int fd) throws NativeException {
     fcntl(fd, F_SETFD, FD_CLOEXEC);

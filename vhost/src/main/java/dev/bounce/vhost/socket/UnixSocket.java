@@ -41,12 +41,18 @@ public final class UnixSocket implements AutoCloseable {
   }
 
   /**
-   * Connects to the listener at {@code path} (blocking).
+   * Connects to the listener at {@code path} without waiting for it; the connected socket blocks. A
+   * listener that does not accept and whose backlog is full would hold a blocking connect for ever,
+   * and with it the event loop that called it.
    *
-   * @throws IOException naming the path when nobody listens there
+   * @throws IOException naming the path when nobody listens there, or (EAGAIN) when its backlog is
+   *     full
    */
   public static UnixSocket connect(Path path) throws IOException {
-    Fd fd = Fd.adopt(SocketCalls.socket(SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC));
+    Fd fd =
+        Fd.adopt(
+            SocketCalls.socket(
+                SocketCalls.SOCK_STREAM | SocketCalls.SOCK_CLOEXEC | SocketCalls.SOCK_NONBLOCK));
     try {
       int refused = SocketCalls.connect(fd.value(), path);
       if (refused != 0) {
@@ -57,6 +63,7 @@ public final class UnixSocket implements AutoCloseable {
                 + new NativeException("connect", path.toString(), refused).getMessage()
                 + ")");
       }
+      Libc.setBlocking(fd.value());
       return new UnixSocket(fd);
     } catch (IOException | RuntimeException e) {
       fd.close();

@@ -4,8 +4,15 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.frontend.FrontendChannel;
+import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.protocol.FrontendRequest;
+import dev.bounce.vhost.socket.UnixListener;
 import dev.bounce.vhost.testdevice.EchoDevice;
+import io.netty.channel.IoEventLoop;
+import java.io.IOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.SocketChannel;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -38,6 +45,47 @@ class BackendServerTest {
       while (turnedAwayLines(backend) < 3 && System.nanoTime() < deadline) Thread.sleep(10);
       assertEquals(3, turnedAwayLines(backend));
       assertEquals(List.of(), backend.loopFailures(), "exceptions that escaped into a loop");
+    }
+  }
+
+  @Test
+  void inClientModeAFrontendThatDoesNotAcceptCannotHoldTheControlLoop() throws Exception {
+    Path path = dir.resolve("not-accepting.sock");
+    try (EventLoops loops = new EventLoops(2, "client-mode")) {
+      UnixListener frontend = UnixListener.bind(path, false);
+      List<SocketChannel> crowd = new ArrayList<>();
+      try {
+        boolean full = false;
+        for (int i = 0; i < 1000 && !full; i++) {
+          SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
+          ch.configureBlocking(false);
+          try {
+            ch.connect(UnixDomainSocketAddress.of(path));
+            crowd.add(ch);
+          } catch (IOException backlogFull) {
+            ch.close();
+            full = true;
+          }
+        }
+        assertTrue(full, "the listener's backlog never filled");
+        IoEventLoop control = loops.next();
+        BackendServer server =
+            BackendServer.connect(
+                path,
+                new BackendServer.Config(
+                    "client",
+                    new EchoDevice(TestFrontend.QUEUES, TestFrontend.QUEUE_SIZE),
+                    control,
+                    loops.next()));
+        Thread.sleep(200); // its first connect has been tried
+        control.submit(() -> {}).get(CLOSED.toSeconds(), TimeUnit.SECONDS);
+        server.close();
+      } finally {
+        // Before the loops: a connect still blocked in the listener's backlog then fails, and the
+        // loops can close.
+        for (SocketChannel ch : crowd) ch.close();
+        frontend.close();
+      }
     }
   }
 
