@@ -159,13 +159,12 @@ class EngineDataPathTest {
 
     // One at a time: every chain needs a kick, and the device must call for every one.
     for (int k = 0; k < 20; k++) f.ring(k % 2).echoOne(k * 37 % 300, indirect);
-    // Then a stream with back-pressure through the rings: suppression on both sides.
+    // Then a stream with back-pressure through the rings, where a lost kick or call would stall it.
+    // How many kicks and calls are suppressed here is up to timing (a device that keeps up re-arms
+    // before every post): NotificationTest and ConcurrentDriverTest check suppression.
     Ring ring = f.ring(0);
-    long kicksBefore = ring.kicks;
     ring.stream(5000, f.ram, ring.bufferBase, indirect);
     assertEquals(0, ring.queue.inFlight());
-    assertTrue(ring.kicks - kicksBefore < 5000, "kicks were suppressed: " + ring.kicks);
-    assertTrue(ring.calls > 0);
     assertEquals(5020, echo.served());
     assertEquals(5020, f.configServed());
     assertEquals(0, f.errSignals(), "no ring reported a guest error");
@@ -643,8 +642,6 @@ class EngineDataPathTest {
     final Region[] regionOf = new Region[QUEUE_SIZE];
     long posted;
     long completed;
-    long kicks;
-    long calls;
     private final DriverQueue.UsedConsumer check = this::check;
 
     Ring(Frontend frontend, int index) throws NativeException {
@@ -746,7 +743,7 @@ class EngineDataPathTest {
 
     /** Publishes and kicks when the device asks for it. */
     void kickIfNeeded() throws NativeException {
-      if (queue.kick(kick)) kicks++;
+      queue.kick(kick);
     }
 
     /**
@@ -764,7 +761,6 @@ class EngineDataPathTest {
       assertEquals(1, post(1, frontend.ram, bufferBase, indirect), () -> describe());
       kickIfNeeded();
       awaitSignal(call, "ring " + index + "'s call eventfd");
-      calls++;
       awaitCompleted(completed + 1);
       assertEquals(0, queue.inFlight());
       assertFalse(queue.hasUsed());
@@ -796,7 +792,6 @@ class EngineDataPathTest {
                   + ")");
         }
         call.drain();
-        calls++;
       }
       return count;
     }
@@ -810,7 +805,6 @@ class EngineDataPathTest {
           fail("ring " + index + ": " + completed + " of " + target + " completed, then no call");
         }
         call.drain();
-        calls++;
       }
     }
 
