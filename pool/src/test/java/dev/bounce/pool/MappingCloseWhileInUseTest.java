@@ -5,6 +5,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.testing.BlockedThreads;
+import dev.bounce.pool.testing.BlockedThreads.Syscall;
 import dev.bounce.pool.testing.ProcessMaps;
 import dev.bounce.pool.testing.TestSyscalls;
 import java.lang.foreign.Arena;
@@ -23,6 +25,7 @@ import org.junit.jupiter.api.Test;
  */
 class MappingCloseWhileInUseTest {
   private static final long PAGE = Mapping.PAGE_SIZE;
+  private static final Duration TIMEOUT = Duration.ofSeconds(10);
 
   @Test
   @DisplayName("close during a syscall into the segment: once the call returns, close unmaps it")
@@ -37,29 +40,28 @@ class MappingCloseWhileInUseTest {
       AtomicReference<Object> readResult = new AtomicReference<>();
       // Blocks in read(2) on an empty pipe, with the mapping's segment as its buffer.
       Thread reader =
-          Thread.ofPlatform()
-              .start(
-                  () -> {
-                    try {
-                      readResult.set(Libc.read(pipe.readEnd().value(), segment, 8));
-                    } catch (Throwable t) {
-                      readResult.set(t);
-                    }
-                  });
-      Thread.sleep(200); // let it enter read(2); if it has not, close simply succeeds first
+          BlockedThreads.start(
+              () -> {
+                try {
+                  readResult.set(Libc.read(pipe.readEnd().value(), segment, 8));
+                } catch (Throwable t) {
+                  readResult.set(t);
+                }
+              });
+      BlockedThreads.awaitBlocked(reader, Syscall.READ, pipe.readEnd().value(), TIMEOUT);
 
-      try {
-        mapping.close();
-      } catch (IllegalStateException busy) {
-        // Allowed: the memory is in use by a syscall right now. It must not be forgotten.
-      }
+      // The memory is in use by a syscall right now: the arena cannot close. It must not be
+      // forgotten.
+      assertThrows(IllegalStateException.class, mapping::close);
 
       MemorySegment data = arena.allocate(8);
       data.set(JAVA_LONG, 0, 0x4242_4242_4242_4242L);
       assertEquals(8, Libc.write(pipe.writeEnd().value(), data, 8));
-      assertTrue(reader.join(Duration.ofSeconds(10)), "the reader did not finish");
+      assertTrue(reader.join(TIMEOUT), "the reader did not finish");
+      assertEquals(8L, readResult.get());
+      assertEquals(0x4242_4242_4242_4242L, segment.get(JAVA_LONG, 0), "read into the mapping");
 
-      mapping.close(); // the call is over: this must unmap, if the first close could not
+      mapping.close(); // the call is over: this must unmap
       assertEquals(
           mappingsBefore,
           Mapping.liveCount(),
@@ -87,33 +89,31 @@ class MappingCloseWhileInUseTest {
       GuestMemory old = memory;
       List<GuestRegion> regions = old.regions();
       MemorySegment busy = old.translate(regions.getFirst().mapped().guestAddress(), 8);
+      AtomicReference<Object> readResult = new AtomicReference<>();
       Thread reader =
-          Thread.ofPlatform()
-              .start(
-                  () -> {
-                    try {
-                      Libc.read(pipe.readEnd().value(), busy, 8);
-                    } catch (Throwable ignored) {
-                      // the region was closed first: nothing to read into
-                    }
-                  });
-      Thread.sleep(200);
+          BlockedThreads.start(
+              () -> {
+                try {
+                  readResult.set(Libc.read(pipe.readEnd().value(), busy, 8));
+                } catch (Throwable t) {
+                  readResult.set(t);
+                }
+              });
+      BlockedThreads.awaitBlocked(reader, Syscall.READ, pipe.readEnd().value(), TIMEOUT);
 
       MemorySegment data = arena.allocate(8);
       try {
-        try {
-          old.retire(GuestMemory.empty());
-        } catch (IllegalStateException inUse) {
-          // Allowed for the busy region; not a reason to keep the others.
-        }
+        // The busy region cannot be unmapped now; not a reason to keep the others.
+        assertThrows(IllegalStateException.class, () -> old.retire(GuestMemory.empty()));
         for (GuestRegion region : regions.subList(1, regions.size())) {
           assertTrue(!region.fd().isOpen(), () -> region + " was not released");
         }
       } finally {
         assertEquals(8, Libc.write(pipe.writeEnd().value(), data, 8));
-        assertTrue(reader.join(Duration.ofSeconds(10)));
+        assertTrue(reader.join(TIMEOUT));
         old.close();
       }
+      assertEquals(8L, readResult.get());
       assertTrue(!regions.getFirst().fd().isOpen(), "the busy region's fd was never closed");
       assertEquals(mappingsBefore, Mapping.liveCount(), "mappings still live");
     }

@@ -5,6 +5,10 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.Libc;
+import dev.bounce.pool.NativeException;
+import dev.bounce.pool.testing.BlockedThreads.Syscall;
+import java.lang.foreign.Arena;
 import java.time.Duration;
 import java.util.concurrent.TimeoutException;
 import org.junit.jupiter.api.DisplayName;
@@ -74,5 +78,37 @@ class TestHelpersTest {
                 });
     OpenFds.assertBackTo(before);
     closer.join();
+  }
+
+  @Test
+  @DisplayName("BlockedThreads: sees a thread sleep in read(2) on its fd, and no other call")
+  void blockedThreadsSeesTheCallAndTheFd() throws Exception {
+    try (TestSyscalls.Pipe pipe = TestSyscalls.pipe();
+        Arena arena = Arena.ofConfined()) {
+      int fd = pipe.readEnd().value();
+      Thread reader =
+          BlockedThreads.start(
+              () -> {
+                try (Arena local = Arena.ofConfined()) {
+                  Libc.read(fd, local.allocate(1), 1);
+                } catch (NativeException e) {
+                  throw new RuntimeException(e);
+                }
+              });
+      BlockedThreads.awaitBlocked(reader, Syscall.READ, fd, Duration.ofSeconds(10));
+      AssertionError other =
+          assertThrows(
+              AssertionError.class,
+              () ->
+                  BlockedThreads.awaitBlocked(reader, Syscall.RECVMSG, fd, Duration.ofMillis(50)));
+      assertTrue(other.getMessage().contains("not blocked in RECVMSG"), other.getMessage());
+      assertThrows(
+          AssertionError.class,
+          () ->
+              BlockedThreads.awaitBlocked(
+                  reader, Syscall.READ, pipe.writeEnd().value(), Duration.ofMillis(50)));
+      assertEquals(1, Libc.write(pipe.writeEnd().value(), arena.allocate(1), 1));
+      assertTrue(reader.join(Duration.ofSeconds(10)));
+    }
   }
 }
