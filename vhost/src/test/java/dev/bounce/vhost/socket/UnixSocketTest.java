@@ -18,6 +18,8 @@ import dev.bounce.pool.Libc;
 import dev.bounce.pool.Mapping;
 import dev.bounce.pool.Memfd;
 import dev.bounce.pool.NativeException;
+import dev.bounce.pool.testing.BlockedThreads;
+import dev.bounce.pool.testing.BlockedThreads.Syscall;
 import dev.bounce.pool.testing.OpenFds;
 import dev.bounce.pool.testing.TestSyscalls;
 import java.io.IOException;
@@ -32,6 +34,7 @@ import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.FutureTask;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -454,17 +457,17 @@ class UnixSocketTest {
 
   @Test
   void shutdownWakesABlockedReceiver() throws Exception {
-    CompletableFuture<Long> blocked =
-        CompletableFuture.supplyAsync(
+    FutureTask<Long> blocked =
+        new FutureTask<>(
             () -> {
               try (Arena local = Arena.ofConfined()) {
                 return server.receive(local.allocate(8), new ArrayList<>());
-              } catch (IOException e) {
-                throw new RuntimeException(e);
               }
             });
-    Thread.sleep(100);
-    assertFalse(blocked.isDone(), "receive should be waiting");
+    Thread receiver = BlockedThreads.start(blocked);
+    // Shut down only once it sleeps in recvmsg(2): a receiver that came after would return at once.
+    BlockedThreads.awaitBlocked(
+        receiver, Syscall.RECVMSG, server.fd().value(), Duration.ofSeconds(10));
     server.shutdown();
     assertEquals(0L, blocked.get(10, TimeUnit.SECONDS));
     server.shutdown(); // again: harmless
