@@ -20,6 +20,7 @@ public final class BlockedThreads {
   /** The syscalls tests wait in: their numbers on x86-64, and in the generic table (aarch64). */
   public enum Syscall {
     READ(0, 63),
+    SENDMSG(46, 211),
     RECVMSG(47, 212);
 
     private final int number;
@@ -51,6 +52,20 @@ public final class BlockedThreads {
    */
   public static void awaitBlocked(Thread thread, Syscall syscall, int fd, Duration timeout)
       throws InterruptedException {
+    await(thread, syscall, fd, timeout);
+  }
+
+  /**
+   * {@link #awaitBlocked(Thread, Syscall, int, Duration)} on whichever fd: for a thread that makes
+   * that call on one fd only, whose number the test cannot get.
+   */
+  public static void awaitBlocked(Thread thread, Syscall syscall, Duration timeout)
+      throws InterruptedException {
+    await(thread, syscall, null, timeout);
+  }
+
+  private static void await(Thread thread, Syscall syscall, Integer fd, Duration timeout)
+      throws InterruptedException {
     long deadline = System.nanoTime() + timeout.toNanos();
     String last = "not found in /proc/self/task";
     while (true) {
@@ -59,14 +74,19 @@ public final class BlockedThreads {
         String[] fields = read(task.resolve("syscall")).split(" ");
         if (fields.length > 1
             && fields[0].equals(Integer.toString(syscall.number))
-            && Long.decode(fields[1]) == fd) {
+            && (fd == null || Long.decode(fields[1]) == fd.longValue())) {
           return;
         }
         last = "in " + String.join(" ", fields);
       }
       if (System.nanoTime() > deadline) {
         throw new AssertionError(
-            thread.getName() + " not blocked in " + syscall + " on fd " + fd + ": " + last);
+            thread.getName()
+                + " not blocked in "
+                + syscall
+                + (fd == null ? "" : " on fd " + fd)
+                + ": "
+                + last);
       }
       Thread.sleep(1);
     }

@@ -12,6 +12,8 @@ import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.Memfd;
 import dev.bounce.pool.MemoryRegionDescription;
+import dev.bounce.pool.testing.BlockedThreads;
+import dev.bounce.pool.testing.BlockedThreads.Syscall;
 import dev.bounce.pool.testing.OpenFds;
 import dev.bounce.vhost.frontend.FrontendChannel;
 import dev.bounce.vhost.protocol.FrontendRequest;
@@ -37,6 +39,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
@@ -365,25 +368,36 @@ class BadInputTest {
     for (int i = 0; i < 1000; i++) System.arraycopy(one, 0, batch, i * one.length, one.length);
     try (FrontendChannel flooding = connectServed()) {
       AtomicBoolean stop = new AtomicBoolean();
+      AtomicLong written = new AtomicLong(); // the bytes of the flood in the socket or handled
       Thread writer =
-          Thread.ofPlatform()
-              .start(
-                  () -> {
-                    try {
-                      while (!stop.get()) flooding.sendRaw(batch);
-                    } catch (IOException e) {
-                      // the test ends the flood by closing the channel
-                    }
-                  });
+          BlockedThreads.start(
+              () -> {
+                try {
+                  while (!stop.get()) {
+                    flooding.sendRaw(batch);
+                    written.addAndGet(batch.length);
+                  }
+                } catch (IOException e) {
+                  // the test ends the flood by closing the channel
+                }
+              });
       try {
-        Thread.sleep(200); // the flood is under way
+        // The flood is under way once the writer waits for room: a socket buffer of requests is
+        // yet to be handled, and the writer adds more only as the server handles them.
+        BlockedThreads.awaitBlocked(writer, Syscall.SENDMSG, Duration.ofSeconds(30));
         for (int i = 0; i < 5; i++) {
-          long start = System.nanoTime();
           // A second connection makes the server read the first one's requests (its end of
           // stream could be among them): that read has a bound too.
           FrontendChannel.connect(backend.path).close();
-          backend.controlLoop().submit(() -> {}).get(5, TimeUnit.SECONDS);
-          assertTrue(System.nanoTime() - start < TimeUnit.SECONDS.toNanos(5), "task " + i);
+          long submitted = written.get();
+          long ran = backend.controlLoop().submit(written::get).get(30, TimeUnit.SECONDS);
+          // Measured in the flood's bytes, not in seconds: on a fair loop the task waits for one
+          // turn of the flooding session (64 requests of 20 bytes) however busy the machine, and
+          // 1 MiB is slack; a loop that read a session until its socket ran dry let hundreds of
+          // MiB pass first.
+          assertTrue(
+              ran - submitted < 1 << 20,
+              "task " + i + " waited for " + (ran - submitted) + " bytes of the flood");
         }
       } finally {
         stop.set(true);
