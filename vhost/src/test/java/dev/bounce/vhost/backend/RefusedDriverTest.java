@@ -56,9 +56,9 @@ class RefusedDriverTest {
       frontend.kick[0].signal();
       Thread.sleep(500);
       assertEquals(1, ring.usedIndex(), "nothing served after the refusal");
+      assertEquals(1, frontend.stop(0), "the refused driver's chain was not consumed");
 
       // A driver that accepts bit 27 again is served, from where the ring stands.
-      frontend.stop(0);
       frontend.channel.ack(FrontendRequest.SET_FEATURES, new U64(TestFrontend.FEATURES | BIT_27));
       frontend.setUpRing(0, TestFrontend.ringAddress(0));
       frontend.kick[0].signal();
