@@ -52,7 +52,7 @@ import java.util.List;
 
 /**
  * The fake frontend's VMM half: negotiates with any vhost-user backend the way QEMU 7.2 or DPDK
- * 22.11 virtio-user does (../shared/reference/sequences), shares the guest's memory as {@link
+ * 22.11 virtio-user does (vhost/src/test/resources/sequences), shares the guest's memory as {@link
  * GuestRam} says, and sets up every queue with its rings (in the pool when there is one) and
  * eventfds. The guest half, a driver model, then works the queues through {@link #queue}.
  */

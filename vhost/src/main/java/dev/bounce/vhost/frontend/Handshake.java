@@ -2,7 +2,9 @@ package dev.bounce.vhost.frontend;
 
 import java.util.Locale;
 
-/** Which real frontend's negotiation the fake frontend replays (../shared/reference/sequences). */
+/**
+ * Which real frontend's negotiation the fake frontend replays (vhost/src/test/resources/sequences).
+ */
 public enum Handshake {
   /** QEMU 7.2: one SET_MEM_TABLE with every region. */
   QEMU,

@@ -22,7 +22,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * A recorded vhost-user conversation from ../shared/reference/sequences, parsed into the
+ * A recorded vhost-user conversation from the test resources' sequences/, parsed into the
  * front-end's requests (in order, per session) with the reply each got when the recording shows
  * replies. Three formats are there:
  *

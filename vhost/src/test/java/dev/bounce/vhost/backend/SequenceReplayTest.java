@@ -5,7 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.bounce.pool.EventFd;
 import dev.bounce.pool.Fd;
@@ -25,7 +24,7 @@ import dev.bounce.vhost.spi.VirtioFeatures;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.ByteBufUtil;
 import io.netty.buffer.Unpooled;
-import java.io.IOException;
+import java.net.URL;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -42,12 +41,12 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * Replays every recorded conversation of ../shared/reference/sequences (QEMU 7.2 and DPDK 22.11
- * talking to real back-ends) against bounce over a real socket: the same requests in the same
- * order, with real memfds where the recording had guest RAM (same guest addresses, sizes and
- * frontend addresses, so the recorded ring addresses fall inside them) and real eventfds for kicks,
- * calls and errors. The device is the echo device with the recorded device's queue count and
- * feature bits.
+ * Replays every recorded conversation of the test resources' sequences/ (QEMU 7.2 and DPDK 22.11
+ * talking to real back-ends; copies of ../shared/reference/sequences, so that every clone runs
+ * them) against bounce over a real socket: the same requests in the same order, with real memfds
+ * where the recording had guest RAM (same guest addresses, sizes and frontend addresses, so the
+ * recorded ring addresses fall inside them) and real eventfds for kicks, calls and errors. The
+ * device is the echo device with the recorded device's queue count and feature bits.
  *
  * <p>Checked for every request: the rebuilt payload has the recorded size; a reply comes exactly
  * when the protocol (and, where it shows replies, the recording) has one, with flags exactly 0x5,
@@ -86,21 +85,11 @@ class SequenceReplayTest {
 
   @TempDir Path dir;
 
-  /** ../shared/reference/sequences from the repository, found from wherever Maven runs us. */
-  static Path sequencesFolder() {
-    for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent()) {
-      Path candidate = p.resolve("shared/reference/sequences");
-      if (Files.isDirectory(candidate)) return candidate;
-    }
-    return null;
-  }
-
   @TestFactory
-  Stream<DynamicTest> replaysEveryRecording() throws IOException {
-    Path folder = sequencesFolder();
-    assumeTrue(
-        folder != null,
-        "no recorded sequences: ../shared/reference/sequences (next to the repository) is absent");
+  Stream<DynamicTest> replaysEveryRecording() throws Exception {
+    URL resource = SequenceReplayTest.class.getResource("/sequences");
+    assertNotNull(resource, "no sequences/ among the test resources");
+    Path folder = Path.of(resource.toURI());
     List<Path> files;
     try (Stream<Path> listing = Files.list(folder)) {
       files = listing.filter(Files::isRegularFile).sorted().toList();

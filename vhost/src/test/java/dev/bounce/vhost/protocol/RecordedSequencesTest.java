@@ -13,10 +13,10 @@ import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 
 /**
- * Byte-for-byte checks against messages from the recorded sequences in shared/reference/sequences/
- * (QEMU 7.2 vsock/net on q35 and arm64 virt, DPDK 22.11 virtio-user). Each wire image is written
- * out field by field, little endian; decoding it must give the recorded values and the recorded log
- * line, and encoding those values must give it back.
+ * Byte-for-byte checks against messages from the recorded sequences in the test resources'
+ * sequences/ (QEMU 7.2 vsock/net on q35 and arm64 virt, DPDK 22.11 virtio-user). Each wire image is
+ * written out field by field, little endian; decoding it must give the recorded values and the
+ * recorded log line, and encoding those values must give it back.
  */
 class RecordedSequencesTest {
   private static void assertEncodes(String expectedHex, ByteBuf encoded) {
