@@ -24,8 +24,9 @@ import org.junit.jupiter.api.Assumptions;
  * forward mode it sends every frame back on the port it came from; in {@code rxonly} it counts and
  * frees them.
  *
- * <p>scripts/test installs dpdk-dev (which has dpdk-testpmd) when it is missing; without it, or
- * when testpmd cannot start here, the test is skipped with the reason.
+ * <p>scripts/test installs dpdk-dev (which has dpdk-testpmd) when it is missing; without it the
+ * test is skipped with the reason. A testpmd that is installed but exits before it listens fails
+ * the test with its output: a skip would pass a broken setup off as a machine without DPDK.
  */
 public final class TestPmd implements AutoCloseable {
   private static final Path TESTPMD = Path.of("/usr/bin/dpdk-testpmd");
@@ -109,15 +110,15 @@ public final class TestPmd implements AutoCloseable {
 
   /**
    * Waits until the vhost-user socket accepts connections (testpmd binds it a moment before it
-   * listens, and QEMU gives up at once on a refused connection); skips the test when testpmd cannot
-   * run here.
+   * listens, and QEMU gives up at once on a refused connection); fails with testpmd's output when
+   * it exits first.
    */
   public void awaitListening() throws IOException, InterruptedException {
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
     while (!listening()) {
       if (!process.isAlive()) {
-        Assumptions.abort(
-            "dpdk-testpmd cannot run here: it exited with status "
+        throw new AssertionError(
+            "dpdk-testpmd exited with status "
                 + process.exitValue()
                 + " before listening on its vhost-user socket; command: "
                 + String.join(" ", command)
