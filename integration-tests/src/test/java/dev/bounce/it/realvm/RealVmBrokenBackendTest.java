@@ -43,7 +43,9 @@ class RealVmBrokenBackendTest {
           assertThrows(AssertionError.class, () -> vm.awaitResult("connect", LIMIT));
       long seconds = TimeUnit.NANOSECONDS.toSeconds(System.nanoTime() - started);
       String message = failure.getMessage();
-      assertTrue(seconds < LIMIT.toSeconds() + 5, "took " + seconds + " s:\n" + message);
+      // The point is that it fails rather than hangs: the bound only has to tell the two apart on
+      // a loaded machine that runs QEMU, so it leaves a minute beyond the limit.
+      assertTrue(seconds < LIMIT.toSeconds() + 60, "took " + seconds + " s:\n" + message);
       for (String expected :
           List.of(
               "the guest printed no result line for its connect step within 10 s",
