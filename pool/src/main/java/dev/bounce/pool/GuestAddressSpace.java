@@ -1,6 +1,7 @@
 package dev.bounce.pool;
 
 import java.lang.foreign.MemorySegment;
+import java.util.List;
 
 /**
  * Guest memory as a backend sees it: an immutable snapshot of the regions the frontend shared, with
@@ -32,10 +33,21 @@ public sealed interface GuestAddressSpace extends AutoCloseable
    * A snapshot with one more region, mapped from {@code fd}. Takes ownership of {@code fd} whatever
    * happens.
    *
-   * @throws IllegalArgumentException when the region overlaps one already present, or there are
-   *     already {@link #MAX_REGIONS}
+   * @throws IllegalArgumentException when the region overlaps one already present, there are
+   *     already {@link #MAX_REGIONS}, or mapping it would take the process over {@link
+   *     GuestRegion#PROCESS_LIMIT}
    */
   GuestAddressSpace withRegion(MemoryRegionDescription region, Fd fd) throws NativeException;
+
+  /** The bytes of guest memory this snapshot maps: the sum of its regions' mapped parts. */
+  long mappedBytes();
+
+  /**
+   * The bytes this snapshot would map with {@code regions} added ({@link #withRegion} each): what a
+   * bound on a session's guest memory is checked against before anything is mapped. {@link
+   * Long#MAX_VALUE} when the sum would overflow.
+   */
+  long mappedBytesWith(List<MemoryRegionDescription> regions);
 
   /**
    * A snapshot without the region REM_MEM_REG names (guest address, user address and size). The

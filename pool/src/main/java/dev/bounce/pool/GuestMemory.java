@@ -95,6 +95,18 @@ public final class GuestMemory implements GuestAddressSpace {
     return next.isEmpty() ? EMPTY : new GuestMemory(next);
   }
 
+  @Override
+  public long mappedBytes() {
+    return regions.stream().mapToLong(r -> r.mapped().size()).sum(); // at most PROCESS_LIMIT
+  }
+
+  @Override
+  public long mappedBytesWith(List<MemoryRegionDescription> added) {
+    long total = mappedBytes();
+    for (MemoryRegionDescription region : added) total = Ranges.sizeSum(total, region.size());
+    return total;
+  }
+
   /** Whether some region's shared description is the one REM_MEM_REG names. */
   boolean holds(MemoryRegionDescription region) {
     return regions.stream().anyMatch(r -> r.shared().sameRegion(region));

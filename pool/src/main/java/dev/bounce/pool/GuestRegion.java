@@ -1,19 +1,39 @@
 package dev.bounce.pool;
 
+import static dev.bounce.pool.Ranges.describeSize;
+
 import java.lang.foreign.MemorySegment;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * A region the frontend shared, mapped into this process: the description the frontend sent ({@code
  * shared}), the part of it that is mapped ({@code mapped}: all of it, or only what lies in a
  * restricted pool), the fd that carries it, and the mapping. Closing unmaps and closes the fd,
  * once.
+ *
+ * <p>Every region of every session is mapped here, so the bytes they hold together are counted
+ * here, against {@link #PROCESS_LIMIT}: from the mmap until the unmap, whichever snapshots share
+ * the region (a table that replaces another counts, while both are mapped, as much as both).
  */
 public final class GuestRegion implements AutoCloseable {
+  /**
+   * The guest memory all sessions together may have mapped: 64 TiB, half of a process's address
+   * space on x86-64 (47 bits, 128 TiB; arm64's 48 bits give 256 TiB). A frontend's memfds cost the
+   * host nothing until touched (VM_NORESERVE), so without this bound frontends could take the whole
+   * address space, and the JVM's own mappings (malloc, thread stacks, direct buffers, metaspace)
+   * would fail in every session at once. Not configurable: raising it gives that room away.
+   */
+  public static final long PROCESS_LIMIT = 64L << 40;
+
+  private static final AtomicLong MAPPED = new AtomicLong();
+
   private final MemoryRegionDescription shared;
   private final MemoryRegionDescription mapped;
   private final Fd fd;
   private final Mapping mapping;
   private final MemorySegment segment;
+  private final AtomicBoolean released = new AtomicBoolean();
 
   private GuestRegion(
       MemoryRegionDescription shared,
@@ -32,18 +52,52 @@ public final class GuestRegion implements AutoCloseable {
    * Maps the {@code mapped} part of {@code fd}. Takes ownership of {@code fd}: it is closed when
    * the region is, or at once if mapping fails. An mmap offset that is not page-aligned is served
    * by mapping from the page below and slicing.
+   *
+   * @throws IllegalArgumentException when the mapping would take the guest memory of all sessions
+   *     over {@link #PROCESS_LIMIT} (nothing is mapped)
    */
   static GuestRegion map(MemoryRegionDescription shared, MemoryRegionDescription mapped, Fd fd)
       throws NativeException {
     try {
       long slack = mapped.mmapOffset() % Mapping.PAGE_SIZE;
-      Mapping mapping = Mapping.map(fd, mapped.mmapOffset() - slack, mapped.size() + slack);
-      return new GuestRegion(
-          shared, mapped, fd, mapping, mapping.segment().asSlice(slack, mapped.size()));
+      long length = mapped.size() + slack; // no overflow: the description's offset + size fits
+      reserve(length);
+      try {
+        Mapping mapping = Mapping.map(fd, mapped.mmapOffset() - slack, length);
+        return new GuestRegion(
+            shared, mapped, fd, mapping, mapping.segment().asSlice(slack, mapped.size()));
+      } catch (NativeException | RuntimeException e) {
+        MAPPED.addAndGet(-length);
+        throw e;
+      }
     } catch (NativeException | RuntimeException e) {
       fd.close();
       throw e;
     }
+  }
+
+  /** Counts {@code length} more bytes mapped, or refuses them when over {@link #PROCESS_LIMIT}. */
+  private static void reserve(long length) {
+    long now;
+    do {
+      now = MAPPED.get();
+      if (length > PROCESS_LIMIT - now) {
+        throw new IllegalArgumentException(
+            "mapping "
+                + describeSize(length)
+                + " more would take the guest memory this process maps for all its sessions from "
+                + describeSize(now)
+                + " over its bound of "
+                + describeSize(PROCESS_LIMIT)
+                + ": half the address space, kept for the JVM's own mappings, is not"
+                + " configurable");
+      }
+    } while (!MAPPED.compareAndSet(now, now + length));
+  }
+
+  /** The bytes of guest memory all sessions have mapped now: what {@link #PROCESS_LIMIT} bounds. */
+  public static long mappedInProcess() {
+    return MAPPED.get();
   }
 
   /** The region as the frontend described it. */
@@ -65,10 +119,16 @@ public final class GuestRegion implements AutoCloseable {
     return fd;
   }
 
+  /**
+   * Unmaps and closes the fd. The bytes leave the process's count once they are unmapped: a close
+   * that fails while a system call still uses the mapping (it stays mapped) releases nothing, and
+   * the close that then unmaps it does.
+   */
   @Override
   public void close() {
     try {
       mapping.close();
+      if (!released.getAndSet(true)) MAPPED.addAndGet(-mapping.size());
     } finally {
       fd.close();
     }

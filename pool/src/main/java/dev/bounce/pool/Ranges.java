@@ -1,5 +1,7 @@
 package dev.bounce.pool;
 
+import java.util.Locale;
+
 /**
  * Overflow-safe range arithmetic on unsigned 64-bit addresses, in one place. Guest and frontend
  * input reach these as raw u64: no sum here can wrap.
@@ -28,6 +30,26 @@ public final class Ranges {
   /** Whether {@code start + size} stays within 2^64 (the last byte is {@code start + size - 1}). */
   public static boolean fits(long start, long size) {
     return size != 0 && Long.compareUnsigned(start + (size - 1), start) >= 0;
+  }
+
+  /**
+   * {@code a + b} for sizes (non-negative), or {@link Long#MAX_VALUE} where that would overflow: a
+   * sum of sizes a frontend gives, compared with a bound, must not wrap below it.
+   */
+  static long sizeSum(long a, long b) {
+    return b > Long.MAX_VALUE - a ? Long.MAX_VALUE : a + b;
+  }
+
+  /** A byte count for messages: exact, and in the largest binary unit it reaches (2 TiB). */
+  public static String describeSize(long bytes) {
+    int unit = bytes < 1024 ? 0 : (63 - Long.numberOfLeadingZeros(bytes)) / 10;
+    if (unit == 0) return bytes + " bytes";
+    double scaled = bytes / (double) (1L << (10 * unit));
+    String number =
+        scaled == Math.rint(scaled)
+            ? String.valueOf((long) scaled)
+            : String.format(Locale.ROOT, "%.1f", scaled);
+    return bytes + " bytes (" + number + " " + "KMGTPE".charAt(unit - 1) + "iB)";
   }
 
   public static String hex(long value) {

@@ -5,6 +5,7 @@ import static dev.bounce.pool.Ranges.describe;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
 import java.util.stream.Stream;
 
 /**
@@ -144,6 +145,18 @@ public final class RestrictedPool implements GuestAddressSpace {
     return new RestrictedPool(start, size, mapped, next);
   }
 
+  @Override
+  public long mappedBytes() {
+    return mapped.mappedBytes();
+  }
+
+  /** Only each region's part in the window counts: only that is ever mapped. */
+  @Override
+  public long mappedBytesWith(List<MemoryRegionDescription> added) {
+    return mapped.mappedBytesWith(
+        added.stream().map(r -> r.clip(start, size)).filter(Objects::nonNull).toList());
+  }
+
   private List<MemoryRegionDescription> shared() {
     return Stream.concat(mapped.regions().stream().map(GuestRegion::shared), unmapped.stream())
         .toList();
@@ -165,8 +178,7 @@ public final class RestrictedPool implements GuestAddressSpace {
    * starting rings.
    */
   public boolean isFullyShared() {
-    long covered = mapped.regions().stream().mapToLong(r -> r.mapped().size()).sum();
-    return covered == size;
+    return mapped.mappedBytes() == size;
   }
 
   @Override

@@ -103,6 +103,8 @@ final class DmaFlags {
     }
     try {
       pool.probe();
+    } catch (IllegalArgumentException e) { // over the bound on guest memory mapped
+      throw new UsageException(text + ": " + e.getMessage());
     } catch (NativeException e) {
       throw new UsageException(
           text
