@@ -1,7 +1,9 @@
 package dev.bounce.vhost.backend;
 
 import dev.bounce.pool.Fd;
+import dev.bounce.pool.GuestRegion;
 import dev.bounce.pool.Libc;
+import dev.bounce.pool.Ranges;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.socket.UnixListener;
 import dev.bounce.vhost.socket.UnixSocket;
@@ -32,17 +34,37 @@ public final class BackendServer implements AutoCloseable {
   private static final long ACCEPT_PAUSE_MILLIS = 1000;
 
   /**
-   * What a server serves, where its work runs, and how it restricts device DMA ({@link
-   * RestrictedDma#OFF}: not at all).
+   * What a server serves, where its work runs, how it restricts device DMA ({@link
+   * RestrictedDma#OFF}: not at all), and how much guest memory one session may map (a memory table
+   * or added region that would take it over {@code maxGuestMemory} is refused).
    */
   public record Config(
       String name,
       VirtioDevice device,
       IoEventLoop controlLoop,
       IoEventLoop dataLoop,
-      RestrictedDma restrictedDma) {
+      RestrictedDma restrictedDma,
+      long maxGuestMemory) {
+    /**
+     * 1 TiB per session unless raised: a QEMU guest shares all its RAM, so this is a guest of 1
+     * TiB, a generous bound for the VMs a vsock backend runs beside (a larger one raises it), and
+     * 64 sessions at it still fit in {@link GuestRegion#PROCESS_LIMIT}.
+     */
+    public static final long DEFAULT_MAX_GUEST_MEMORY = 1L << 40;
+
     public Config {
       java.util.Objects.requireNonNull(restrictedDma, "restrictedDma");
+      checkMaxGuestMemory(maxGuestMemory);
+    }
+
+    /** With the {@link #DEFAULT_MAX_GUEST_MEMORY} cap. */
+    public Config(
+        String name,
+        VirtioDevice device,
+        IoEventLoop controlLoop,
+        IoEventLoop dataLoop,
+        RestrictedDma restrictedDma) {
+      this(name, device, controlLoop, dataLoop, restrictedDma, DEFAULT_MAX_GUEST_MEMORY);
     }
 
     /**
@@ -50,6 +72,25 @@ public final class BackendServer implements AutoCloseable {
      */
     public Config(String name, VirtioDevice device, IoEventLoop controlLoop, IoEventLoop dataLoop) {
       this(name, device, controlLoop, dataLoop, RestrictedDma.OFF);
+    }
+
+    /**
+     * Refuses what a Config refuses for {@code maxGuestMemory}, so that a bad flag fails at start:
+     * a cap that is not positive, or over {@link GuestRegion#PROCESS_LIMIT}, which bounds every
+     * session anyway.
+     */
+    public static void checkMaxGuestMemory(long bytes) {
+      if (bytes <= 0) {
+        throw new IllegalArgumentException(
+            "a cap of " + bytes + " bytes of guest memory lets no session map any");
+      }
+      if (bytes > GuestRegion.PROCESS_LIMIT) {
+        throw new IllegalArgumentException(
+            Ranges.describeSize(bytes)
+                + " is over "
+                + Ranges.describeSize(GuestRegion.PROCESS_LIMIT)
+                + ", the bound on the guest memory of all sessions together");
+      }
     }
   }
 
@@ -210,6 +251,7 @@ public final class BackendServer implements AutoCloseable {
               config.controlLoop(),
               config.dataLoop(),
               config.restrictedDma(),
+              config.maxGuestMemory(),
               this::sessionEnded);
     } catch (IOException | RuntimeException e) {
       socket.close();

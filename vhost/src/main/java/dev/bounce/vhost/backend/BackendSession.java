@@ -17,6 +17,7 @@ import dev.bounce.pool.GuestAddressSpace;
 import dev.bounce.pool.Libc;
 import dev.bounce.pool.MemoryRegionDescription;
 import dev.bounce.pool.NativeException;
+import dev.bounce.pool.Ranges;
 import dev.bounce.pool.RestrictedPool;
 import dev.bounce.vhost.loop.FdWatch;
 import dev.bounce.vhost.protocol.BackendRequest;
@@ -104,6 +105,7 @@ public final class BackendSession implements AutoCloseable {
   private final VirtioDevice device;
   private final DataPlane data;
   private final RestrictedDma dma;
+  private final long maxGuestMemory;
   private final DevicePool devicePool;
   private boolean devicePoolSent;
   private final Runnable onClose;
@@ -143,6 +145,7 @@ public final class BackendSession implements AutoCloseable {
       IoEventLoop controlLoop,
       IoEventLoop dataLoop,
       RestrictedDma dma,
+      long maxGuestMemory,
       DevicePool devicePool,
       GuestAddressSpace memory,
       Runnable onClose) {
@@ -150,6 +153,7 @@ public final class BackendSession implements AutoCloseable {
     this.socket = socket;
     this.device = device;
     this.dma = dma;
+    this.maxGuestMemory = maxGuestMemory;
     this.devicePool = devicePool;
     this.controlLoop = controlLoop;
     this.data =
@@ -171,7 +175,8 @@ public final class BackendSession implements AutoCloseable {
    * Serves {@code socket} from now on; {@code onClose} runs (on the control loop) once the frontend
    * is gone and everything it gave has been released. With a {@link RestrictedDma.DeviceOwned}
    * pool, the session creates its own pool memfd (a fresh one per connection, so nothing of one
-   * guest reaches the next).
+   * guest reaches the next). Memory the frontend shares beyond {@code maxGuestMemory} bytes mapped
+   * is refused.
    */
   public static BackendSession start(
       String name,
@@ -180,6 +185,7 @@ public final class BackendSession implements AutoCloseable {
       IoEventLoop controlLoop,
       IoEventLoop dataLoop,
       RestrictedDma dma,
+      long maxGuestMemory,
       Runnable onClose)
       throws NativeException {
     nonBlocking(socket);
@@ -191,7 +197,16 @@ public final class BackendSession implements AutoCloseable {
       memory = devicePool != null ? devicePool.memory() : dma.emptyMemory();
       session =
           new BackendSession(
-              name, socket, device, controlLoop, dataLoop, dma, devicePool, memory, onClose);
+              name,
+              socket,
+              device,
+              controlLoop,
+              dataLoop,
+              dma,
+              maxGuestMemory,
+              devicePool,
+              memory,
+              onClose);
     } catch (NativeException | RuntimeException e) {
       if (memory != null) memory.close();
       if (devicePool != null) devicePool.close();
@@ -574,6 +589,7 @@ public final class BackendSession implements AutoCloseable {
   private void setMemTable(Message<FrontendRequest> m) throws Exception {
     List<MemoryRegionDescription> regions = m.payload(MemoryTable.class).regions();
     GuestAddressSpace next = startingMemory(regions);
+    withinCap("the memory table", next, regions); // next holds nothing yet: nothing to close
     try {
       for (int i = 0; i < regions.size(); i++) next = next.withRegion(regions.get(i), m.takeFd(i));
     } catch (NativeException | RuntimeException e) {
@@ -596,6 +612,7 @@ public final class BackendSession implements AutoCloseable {
       }
       base = startingMemory(List.of(region));
     }
+    withinCap("adding " + region, base, List.of(region));
     GuestAddressSpace next;
     try {
       next = base.withRegion(region, m.takeFd(0));
@@ -616,6 +633,28 @@ public final class BackendSession implements AutoCloseable {
       throw new RequestFailed(e.getMessage());
     }
     replaceMemory(next);
+  }
+
+  /**
+   * Refuses {@code regions} added to {@code base} when this session would then map more than its
+   * cap, before anything is mapped: a frontend's memfds cost it nothing until touched, so without a
+   * cap one frontend could fill the daemon's address space, and every session would fail with it
+   * (ARCHITECTURE.md, "Errors": no unbounded allocation driven by frontend input).
+   */
+  private void withinCap(String what, GuestAddressSpace base, List<MemoryRegionDescription> regions)
+      throws RequestFailed {
+    long after = base.mappedBytesWith(regions);
+    if (after <= maxGuestMemory) return;
+    throw new RequestFailed(
+        what
+            + " would map "
+            + Ranges.describeSize(after)
+            + " of guest memory, over this session's cap of "
+            + Ranges.describeSize(maxGuestMemory)
+            + "; refused, the "
+            + Ranges.describeSize(data.memory().mappedBytes())
+            + " mapped now stay. A guest this large needs bounce started with --max-guest-memory"
+            + " SIZE");
   }
 
   /**

@@ -58,6 +58,12 @@ final class BackendFixture implements AutoCloseable {
   /** {@link #listen(Path, VirtioDevice)} with a restricted-DMA configuration. */
   static BackendFixture listen(Path path, VirtioDevice device, RestrictedDma dma)
       throws IOException {
+    return listen(path, device, dma, BackendServer.Config.DEFAULT_MAX_GUEST_MEMORY);
+  }
+
+  /** {@link #listen(Path, VirtioDevice, RestrictedDma)}, each session mapping at most that much. */
+  static BackendFixture listen(
+      Path path, VirtioDevice device, RestrictedDma dma, long maxGuestMemory) throws IOException {
     EventLoops loops = new EventLoops(2, "test-backend");
     try {
       BackendServer.Config config = config(loops, "test", device);
@@ -67,7 +73,12 @@ final class BackendFixture implements AutoCloseable {
           BackendServer.listen(
               path,
               new BackendServer.Config(
-                  config.name(), device, config.controlLoop(), config.dataLoop(), dma)),
+                  config.name(),
+                  device,
+                  config.controlLoop(),
+                  config.dataLoop(),
+                  dma,
+                  maxGuestMemory)),
           path);
     } catch (IOException | RuntimeException e) {
       loops.close();
