@@ -20,7 +20,7 @@ final class EchoBackendCommand {
       new Flags(
           "bounce echo-backend --socket PATH [--queues N] [--queue-size N] [--client]"
               + " [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
-              + " [--restricted-dma POLICY]",
+              + " [--restricted-dma POLICY] [--max-guest-memory SIZE]",
           Stream.concat(
                   Stream.of(
                       new Flags.Flag(
@@ -33,7 +33,7 @@ final class EchoBackendCommand {
                               + " 1024)"),
                       new Flags.Flag(
                           "client", null, "connect to a frontend listening at --socket")),
-                  DmaFlags.FLAGS.stream())
+                  Stream.concat(DmaFlags.FLAGS.stream(), Stream.of(GuestMemoryFlag.FLAG)))
               .toList());
 
   /** vhost-user numbers a ring in 8 bits (VHOST_USER_VRING_IDX_MASK). */
@@ -46,6 +46,7 @@ final class EchoBackendCommand {
     Path socket = Path.of(FLAGS.require("socket"));
     if (!FLAGS.has("client")) Flags.directoryExists("--socket", socket);
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
+    long maxGuestMemory = GuestMemoryFlag.maxGuestMemory(FLAGS);
     // Checked here: the engine would take them and fail the first frontend that connects.
     long queues = FLAGS.number("queues", 1);
     if (queues < 1 || queues > MAX_QUEUES) {
@@ -61,7 +62,8 @@ final class EchoBackendCommand {
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(1, "bounce-data")) {
       BackendServer.Config config =
-          new BackendServer.Config("echo", device, control.next(), data.next(), dma);
+          new BackendServer.Config(
+              "echo", device, control.next(), data.next(), dma, maxGuestMemory);
       BackendServer server =
           FLAGS.has("client")
               ? BackendServer.connect(socket, config)

@@ -150,7 +150,7 @@ final class Flags {
 
   private static final Duration MAX_DURATION = Duration.ofDays(366);
 
-  /** A size: bytes, or with a K, M or G suffix (powers of 1024). */
+  /** A size: bytes, or with a K, M, G or T suffix (powers of 1024). */
   long size(String name, long fallback) throws UsageException {
     String value = values.get(name);
     return value == null ? fallback : parseSize("--" + name, value);
@@ -160,7 +160,7 @@ final class Flags {
     String digits = text.trim();
     long unit = 1;
     char last = digits.isEmpty() ? ' ' : Character.toUpperCase(digits.charAt(digits.length() - 1));
-    int shift = "KMG".indexOf(last);
+    int shift = "KMGT".indexOf(last);
     if (shift >= 0) {
       unit = 1L << (10 * (shift + 1));
       digits = digits.substring(0, digits.length() - 1);

@@ -45,7 +45,7 @@ final class VsockCommand {
                   + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
                   + "       bounce vsock --config FILE\n"
                   + "  each with [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
-                  + " [--restricted-dma POLICY] for every guest",
+                  + " [--restricted-dma POLICY] [--max-guest-memory SIZE] for every guest",
               Stream.concat(
                       Stream.of(
                           new Flags.Flag(
@@ -89,7 +89,7 @@ final class VsockCommand {
                               "FILE",
                               "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
                                   + " socket, uds_path, tx_buffer_size, queue_size")),
-                      DmaFlags.FLAGS.stream())
+                      Stream.concat(DmaFlags.FLAGS.stream(), Stream.of(GuestMemoryFlag.FLAG)))
                   .toList())
           .refusing("forward-cid", FORWARDING)
           .refusing("forward-listen", FORWARDING)
@@ -114,6 +114,7 @@ final class VsockCommand {
     if (!FLAGS.parse(args)) return 0;
     List<VsockVm> vms = vms();
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
+    long maxGuestMemory = GuestMemoryFlag.maxGuestMemory(FLAGS);
     // SIGTERM, or nothing left to serve (every socket an inherited connected one whose frontend
     // left): this thread then closes everything while the event loops still run, and the exit
     // waits for it.
@@ -131,7 +132,7 @@ final class VsockCommand {
       List<Served> guests = new ArrayList<>();
       try {
         for (VsockVm vm : vms) {
-          Served guest = serve(vm, dma, control.next(), data.next(), open);
+          Served guest = serve(vm, dma, maxGuestMemory, control.next(), data.next(), open);
           guests.add(guest);
           guest.server().finished().thenRun(onFinished);
         }
@@ -353,6 +354,7 @@ final class VsockCommand {
   private static Served serve(
       VsockVm vm,
       RestrictedDma dma,
+      long maxGuestMemory,
       IoEventLoop control,
       IoEventLoop data,
       List<AutoCloseable> open)
@@ -380,7 +382,8 @@ final class VsockCommand {
     BackendServer server =
         vm.socket()
             .serve(
-                new BackendServer.Config("vsock cid " + vm.guestCid(), device, control, data, dma));
+                new BackendServer.Config(
+                    "vsock cid " + vm.guestCid(), device, control, data, dma, maxGuestMemory));
     open.add(0, server); // closed before its host side
     System.err.println(
         "bounce vsock: guest CID "

@@ -1,0 +1,119 @@
+package dev.bounce.device.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code --max-guest-memory SIZE}: the sizes it takes, the line a malformed one gets, and that both
+ * device commands take it (and list it in their help) and refuse a bad one before serving.
+ */
+class GuestMemoryFlagTest {
+  private static final long TIB = 1L << 40;
+
+  @TempDir Path dir;
+
+  private static long parsed(String... args) throws Exception {
+    Flags flags = new Flags("test", List.of(GuestMemoryFlag.FLAG));
+    assertTrue(flags.parse(List.of(args)));
+    return GuestMemoryFlag.maxGuestMemory(flags);
+  }
+
+  @Test
+  void aSizeWithAnyUnitUpTo64TiBIsTakenAndTheDefaultIs1TiB() throws Exception {
+    assertEquals(TIB, parsed());
+    for (var ok :
+        Map.of(
+                "2T",
+                2 * TIB,
+                "64T",
+                64 * TIB,
+                "512G",
+                512L << 30,
+                "1m",
+                1L << 20,
+                "0x10000000000",
+                TIB,
+                "4096",
+                4096L)
+            .entrySet()) {
+      assertEquals(ok.getValue(), parsed("--max-guest-memory", ok.getKey()), ok.getKey());
+    }
+    assertEquals(3 * TIB, parsed("--max-guest-memory=3T"));
+  }
+
+  @Test
+  void aMalformedOrImpossibleSizeIsRefusedNamingTheFlag() {
+    for (var bad :
+        Map.of(
+                "lots", "--max-guest-memory: 'lots' is not a size",
+                "2X", "--max-guest-memory: '2X' is not a size",
+                "9999999T", "--max-guest-memory: '9999999T' is not a size",
+                "0", "--max-guest-memory 0: a cap of 0 bytes",
+                "-1T", "--max-guest-memory -1T: a cap of -1099511627776 bytes",
+                "65T",
+                    "--max-guest-memory 65T: 71468255805440 bytes (65 TiB) is over"
+                        + " 70368744177664 bytes (64 TiB)")
+            .entrySet()) {
+      UsageException e =
+          assertThrows(
+              UsageException.class, () -> parsed("--max-guest-memory", bad.getKey()), bad::getKey);
+      assertTrue(e.getMessage().startsWith(bad.getValue()), e.getMessage());
+    }
+  }
+
+  @Test
+  void bothDeviceCommandsListItAndRefuseABadOneBeforeServing() throws Exception {
+    String socket = dir.resolve("vhost.sock").toString();
+    List<List<String>> commands =
+        List.of(
+            List.of("echo-backend", "--socket", socket),
+            List.of("vsock", "--socket", socket, "--uds-path", dir.resolve("vm.vsock").toString()),
+            List.of("vsock", "--vm", "socket=" + socket + ",uds-path=" + dir.resolve("vm.vsock")));
+    for (List<String> command : commands) {
+      Run help = run("help", command.getFirst());
+      assertEquals(0, help.status(), help.err());
+      assertTrue(help.out().contains("--max-guest-memory SIZE"), help.out());
+      List<String> args = new ArrayList<>(command);
+      args.addAll(List.of("--max-guest-memory", "65T"));
+      Run refused = run(args.toArray(String[]::new));
+      assertEquals(2, refused.status(), refused.out() + refused.err());
+      assertTrue(
+          refused.err().startsWith("bounce " + command.getFirst() + ": --max-guest-memory 65T: "),
+          refused.err());
+    }
+  }
+
+  private record Run(int status, String out, String err) {}
+
+  /** {@code bounce args} in this process, its output captured. */
+  private static Run run(String... args) {
+    PrintStream out = System.out;
+    PrintStream err = System.err;
+    ByteArrayOutputStream outBytes = new ByteArrayOutputStream();
+    ByteArrayOutputStream errBytes = new ByteArrayOutputStream();
+    int status;
+    try {
+      System.setOut(new PrintStream(outBytes, true, StandardCharsets.UTF_8));
+      System.setErr(new PrintStream(errBytes, true, StandardCharsets.UTF_8));
+      status = Main.run(List.of(args));
+    } finally {
+      System.setOut(out);
+      System.setErr(err);
+    }
+    return new Run(
+        status,
+        outBytes.toString(StandardCharsets.UTF_8),
+        errBytes.toString(StandardCharsets.UTF_8));
+  }
+}
