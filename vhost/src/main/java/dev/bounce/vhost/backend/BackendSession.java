@@ -111,7 +111,7 @@ public final class BackendSession implements AutoCloseable {
   private final Runnable onClose;
   private final IoEventLoop controlLoop;
   private final MessageReader reader;
-  private final ByteBuf out = Unpooled.directBuffer(Header.SIZE + Header.MAX_PAYLOAD);
+  private final ByteBuf out; // native memory: allocated last in the constructor, released in close
   private FdWatch watch;
   private boolean owner;
   private boolean warnedNoOwner;
@@ -169,6 +169,9 @@ public final class BackendSession implements AutoCloseable {
     this.reader = new MessageReader(socket, Header.MAX_PAYLOAD);
     this.noticesQueued = new AtomicIntegerArray(device.queueCount());
     this.noticesWaiting = new int[device.queueCount()];
+    // Last: a constructor that throws before here (a device the engine cannot serve) has nothing
+    // of its own to release.
+    this.out = Unpooled.directBuffer(Header.SIZE + Header.MAX_PAYLOAD);
   }
 
   /**
@@ -216,8 +219,12 @@ public final class BackendSession implements AutoCloseable {
     controlLoop.execute(
         () -> {
           // drain() may have ended the session already (a frontend that connected and closed)
-          if (!session.closed) {
+          if (session.closed) return;
+          try {
             session.watch = FdWatch.start(controlLoop, socket.fd(), session::onReadable);
+          } catch (RuntimeException e) { // epoll_ctl refused (ENOMEM, max_user_watches)
+            LOG.log(Level.WARNING, "{0}: cannot watch the connection: {1}; closing it", name, e);
+            session.close();
           }
         });
     return session;
