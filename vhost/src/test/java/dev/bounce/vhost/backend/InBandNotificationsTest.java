@@ -238,7 +238,10 @@ class InBandNotificationsTest {
         assertTrue(read > 0 && read < used, read + " notices for " + used + " used buffers");
         echo(frontend, ring, used);
         assertNotice(backendChannel, BackendRequest.VRING_CALL, 0);
-        assertEquals(List.of(), backend.warnings());
+        assertEquals(
+            List.of(),
+            backend.warnings().stream().filter(l -> l.contains("back-end requests")).toList(),
+            "the channel was kept");
       }
     }
   }
