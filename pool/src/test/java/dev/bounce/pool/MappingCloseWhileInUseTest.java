@@ -38,17 +38,7 @@ class MappingCloseWhileInUseTest {
       Mapping mapping = memfd.map(0, PAGE);
       MemorySegment segment = mapping.segment();
       AtomicReference<Object> readResult = new AtomicReference<>();
-      // Blocks in read(2) on an empty pipe, with the mapping's segment as its buffer.
-      Thread reader =
-          BlockedThreads.start(
-              () -> {
-                try {
-                  readResult.set(Libc.read(pipe.readEnd().value(), segment, 8));
-                } catch (Throwable t) {
-                  readResult.set(t);
-                }
-              });
-      BlockedThreads.awaitBlocked(reader, Syscall.READ, pipe.readEnd().value(), TIMEOUT);
+      Thread reader = blockedReader(pipe, segment, readResult);
 
       // The memory is in use by a syscall right now: the arena cannot close. It must not be
       // forgotten.
@@ -90,16 +80,7 @@ class MappingCloseWhileInUseTest {
       List<GuestRegion> regions = old.regions();
       MemorySegment busy = old.translate(regions.getFirst().mapped().guestAddress(), 8);
       AtomicReference<Object> readResult = new AtomicReference<>();
-      Thread reader =
-          BlockedThreads.start(
-              () -> {
-                try {
-                  readResult.set(Libc.read(pipe.readEnd().value(), busy, 8));
-                } catch (Throwable t) {
-                  readResult.set(t);
-                }
-              });
-      BlockedThreads.awaitBlocked(reader, Syscall.READ, pipe.readEnd().value(), TIMEOUT);
+      Thread reader = blockedReader(pipe, busy, readResult);
 
       MemorySegment data = arena.allocate(8);
       try {
@@ -117,5 +98,24 @@ class MappingCloseWhileInUseTest {
       assertTrue(!regions.getFirst().fd().isOpen(), "the busy region's fd was never closed");
       assertEquals(mappingsBefore, Mapping.liveCount(), "mappings still live");
     }
+  }
+
+  /**
+   * A thread asleep in read(2) on {@code pipe}'s empty read end with {@code into} as its buffer,
+   * once this returns; what the read returned (or threw) goes to {@code result}.
+   */
+  private static Thread blockedReader(
+      TestSyscalls.Pipe pipe, MemorySegment into, AtomicReference<Object> result) throws Exception {
+    Thread reader =
+        BlockedThreads.start(
+            () -> {
+              try {
+                result.set(Libc.read(pipe.readEnd().value(), into, 8));
+              } catch (Throwable t) {
+                result.set(t);
+              }
+            });
+    BlockedThreads.awaitBlocked(reader, Syscall.READ, pipe.readEnd().value(), TIMEOUT);
+    return reader;
   }
 }
