@@ -48,7 +48,8 @@ public final class BackendServer implements AutoCloseable {
     /**
      * 1 TiB per session unless raised: a QEMU guest shares all its RAM, so this is a guest of 1
      * TiB, a generous bound for the VMs a vsock backend runs beside (a larger one raises it), and
-     * 64 sessions at it still fit in {@link GuestRegion#PROCESS_LIMIT}.
+     * 64 sessions at it still fit in {@link GuestRegion#PROCESS_LIMIT} (32 while each replaces its
+     * table, when the old and the new are both mapped).
      */
     public static final long DEFAULT_MAX_GUEST_MEMORY = 1L << 40;
 
@@ -161,7 +162,18 @@ public final class BackendServer implements AutoCloseable {
   private static BackendServer accepting(
       Config config, Path path, String where, UnixListener listener) {
     BackendServer server = new BackendServer(config, path, where, listener);
-    server.acceptWatch = FdWatch.start(config.controlLoop(), listener.fd(), server::accept);
+    // On the control loop, so that an accept (a VMM already in the backlog) finds the watch set.
+    IoEventLoop loop = config.controlLoop();
+    try {
+      if (loop.inEventLoop()) {
+        server.watchListener();
+      } else {
+        loop.submit(server::watchListener).syncUninterruptibly();
+      }
+    } catch (RuntimeException e) { // epoll_ctl refused
+      listener.close();
+      throw e;
+    }
     LOG.log(Level.INFO, "{0}: listening on {1}", config.name(), where);
     return server;
   }
@@ -215,15 +227,35 @@ public final class BackendServer implements AutoCloseable {
           ACCEPT_PAUSE_MILLIS / 1000);
       acceptWatch.close();
       acceptWatch = null;
-      retry =
-          config
-              .controlLoop()
-              .schedule(this::resumeAccepting, ACCEPT_PAUSE_MILLIS, TimeUnit.MILLISECONDS);
+      pauseAccepting();
     }
   }
 
+  private void pauseAccepting() {
+    retry =
+        config
+            .controlLoop()
+            .schedule(this::resumeAccepting, ACCEPT_PAUSE_MILLIS, TimeUnit.MILLISECONDS);
+  }
+
+  private void watchListener() {
+    acceptWatch = FdWatch.start(config.controlLoop(), listener.fd(), this::accept);
+  }
+
   private void resumeAccepting() {
-    if (!closed) acceptWatch = FdWatch.start(config.controlLoop(), listener.fd(), this::accept);
+    if (closed) return;
+    try {
+      watchListener();
+    } catch (RuntimeException e) { // epoll_ctl refused (ENOMEM, max_user_watches): try again
+      LOG.log(
+          Level.WARNING,
+          "{0}: watching {1} again: {2}; retrying in {3} s",
+          config.name(),
+          where,
+          e.getMessage(),
+          ACCEPT_PAUSE_MILLIS / 1000);
+      pauseAccepting();
+    }
   }
 
   private void tryConnect() {
