@@ -125,6 +125,7 @@ public final class BackendSession implements AutoCloseable {
   private final LogBudget malformedLines = new LogBudget();
   private final LogBudget failedLines = new LogBudget();
   private final LogBudget lifecycleLines = new LogBudget();
+  private final LogBudget poolMismatchLines = new LogBudget(); // rarer than the table it follows
   private boolean warnedNoBackendChannel;
   private boolean warnedMemoryIgnored;
   private BackendChannel backendChannel;
@@ -484,9 +485,12 @@ public final class BackendSession implements AutoCloseable {
       if (!devicePoolSent) {
         refusal =
             "refusing the frontend: bounce owns the pool (--device-pool) but the frontend"
-                + (negotiated(SHMEM)
-                    ? " gave no backend channel (SET_BACKEND_REQ_FD) to receive it on"
-                    : " did not negotiate VHOST_USER_PROTOCOL_F_SHMEM, so it cannot receive it")
+                + (!negotiated(SHMEM)
+                    ? " did not negotiate VHOST_USER_PROTOCOL_F_SHMEM, so it cannot receive it"
+                    : backendChannel == null
+                        ? " gave no backend channel (SET_BACKEND_REQ_FD) to receive it on"
+                        : " has not read its backend channel, which is full, so it could not be"
+                            + " sent")
                 + "; run bounce with --pool GPA:SIZE for this VMM";
       }
     }
@@ -674,7 +678,7 @@ public final class BackendSession implements AutoCloseable {
     lifecycleLines.log(LOG, Level.INFO, () -> name + ": memory is now " + next);
     if (next instanceof RestrictedPool pool && next.regionCount() > 0 && !pool.isFullyShared()) {
       boolean none = pool.mapped().regionCount() == 0;
-      lifecycleLines.log(
+      poolMismatchLines.log(
           LOG,
           Level.WARNING,
           () ->

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.backend.RestrictedDma.Policy;
 import dev.bounce.vhost.frontend.FrontendChannel;
+import dev.bounce.vhost.protocol.FrontendRequest;
 import dev.bounce.vhost.testdevice.EchoDevice;
 import java.nio.file.Path;
 import java.util.List;
@@ -29,8 +30,17 @@ class DmaMetricsTest {
   void aWindowTheMemoryTableMissesCountsNoPool() throws Exception {
     // The shared region is TestFrontend.MEMORY_SIZE at GUEST_BASE; the window starts where it ends.
     long window = TestFrontend.GUEST_BASE + TestFrontend.MEMORY_SIZE;
-    Shared shared = share(window);
+    Shared shared = share(window, 0);
     assertEquals(0, shared.poolSize());
+    assertTrue(
+        shared.warnings().stream().anyMatch(l -> l.contains("shares none of the restricted pool")),
+        "the operator is told: " + shared.warnings());
+  }
+
+  /** A frontend's reset loop spends the budget of reset lines, not that of this warning. */
+  @Test
+  void aWindowTheMemoryTableMissesIsToldAfterAResetLoop() throws Exception {
+    Shared shared = share(TestFrontend.GUEST_BASE + TestFrontend.MEMORY_SIZE, 50);
     assertTrue(
         shared.warnings().stream().anyMatch(l -> l.contains("shares none of the restricted pool")),
         "the operator is told: " + shared.warnings());
@@ -39,7 +49,7 @@ class DmaMetricsTest {
   @Test
   void aWindowInsideTheMemoryTableCountsThePool() throws Exception {
     long window = TestFrontend.GUEST_BASE + TestFrontend.MEMORY_SIZE - POOL_SIZE;
-    Shared shared = share(window);
+    Shared shared = share(window, 0);
     assertEquals(POOL_SIZE, shared.poolSize());
     assertTrue(
         shared.warnings().stream().noneMatch(l -> l.contains("of the restricted pool")),
@@ -51,9 +61,10 @@ class DmaMetricsTest {
 
   /**
    * With a {@code POOL_SIZE} window at guest address {@code window}, what is reported after the
-   * frontend shares its default memory; before it shares any, no pool is reported.
+   * frontend shares its default memory after {@code resets} RESET_OWNERs; before it shares any, no
+   * pool is reported.
    */
-  private Shared share(long window) throws Exception {
+  private Shared share(long window, int resets) throws Exception {
     Path socket = dir.resolve("backend.sock");
     RestrictedDma dma =
         new RestrictedDma(Policy.PREFERRED, new RestrictedDma.Window(window, POOL_SIZE));
@@ -62,6 +73,7 @@ class DmaMetricsTest {
                 socket, new EchoDevice(TestFrontend.QUEUES, TestFrontend.QUEUE_SIZE), dma);
         TestFrontend frontend = new TestFrontend(FrontendChannel.connect(socket))) {
       frontend.negotiate(true);
+      for (int i = 0; i < resets; i++) frontend.channel.ack(FrontendRequest.RESET_OWNER);
       DmaMetrics before = backend.server.session().dmaMetrics();
       assertEquals(0, before.poolSize(), "no memory table yet: " + before);
       frontend.shareMemory();
