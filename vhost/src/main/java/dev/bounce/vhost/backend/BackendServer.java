@@ -107,6 +107,7 @@ public final class BackendServer implements AutoCloseable {
   private ScheduledFuture<?> retry; // the next connect (client mode) or accept (after a failure)
   private long sessions;
   private final LogBudget frontendLines = new LogBudget();
+  private final LogBudget sessionLines = new LogBudget(); // each session's comings and goings
 
   private BackendServer(Config config, Path path, String where, UnixListener listener) {
     this.config = config;
@@ -273,7 +274,7 @@ public final class BackendServer implements AutoCloseable {
   private void serve(UnixSocket socket) throws IOException {
     sessions++;
     String name = config.name() + " #" + sessions;
-    LOG.log(Level.INFO, "{0}: frontend connected", name);
+    sessionLines.log(LOG, Level.INFO, () -> name + ": frontend connected");
     try {
       session =
           BackendSession.start(
@@ -284,6 +285,7 @@ public final class BackendServer implements AutoCloseable {
               config.dataLoop(),
               config.restrictedDma(),
               config.maxGuestMemory(),
+              sessionLines,
               this::sessionEnded);
     } catch (IOException | RuntimeException e) {
       socket.close();

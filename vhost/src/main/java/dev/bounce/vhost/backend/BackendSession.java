@@ -124,7 +124,9 @@ public final class BackendSession implements AutoCloseable {
   // does not hide a refused SET_FEATURES, nor a reset loop either.
   private final LogBudget malformedLines = new LogBudget();
   private final LogBudget failedLines = new LogBudget();
-  private final LogBudget lifecycleLines = new LogBudget();
+  // The server's, shared by its sessions one after another: a VMM reconnecting in a loop cannot
+  // flood the log with each session's lines any more than with its own resets and tables.
+  private final LogBudget lifecycleLines;
   private final LogBudget poolMismatchLines = new LogBudget(); // rarer than the table it follows
   private boolean warnedNoBackendChannel;
   private boolean warnedMemoryIgnored;
@@ -147,6 +149,7 @@ public final class BackendSession implements AutoCloseable {
       IoEventLoop dataLoop,
       RestrictedDma dma,
       long maxGuestMemory,
+      LogBudget lifecycleLines,
       DevicePool devicePool,
       GuestAddressSpace memory,
       Runnable onClose) {
@@ -155,6 +158,7 @@ public final class BackendSession implements AutoCloseable {
     this.device = device;
     this.dma = dma;
     this.maxGuestMemory = maxGuestMemory;
+    this.lifecycleLines = lifecycleLines;
     this.devicePool = devicePool;
     this.controlLoop = controlLoop;
     this.data =
@@ -190,6 +194,7 @@ public final class BackendSession implements AutoCloseable {
       IoEventLoop dataLoop,
       RestrictedDma dma,
       long maxGuestMemory,
+      LogBudget lifecycleLines,
       Runnable onClose)
       throws NativeException {
     nonBlocking(socket);
@@ -208,6 +213,7 @@ public final class BackendSession implements AutoCloseable {
               dataLoop,
               dma,
               maxGuestMemory,
+              lifecycleLines,
               devicePool,
               memory,
               onClose);
@@ -216,7 +222,7 @@ public final class BackendSession implements AutoCloseable {
       if (devicePool != null) devicePool.close();
       throw e;
     }
-    if (dma.enabled()) LOG.log(Level.INFO, "{0}: {1}", name, dma);
+    if (dma.enabled()) lifecycleLines.log(LOG, Level.INFO, () -> name + ": " + dma);
     controlLoop.execute(
         () -> {
           // drain() may have ended the session already (a frontend that connected and closed)
@@ -245,7 +251,7 @@ public final class BackendSession implements AutoCloseable {
     // flooded, then closed), which nobody waits for any more; reading them all here would let a
     // frontend that floods and connects again hold the control loop.
     if (!closed && hungUp()) {
-      LOG.log(Level.INFO, "{0}: the frontend disconnected", name);
+      lifecycleLines.log(LOG, Level.INFO, () -> name + ": the frontend disconnected");
       close();
     }
   }
@@ -275,7 +281,7 @@ public final class BackendSession implements AutoCloseable {
         handle(frame);
       }
     } catch (MessageReader.EndOfStream e) {
-      LOG.log(Level.INFO, "{0}: {1}", name, e.getMessage());
+      lifecycleLines.log(LOG, Level.INFO, () -> name + ": " + e.getMessage());
       close();
     } catch (IOException | ProtocolException e) {
       LOG.log(Level.WARNING, "{0}: closing the connection: {1}", name, e.getMessage());
@@ -982,7 +988,8 @@ public final class BackendSession implements AutoCloseable {
   private void logDmaMetrics() {
     if (!dma.enabled()) return;
     try {
-      LOG.log(Level.INFO, "{0}: session over; {1}", name, dmaMetrics());
+      DmaMetrics metrics = dmaMetrics();
+      lifecycleLines.log(LOG, Level.INFO, () -> name + ": session over; " + metrics);
     } catch (IllegalStateException e) {
       LOG.log(Level.WARNING, "{0}: {1}", name, e.getMessage());
     }

@@ -106,6 +106,28 @@ class BackendServerTest {
     }
   }
 
+  @Test
+  void aFrontendReconnectingInALoopCannotFloodTheLog() throws Exception {
+    try (BackendFixture backend =
+        BackendFixture.listen(
+            dir.resolve("reconnecting.sock"),
+            new EchoDevice(TestFrontend.QUEUES, TestFrontend.QUEUE_SIZE))) {
+      for (int i = 0; i < 100; i++) {
+        try (FrontendChannel channel = FrontendChannel.connect(backend.path)) {
+          channel.getU64(FrontendRequest.GET_FEATURES); // served, so a session of its own
+        }
+      }
+      long deadline = System.nanoTime() + CLOSED.toNanos();
+      while (backend.server.session() != null && System.nanoTime() < deadline) Thread.sleep(10);
+      // 100 sessions, each answered: 200 lines of their comings and goings, of which the first
+      // 20 of the minute are logged.
+      List<String> lines = backend.infos();
+      long connected = lines.stream().filter(l -> l.contains("frontend connected")).count();
+      long gone = lines.stream().filter(l -> l.contains("disconnected")).count();
+      assertEquals(20, connected + gone, connected + " connected and " + gone + " gone lines");
+    }
+  }
+
   private static long turnedAwayLines(BackendFixture backend) {
     return backend.warnings().stream()
         .filter(l -> l.contains("could not serve the frontend that connected"))
