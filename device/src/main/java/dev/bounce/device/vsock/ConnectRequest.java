@@ -127,10 +127,14 @@ final class ConnectRequest extends ChannelInboundHandlerAdapter {
     ctx.close();
   }
 
-  /** The port of a {@code CONNECT <port>} line (vsock ports are u32), or -1. */
+  /**
+   * The port of a {@code CONNECT <port>} line (vsock ports are u32), or -1. Read as
+   * vhost-device-vsock and Firecracker read it, for their host applications: the word in any case,
+   * and words after the port ignored.
+   */
   static long guestPort(String line) {
     String[] words = line.trim().split("\\s+");
-    if (words.length != 2 || !words[0].equals("CONNECT")) return -1;
+    if (words.length < 2 || !words[0].equalsIgnoreCase("CONNECT")) return -1;
     try {
       return Integer.parseUnsignedInt(words[1]) & 0xffff_ffffL;
     } catch (NumberFormatException e) {
