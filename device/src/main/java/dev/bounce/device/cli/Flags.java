@@ -51,7 +51,7 @@ final class Flags {
     values.clear();
     repeated.clear();
     for (int i = 0; i < args.size(); i++) {
-      String arg = args.get(i);
+      String arg = args.get(i).equals("-h") ? "--help" : args.get(i); // as clap's -h
       if (!arg.startsWith("--")) throw new UsageException("unexpected argument '" + arg + "'");
       String name = arg.substring(2);
       String value = null;

@@ -33,6 +33,14 @@ class FlagsTest {
   }
 
   @Test
+  void dashHIsHelpAsWithVhostDeviceVsock() throws Exception {
+    // parse prints the help and answers false ("do not run") for either spelling.
+    assertFalse(flags().parse(List.of("--cid", "3", "-h")));
+    assertFalse(flags().parse(List.of("--help")));
+    assertEquals("unexpected argument '-x'", refused(flags(), "-x"));
+  }
+
+  @Test
   void aRepeatableFlagKeepsEveryValueInOrder() throws Exception {
     Flags flags = flags();
     assertTrue(flags.parse(List.of("--vm", "a", "--vm=b", "--cid", "5", "--json", "--json")));
