@@ -461,10 +461,11 @@ public final class SplitQueue {
     if (avail == null) throw notAttached();
     int now = publishedUsed;
     int old = signalledUsed;
+    // Nothing new: no decision made, so the first one after attach is still to come.
+    if (now == old) return false;
     boolean valid = signalledValid;
     signalledUsed = now;
     signalledValid = true;
-    if (now == old) return false;
     // Section 2.7.7 and REAL-PEERS.md: the used idx store must be visible before the driver's
     // used_event / flags are read, or an interrupt the driver waits for is lost.
     VarHandle.fullFence();

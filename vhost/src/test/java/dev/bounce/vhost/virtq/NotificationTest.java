@@ -76,6 +76,29 @@ class NotificationTest {
     }
   }
 
+  /**
+   * A backend that published entry 101 and died before signalling, the driver asleep with
+   * used_event 100: its successor's first notification decision cannot trust the index it attached
+   * at, so it notifies, even when a round that published nothing came first (the data loop serves a
+   * ring as soon as it starts).
+   */
+  @Test
+  void withEventIdxTheFirstPublishAfterAttachNotifiesEvenAfterAnEmptyRound() throws Exception {
+    try (DriverRings driver = DriverRings.shared(16, GUEST_BASE, MIB)) {
+      driver.startAt(101);
+      driver.setUsedEvent(100);
+      SplitQueue queue = driver.queue(0, EVENT_IDX);
+      assertFalse(queue.needsNotification(), "nothing published yet");
+      driver.post(driver.chain(driver.writable(1)));
+      DescriptorChain chain = queue.newChain();
+      assertTrue(queue.pop(chain));
+      queue.addUsed(chain.headIndex(), 1);
+      queue.publish();
+      assertEquals(102, driver.usedIndex());
+      assertTrue(queue.needsNotification(), "the driver never heard of entry 101");
+    }
+  }
+
   @Test
   void withEventIdxTheNoInterruptFlagIsIgnored() throws Exception {
     try (DriverRings driver = DriverRings.shared(16, GUEST_BASE, MIB)) {
