@@ -36,9 +36,6 @@ import java.lang.foreign.MemorySegment;
 public final class DescriptorChain {
   private static final long MAX_CHAIN_BYTES = 0xffff_ffffL;
 
-  /** Indirect next fields are 16-bit: no chain in a table reaches past entry 65535. */
-  private static final int MAX_INDIRECT_ENTRIES = 1 << 16;
-
   final SplitQueue queue;
 
   private int head;
@@ -209,6 +206,20 @@ public final class DescriptorChain {
           addr,
           len);
     }
+    // Section 2.7.5.3.1: no chain is longer than the Queue Size, so neither is a table (as DPDK
+    // refuses one): a longer one would let each chain cost up to 65536 descriptor reads, each
+    // time the device walks it.
+    if (len / DESCRIPTOR_SIZE > queue.size()) {
+      throw failAt(
+          Reason.INDIRECT_TABLE_LENGTH,
+          describe(i)
+              + " has a table of "
+              + len / DESCRIPTOR_SIZE
+              + " descriptors, more than the queue's "
+              + queue.size(),
+          addr,
+          len);
+    }
     // The whole table inside memory (or the pool), checked once. Its address need not be aligned.
     // Section 2.7.5.3.2: the WRITE flag of this descriptor is ignored.
     GuestRegion region = queue.regionAt(addr, len);
@@ -223,7 +234,7 @@ public final class DescriptorChain {
     table = region.segment();
     tableOffset = addr - region.mapped().guestAddress();
     tableAddress = addr;
-    tableEntries = (int) Math.min(len / DESCRIPTOR_SIZE, MAX_INDIRECT_ENTRIES);
+    tableEntries = (int) (len / DESCRIPTOR_SIZE);
     inIndirect = true;
     nextIndex = 0; // Section 2.7.5.3: the first indirect descriptor is at index 0.
     walked = 0;
