@@ -289,6 +289,16 @@ final class DataPlane implements DeviceContext {
     ring.kickWatch = null;
     ring.started = false;
     update(ring);
+    if (ring.polling) {
+      // Stopped inside a poll window: kicks are still suppressed in guest memory, which the
+      // ring's next owner (a migration target, another backend) would inherit.
+      ring.polling = false;
+      try {
+        if (ring.queue.isAttached()) ring.queue.enableNotifications();
+      } catch (InternalError fault) { // SIGBUS: the frontend truncated the memory; stopping anyway
+        LOG.log(Level.DEBUG, "{0}: ring {1}: re-arming kicks: {2}", name, index, fault);
+      }
+    }
     int base = ring.queue.lastAvailIndex();
     ring.queue.detach();
     return base;
