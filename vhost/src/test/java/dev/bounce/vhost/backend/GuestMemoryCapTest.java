@@ -124,10 +124,7 @@ class GuestMemoryCapTest {
    */
   @Test
   void aRestrictedPoolCountsOnlyWhatItMaps() throws Exception {
-    RestrictedDma window =
-        new RestrictedDma(
-            RestrictedDma.Policy.PREFERRED,
-            new RestrictedDma.Window(TestFrontend.GUEST_BASE, TestFrontend.MEMORY_SIZE));
+    RestrictedDma window = TestFrontend.poolOverMemory(RestrictedDma.Policy.PREFERRED);
     try (BackendFixture backend = backend("cap-window", window, defaultCap());
         TestFrontend frontend = new TestFrontend(FrontendChannel.connect(backend.path));
         Memfd big = Memfd.create("bounce-cap-big", 2 * TIB)) {

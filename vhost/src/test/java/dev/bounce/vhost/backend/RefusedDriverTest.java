@@ -28,10 +28,7 @@ class RefusedDriverTest {
 
   @Test
   void underRequiredAReloadedDriverWithoutBit27IsNotServedThoughTheFirstWas() throws Exception {
-    RestrictedDma required =
-        new RestrictedDma(
-            RestrictedDma.Policy.REQUIRED,
-            new RestrictedDma.Window(TestFrontend.GUEST_BASE, TestFrontend.MEMORY_SIZE));
+    RestrictedDma required = TestFrontend.poolOverMemory(RestrictedDma.Policy.REQUIRED);
     try (BackendFixture backend =
             BackendFixture.listen(
                 dir.resolve("reload.sock"),

@@ -27,6 +27,12 @@ final class TestFrontend implements AutoCloseable {
   static final long GUEST_BASE = 0x4000_0000L;
   static final long USER_BASE = 0x7f00_4000_0000L;
   static final long MEMORY_SIZE = 2 << 20;
+
+  /** A restricted pool over all of this frontend's memory, under {@code policy}. */
+  static RestrictedDma poolOverMemory(RestrictedDma.Policy policy) {
+    return new RestrictedDma(policy, new RestrictedDma.Window(GUEST_BASE, MEMORY_SIZE));
+  }
+
   static final int QUEUE_SIZE = 256;
   static final int QUEUES = 2;
   private static final long RING_STRIDE = 0x8000;
