@@ -6,12 +6,11 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.bounce.pool.testing.OpenFds;
+import dev.bounce.pool.testing.NothingLeaked;
 import java.util.List;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /**
  * What guest memory counts: the bytes a snapshot maps (a restricted pool: only its window's part),
@@ -23,23 +22,7 @@ class GuestMemoryLimitTest {
   private static final long TIB = 1L << 40;
   private static final long PAGE = Mapping.PAGE_SIZE;
 
-  private int fdsBefore;
-  private long mappingsBefore;
-  private long mappedBefore;
-
-  @BeforeEach
-  void baseline() {
-    fdsBefore = OpenFds.count();
-    mappingsBefore = Mapping.liveCount();
-    mappedBefore = GuestRegion.mappedInProcess();
-  }
-
-  @AfterEach
-  void nothingLeaked() {
-    OpenFds.assertBackTo(fdsBefore);
-    assertEquals(mappingsBefore, Mapping.liveCount(), "mappings left behind");
-    assertEquals(mappedBefore, GuestRegion.mappedInProcess(), "guest memory left counted");
-  }
+  @RegisterExtension final NothingLeaked nothingLeaked = new NothingLeaked();
 
   private static MemoryRegionDescription region(long gpa, long size) {
     return new MemoryRegionDescription(gpa, size, gpa, 0);
@@ -71,7 +54,7 @@ class GuestMemoryLimitTest {
     try (Memfd forty = Memfd.create("bounce-limit-40t", 40 * TIB);
         Memfd thirty = Memfd.create("bounce-limit-30t", 30 * TIB)) {
       GuestMemory first = GuestMemory.empty().withRegion(region(0, 40 * TIB), dup(forty));
-      assertEquals(40 * TIB, GuestRegion.mappedInProcess() - mappedBefore);
+      assertEquals(40 * TIB, GuestRegion.mappedInProcess() - nothingLeaked.mappedBefore());
       // Another session's snapshot: its own count is small, the process's is not.
       Fd fd = dup(thirty);
       long mappings = Mapping.liveCount();
@@ -82,7 +65,7 @@ class GuestMemoryLimitTest {
       assertTrue(e.getMessage().contains("70368744177664 bytes (64 TiB)"), e.getMessage());
       assertFalse(fd.isOpen(), "the fd of a refused region is closed");
       assertEquals(mappings, Mapping.liveCount(), "nothing mapped");
-      assertEquals(40 * TIB, GuestRegion.mappedInProcess() - mappedBefore);
+      assertEquals(40 * TIB, GuestRegion.mappedInProcess() - nothingLeaked.mappedBefore());
       first.close();
       GuestMemory second = GuestMemory.empty().withRegion(region(0, 30 * TIB), dup(thirty));
       second.close();
@@ -96,12 +79,12 @@ class GuestMemoryLimitTest {
       GuestMemory first = GuestMemory.empty().withRegion(region(0, TIB), dup(memfd));
       GuestMemory second =
           first.withRegion(new MemoryRegionDescription(TIB, TIB, TIB, TIB), dup(memfd));
-      assertEquals(2 * TIB, GuestRegion.mappedInProcess() - mappedBefore);
+      assertEquals(2 * TIB, GuestRegion.mappedInProcess() - nothingLeaked.mappedBefore());
       first.retire(second); // what ADD_MEM_REG does: the shared region stays
-      assertEquals(2 * TIB, GuestRegion.mappedInProcess() - mappedBefore);
+      assertEquals(2 * TIB, GuestRegion.mappedInProcess() - nothingLeaked.mappedBefore());
       GuestMemory third = second.withoutRegion(region(0, TIB));
       second.retire(third); // REM_MEM_REG: the removed region goes
-      assertEquals(TIB, GuestRegion.mappedInProcess() - mappedBefore);
+      assertEquals(TIB, GuestRegion.mappedInProcess() - nothingLeaked.mappedBefore());
       third.close();
       third.close(); // a second close releases nothing more
     }

@@ -9,16 +9,16 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.testing.NothingLeaked;
 import dev.bounce.pool.testing.OpenFds;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 import java.util.Random;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 
 /**
  * What regions a frontend may share and how snapshots hand them over: overlap and wrap checks, the
@@ -27,20 +27,7 @@ import org.junit.jupiter.api.Test;
 class GuestMemoryRegionsTest {
   private static final long PAGE = Mapping.PAGE_SIZE;
 
-  private int fdsBefore;
-  private long mappingsBefore;
-
-  @BeforeEach
-  void baseline() {
-    fdsBefore = OpenFds.count();
-    mappingsBefore = Mapping.liveCount();
-  }
-
-  @AfterEach
-  void nothingLeaked() {
-    OpenFds.assertBackTo(fdsBefore);
-    assertEquals(mappingsBefore, Mapping.liveCount(), "mappings left behind");
-  }
+  @RegisterExtension final NothingLeaked nothingLeaked = new NothingLeaked();
 
   private static MemoryRegionDescription region(long gpa, long size, long va, long offset) {
     return new MemoryRegionDescription(gpa, size, va, offset);
@@ -127,7 +114,7 @@ class GuestMemoryRegionsTest {
       GuestMemory full = memory;
       try {
         assertEquals(max, full.regionCount());
-        assertEquals(mappingsBefore + 1 + max, Mapping.liveCount());
+        assertEquals(nothingLeaked.mappingsBefore() + 1 + max, Mapping.liveCount());
 
         Fd extra = dup(memfd);
         IllegalArgumentException e =
@@ -168,7 +155,7 @@ class GuestMemoryRegionsTest {
         assertThrows(
             UnmappedAddressException.class, () -> again.translate(page(17).guestAddress(), 1));
         full.retire(again); // closes page 17 only
-        assertEquals(mappingsBefore + 1 + max, Mapping.liveCount());
+        assertEquals(nothingLeaked.mappingsBefore() + 1 + max, Mapping.liveCount());
         memory = again;
       } finally {
         memory.close();
@@ -249,9 +236,9 @@ class GuestMemoryRegionsTest {
 
       next.close();
       for (GuestRegion g : List.of(g1, g3, g4)) assertFalse(g.fd().isOpen(), g::toString);
-      assertEquals(mappingsBefore, Mapping.liveCount());
+      assertEquals(nothingLeaked.mappingsBefore(), Mapping.liveCount());
       old.close(); // closes what it still had: already closed, nothing breaks
-      assertEquals(mappingsBefore, Mapping.liveCount());
+      assertEquals(nothingLeaked.mappingsBefore(), Mapping.liveCount());
     }
   }
 

@@ -10,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import dev.bounce.pool.testing.NothingLeaked;
 import dev.bounce.pool.testing.OpenFds;
 import dev.bounce.pool.testing.ProcessMaps;
 import dev.bounce.pool.testing.TestSyscalls;
@@ -18,10 +19,9 @@ import java.lang.foreign.MemorySegment;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.function.Executable;
 
 /**
@@ -36,20 +36,7 @@ class NativeBadInputTest {
 
   private static final int F_SEAL_WRITE = 0x8;
 
-  private int fdsBefore;
-  private long mappingsBefore;
-
-  @BeforeEach
-  void baseline() {
-    fdsBefore = OpenFds.count();
-    mappingsBefore = Mapping.liveCount();
-  }
-
-  @AfterEach
-  void nothingLeaked() {
-    OpenFds.assertBackTo(fdsBefore);
-    assertEquals(mappingsBefore, Mapping.liveCount(), "mappings left behind");
-  }
+  @RegisterExtension final NothingLeaked nothingLeaked = new NothingLeaked();
 
   /**
    * That {@code call} throws {@code type} with every one of {@code words} in its message, and that
@@ -285,15 +272,16 @@ class NativeBadInputTest {
       MemorySegment segment = mapping.segment();
       MemorySegment slice = segment.asSlice(PAGE, 8);
       segment.set(JAVA_BYTE, 0, (byte) 1);
-      assertEquals(mappingsBefore + 1, Mapping.liveCount());
+      assertEquals(nothingLeaked.mappingsBefore() + 1, Mapping.liveCount());
       assertEquals(1, ProcessMaps.ofMemfd(name).size());
 
       mapping.close();
-      assertEquals(mappingsBefore, Mapping.liveCount());
+      assertEquals(nothingLeaked.mappingsBefore(), Mapping.liveCount());
       assertEquals(List.of(), ProcessMaps.ofMemfd(name), "unmapped");
       mapping.close();
       mapping.close();
-      assertEquals(mappingsBefore, Mapping.liveCount(), "a second close unmapped again");
+      assertEquals(
+          nothingLeaked.mappingsBefore(), Mapping.liveCount(), "a second close unmapped again");
 
       assertThrows(IllegalStateException.class, () -> segment.get(JAVA_BYTE, 0));
       assertThrows(IllegalStateException.class, () -> segment.set(JAVA_BYTE, 0, (byte) 2));

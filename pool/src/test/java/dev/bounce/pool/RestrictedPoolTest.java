@@ -11,6 +11,7 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.pool.testing.NothingLeaked;
 import dev.bounce.pool.testing.OpenFds;
 import dev.bounce.pool.testing.ProcessMaps;
 import java.lang.foreign.MemorySegment;
@@ -18,10 +19,10 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Comparator;
 import java.util.List;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
 import org.junit.jupiter.api.function.Executable;
 
 /**
@@ -44,21 +45,12 @@ class RestrictedPoolTest {
   private static final long POOL_SIZE = 4 * MIB;
   private static final long POOL_OFFSET = POOL_GPA - RAM_GPA;
 
-  private int fdsBefore;
-  private long mappingsBefore;
+  @RegisterExtension final NothingLeaked nothingLeaked = new NothingLeaked();
   private String name;
 
   @BeforeEach
-  void baseline() {
-    fdsBefore = OpenFds.count();
-    mappingsBefore = Mapping.liveCount();
+  void name() {
     name = "bounce-pool-test-" + System.nanoTime();
-  }
-
-  @AfterEach
-  void nothingLeaked() {
-    OpenFds.assertBackTo(fdsBefore);
-    assertEquals(mappingsBefore, Mapping.liveCount(), "mappings left behind");
   }
 
   @Test

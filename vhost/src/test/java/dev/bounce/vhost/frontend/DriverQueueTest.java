@@ -246,23 +246,23 @@ class DriverQueueTest {
     assertTrue(driver.indirectDescriptors());
     SplitQueue device = device(driver, INDIRECT);
     DescriptorChain chain = device.newChain();
-    Chain five =
+    // 4 buffers each (a table no longer than the queue, virtio 1.2 2.7.5.3.1), 4 slots
+    Chain four =
         new Chain(8)
             .readable(buffer(0), 11)
             .readable(buffer(1), 12)
             .readable(buffer(2), 13)
-            .writable(buffer(3), 14)
-            .writable(buffer(4), 15);
+            .writable(buffer(3), 14);
     int[] heads = new int[4];
-    for (int k = 0; k < 4; k++) heads[k] = driver.add(five, true); // 5 buffers each, 4 slots
+    for (int k = 0; k < 4; k++) heads[k] = driver.add(four, true);
     assertEquals(0, driver.freeDescriptors());
-    assertEquals(DriverQueue.NO_SPACE, driver.add(five, true));
+    assertEquals(DriverQueue.NO_SPACE, driver.add(four, true));
     assertEquals(DriverQueue.NO_SPACE, driver.add(buffer(9), 1, false));
     driver.publish();
     for (int k = 0; k < 4; k++) {
       assertTrue(device.pop(chain));
       assertEquals(heads[k], chain.headIndex());
-      for (int b = 0; b < 5; b++) {
+      for (int b = 0; b < 4; b++) {
         assertTrue(chain.next());
         assertTrue(chain.isIndirect());
         assertEquals(b, chain.index());
@@ -271,10 +271,10 @@ class DriverQueueTest {
         assertEquals(b >= 3, chain.isWritable());
       }
       assertFalse(chain.next());
-      device.addUsed(chain.headIndex(), 29);
+      device.addUsed(chain.headIndex(), 14);
     }
     device.publish();
-    assertEquals(4, driver.harvest((head, len) -> assertEquals(29, len)));
+    assertEquals(4, driver.harvest((head, len) -> assertEquals(14, len)));
     assertEquals(4, driver.freeDescriptors());
 
     // a chain over the slot's 8 entries, or a request without asking, goes direct
@@ -559,18 +559,16 @@ class DriverQueueTest {
     for (int k = 0; k < 16; k++) driver.add(buffer(0), 1, true);
     driver.publish();
     assertFalse(driver.enableUsedNotificationsDelayed()); // used_event = 0 + 12
-    device.needsNotification(); // the first decision after attach: spent
-    int notifiedAt = -1;
+    List<Integer> notifiedAt = new ArrayList<>();
     for (int k = 1; k <= 16; k++) {
       assertTrue(device.pop(chain));
       device.addUsed(chain.headIndex(), 1);
       device.publish();
-      if (device.needsNotification()) {
-        assertEquals(-1, notifiedAt, "one notification");
-        notifiedAt = k;
-      }
+      if (device.needsNotification()) notifiedAt.add(k);
     }
-    assertEquals(13, notifiedAt, "when used idx passed 12");
+    // The device's first decision after attach notifies whatever used_event says; then when the
+    // used idx passed 12.
+    assertEquals(List.of(1, 13), notifiedAt);
     assertTrue(driver.enableUsedNotificationsDelayed(), "all 16 used: more than 12 pending");
   }
 
