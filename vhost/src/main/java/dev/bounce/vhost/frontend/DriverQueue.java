@@ -330,7 +330,8 @@ public final class DriverQueue {
   }
 
   private boolean canUseIndirect(int count) {
-    return indirectNegotiated && indirectTables != null && count <= indirectEntries;
+    // Section 2.7.5.3.1: no chain, and so no table, longer than the Queue Size.
+    return indirectNegotiated && indirectTables != null && count <= Math.min(indirectEntries, size);
   }
 
   private int takeDescriptor() {

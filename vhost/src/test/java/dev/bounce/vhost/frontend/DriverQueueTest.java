@@ -241,6 +241,21 @@ class DriverQueueTest {
   }
 
   @Test
+  void noIndirectTableIsLongerThanTheQueue() throws Exception {
+    // Section 2.7.5.3.1: a driver MUST NOT create a chain longer than the Queue Size, indirect or
+    // not; the device refuses such a table (DescriptorChain).
+    DriverQueue driver = driver(2, INDIRECT);
+    Chain three = new Chain(8);
+    for (int b = 0; b < 3; b++) three.readable(buffer(b), 1);
+    IllegalArgumentException e =
+        assertThrows(IllegalArgumentException.class, () -> driver.add(three, true));
+    assertTrue(e.getMessage().contains("cannot fit"), e.getMessage());
+    Chain two = new Chain(8).readable(buffer(0), 1).readable(buffer(1), 1);
+    assertTrue(driver.add(two, true) >= 0);
+    assertEquals(1, driver.freeDescriptors(), "as an indirect table: one descriptor");
+  }
+
+  @Test
   void indirectTablesTakeOneDescriptorWhenNegotiatedAndAskedFor() throws Exception {
     DriverQueue driver = driver(4, INDIRECT);
     assertTrue(driver.indirectDescriptors());
