@@ -33,6 +33,9 @@ final class BackendChannel implements AutoCloseable {
 
   private final UnixSocket socket;
   private final IoEventLoop loop;
+  // One buffer for every message, reused (notices can come at the ring's pace): native memory,
+  // released in close.
+  private final ByteBuf message = Unpooled.directBuffer(Header.SIZE + Header.MAX_PAYLOAD);
   private FdWatch roomWatch;
   private IOException failure;
 
@@ -55,7 +58,7 @@ final class BackendChannel implements AutoCloseable {
 
   /** Sends {@code request} whole or not at all (a FULL one may be sent again). */
   Sent send(BackendRequest request, Payload payload, Fd... fds) {
-    ByteBuf message = Unpooled.directBuffer(Header.SIZE + payload.size());
+    message.clear();
     try {
       BackendRequests.encode(message, request, payload, false);
       socket.send(MemorySegment.ofBuffer(message.nioBuffer(0, message.readableBytes())), fds);
@@ -65,8 +68,6 @@ final class BackendChannel implements AutoCloseable {
     } catch (IOException e) {
       failure = e;
       return Sent.FAILED;
-    } finally {
-      message.release();
     }
   }
 
@@ -95,5 +96,6 @@ final class BackendChannel implements AutoCloseable {
   public void close() {
     roomDone();
     socket.close();
+    message.release();
   }
 }
