@@ -21,6 +21,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.Objects;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -334,7 +335,7 @@ public final class UnixHost implements HostSide, AutoCloseable {
     if (path.equals(udsPath) || path.equals(SeqpacketHost.pathFor(udsPath))) return true;
     String prefix = udsPath.getFileName() + "_";
     String name = path.getFileName() == null ? "" : path.getFileName().toString();
-    return java.util.Objects.equals(path.getParent(), udsPath.getParent())
+    return Objects.equals(path.getParent(), udsPath.getParent())
         && name.length() > prefix.length()
         && name.startsWith(prefix)
         && name.substring(prefix.length()).chars().allMatch(ch -> ch >= '0' && ch <= '9');

@@ -307,9 +307,7 @@ public final class BackendServer implements AutoCloseable {
 
   /** A line about the frontends that come and go, within its {@link LogBudget}. */
   private void warn(String line) {
-    if (frontendLines.spend()) {
-      LOG.log(Level.WARNING, frontendLines.annotate(config.name() + ": " + line));
-    }
+    frontendLines.log(LOG, Level.WARNING, () -> config.name() + ": " + line);
   }
 
   /** The session being served, or null. */

@@ -889,7 +889,7 @@ public final class BackendSession implements AutoCloseable {
    * after it: a data loop faster than the control loop cannot grow the latter's queue.
    */
   private void sendVringNotice(BackendRequest request, int index) {
-    int bit = request == BackendRequest.VRING_CALL ? 1 : 2;
+    int bit = noticeBit(request);
     if ((noticesQueued.getAndAccumulate(index, bit, (was, b) -> was | b) & bit) != 0) return;
     controlLoop.execute(
         () -> {
@@ -900,14 +900,22 @@ public final class BackendSession implements AutoCloseable {
             warnNoBackendChannel(request, index);
             return;
           }
-          if ((noticesWaiting[index] & bit) == 0) sendNotice(index, bit);
+          if ((noticesWaiting[index] & bit) == 0) sendNotice(request, index);
         });
   }
 
-  private void sendNotice(int index, int bit) {
-    BackendRequest request = bit == 1 ? BackendRequest.VRING_CALL : BackendRequest.VRING_ERR;
-    if (sendToFrontend(request, new VringState(index, 0)) == BackendChannel.Sent.FULL) {
-      noticesWaiting[index] |= bit;
+  /** The notices a ring has, each with its bit in {@link #noticesQueued} and noticesWaiting. */
+  private static final BackendRequest[] NOTICES = {
+    BackendRequest.VRING_CALL, BackendRequest.VRING_ERR
+  };
+
+  private static int noticeBit(BackendRequest notice) {
+    return notice == BackendRequest.VRING_CALL ? 1 : 2;
+  }
+
+  private void sendNotice(BackendRequest notice, int index) {
+    if (sendToFrontend(notice, new VringState(index, 0)) == BackendChannel.Sent.FULL) {
+      noticesWaiting[index] |= noticeBit(notice);
       awaitRoom();
     }
   }
@@ -942,10 +950,11 @@ public final class BackendSession implements AutoCloseable {
       if (configChangeWaiting || backendChannel == null) return;
     }
     for (int index = 0; index < noticesWaiting.length; index++) {
-      for (int bit = 1; bit <= 2; bit <<= 1) {
+      for (BackendRequest notice : NOTICES) {
+        int bit = noticeBit(notice);
         if ((noticesWaiting[index] & bit) == 0) continue;
         noticesWaiting[index] &= ~bit;
-        sendNotice(index, bit);
+        sendNotice(notice, index);
         if ((noticesWaiting[index] & bit) != 0 || backendChannel == null) return;
       }
     }

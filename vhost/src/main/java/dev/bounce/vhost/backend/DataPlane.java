@@ -362,12 +362,10 @@ final class DataPlane implements DeviceContext {
     try {
       ring.kick.drain();
     } catch (NativeException e) {
-      if (guestLines.spend()) {
-        LOG.log(
-            Level.WARNING,
-            guestLines.annotate(
-                name + ": ring " + ring.index + ": reading its kick eventfd: " + e));
-      }
+      guestLines.log(
+          LOG,
+          Level.WARNING,
+          () -> name + ": ring " + ring.index + ": reading its kick eventfd: " + e);
     }
     serve(ring.index);
   }
@@ -507,18 +505,18 @@ final class DataPlane implements DeviceContext {
   private void guestError(Vring ring, VirtqueueException e) {
     ring.guestErrors++;
     if (e.poolViolation() != null) ring.poolViolations++;
-    if (guestLines.spend()) {
-      LOG.log(
-          Level.WARNING,
-          guestLines.annotate(
-              name
-                  + ": ring "
-                  + ring.index
-                  + " stopped by a guest error ("
-                  + ring.guestErrors
-                  + " so far): "
-                  + e.getMessage()));
-    }
+    long errors = ring.guestErrors;
+    guestLines.log(
+        LOG,
+        Level.WARNING,
+        () ->
+            name
+                + ": ring "
+                + ring.index
+                + " stopped by a guest error ("
+                + errors
+                + " so far): "
+                + e.getMessage());
     update(ring);
     if (ring.err != null) {
       try {
