@@ -42,14 +42,25 @@ final class DataPlane implements DeviceContext {
   static final int BATCH = 64;
 
   /**
-   * How long a ring that just ran dry is polled, kicks still suppressed, before they are re-armed
-   * and the loop may sleep (system property bounce.vhost.pollMicros; 0 turns polling off). A busy
-   * driver refills within microseconds: polling catches that without the kick's eventfd write and
-   * the epoll wakeup on each side (Linux vhost-net's busyloop_timeout does the same). Other rings
-   * and fds on the loop are served between polls.
+   * How long a ring that just ran dry is polled at first, kicks still suppressed, before they are
+   * re-armed and the loop may sleep (system property bounce.vhost.pollMicros; 0 turns polling off).
+   * A busy driver refills within microseconds: polling catches that without the kick's eventfd
+   * write and the epoll wakeup on each side (Linux vhost-net's busyloop_timeout does the same).
+   * Other rings and fds on the loop are served between polls. Each ring's window then adapts
+   * ({@link PollWindow}) up to {@link #POLL_MAX_NANOS}.
    */
   static final long POLL_NANOS =
       TimeUnit.MICROSECONDS.toNanos(Long.getLong("bounce.vhost.pollMicros", 50));
+
+  /**
+   * The longest a ring's poll window grows to (system property bounce.vhost.pollMaxMicros; at least
+   * the base): 200 us, KVM's default halt_poll_ns on x86, for the same trade of a core's idle time
+   * against the wake-ups of a driver that pauses between bursts.
+   */
+  static final long POLL_MAX_NANOS =
+      Math.max(
+          POLL_NANOS,
+          TimeUnit.MICROSECONDS.toNanos(Long.getLong("bounce.vhost.pollMaxMicros", 200)));
 
   private final IoEventLoop loop;
   private final VirtioDevice device;
@@ -87,7 +98,7 @@ final class DataPlane implements DeviceContext {
     this.pollTasks = new Runnable[rings.length];
     this.pollAfterIo = new Runnable[rings.length];
     for (int i = 0; i < rings.length; i++) {
-      Vring ring = new Vring(i, device.maxQueueSize());
+      Vring ring = new Vring(i, device.maxQueueSize(), new PollWindow(POLL_NANOS, POLL_MAX_NANOS));
       rings[i] = ring;
       int index = i;
       processTasks[i] = () -> serve(index);
@@ -289,6 +300,7 @@ final class DataPlane implements DeviceContext {
     ring.kickWatch = null;
     ring.started = false;
     update(ring);
+    ring.pollWindow.reset();
     if (ring.polling) {
       // Stopped inside a poll window: kicks are still suppressed in guest memory, which the
       // ring's next owner (a migration target, another backend) would inherit.
@@ -347,6 +359,7 @@ final class DataPlane implements DeviceContext {
       ring.started = false;
       ring.enabled = false;
       ring.polling = false;
+      ring.pollWindow.reset();
       update(ring);
       ring.closeFds();
       ring.queue.reset();
@@ -359,6 +372,7 @@ final class DataPlane implements DeviceContext {
   // ---- the data path ----
 
   private void onKick(Vring ring) {
+    ring.pollWindow.kicked(System.nanoTime());
     try {
       ring.kick.drain();
     } catch (NativeException e) {
@@ -374,9 +388,9 @@ final class DataPlane implements DeviceContext {
    * Lets the device work on one ring in rounds of at most {@link #BATCH} chains, publishing what it
    * used and signalling the driver (if it asked) after each round. While the device makes progress
    * and more is available, it goes round again; once the ring runs dry it is polled for {@link
-   * #POLL_NANOS} before kicks are re-armed (without polling: re-armed at once, and round again if
-   * more arrived meanwhile). A device that takes nothing (a receive queue with nothing to deliver)
-   * does not spin.
+   * PollWindow its window} before kicks are re-armed (without polling: re-armed at once, and round
+   * again if more arrived meanwhile). A device that takes nothing (a receive queue with nothing to
+   * deliver) does not spin.
    */
   private void serve(int index) {
     Vring ring = rings[index];
@@ -434,8 +448,8 @@ final class DataPlane implements DeviceContext {
 
   /**
    * Keeps the driver's kicks suppressed (without EVENT_IDX VIRTQ_USED_F_NO_NOTIFY; with it
-   * avail_event simply stays behind) and polls the ring from the loop for {@link #POLL_NANOS} after
-   * this, its last work.
+   * avail_event simply stays behind) and polls the ring from the loop for its {@link PollWindow}
+   * after this, its last work.
    */
   private void startPolling(Vring ring) {
     ring.queue.disableNotifications();
@@ -464,7 +478,8 @@ final class DataPlane implements DeviceContext {
     }
     boolean work;
     try {
-      if (System.nanoTime() - ring.pollSince < POLL_NANOS) {
+      long now = System.nanoTime();
+      if (now - ring.pollSince < ring.pollWindow.nanos()) {
         work = hasAvailable(ring);
         if (!work && !ring.queue.isBroken()) {
           schedulePoll(ring);
@@ -472,6 +487,7 @@ final class DataPlane implements DeviceContext {
         }
       } else {
         work = ring.queue.enableNotifications();
+        if (!work) ring.pollWindow.rearmed(now);
       }
     } catch (InternalError fault) {
       ring.polling = false;

@@ -43,9 +43,13 @@ final class Vring {
   /** When the poll window started: the ring's last work. */
   long pollSince;
 
-  Vring(int index, int maxSize) {
+  /** How long the ring is polled after its last work. */
+  final PollWindow pollWindow;
+
+  Vring(int index, int maxSize, PollWindow pollWindow) {
     this.index = index;
     this.queue = new SplitQueue(index, maxSize);
+    this.pollWindow = pollWindow;
   }
 
   boolean running() {
