@@ -54,8 +54,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * out), publishes, and writes the kick eventfd when the engine asks for it (EVENT_IDX avail_event,
  * or VIRTQ_USED_F_NO_NOTIFY); the engine pops, adds used elements, publishes once per batch and
  * signals the call eventfd when the driver asks for it; the driver harvests. The engine polls a
- * ring that ran dry for a while (DataPlane's bounce.vhost.pollMicros, 50 by default) before
- * re-arming kicks.
+ * ring that ran dry for a while before re-arming kicks (DataPlane's PollWindow: 50 us at first,
+ * bounce.vhost.pollMicros, adapting up to 200 us, bounce.vhost.pollMaxMicros).
  *
  * <ul>
  *   <li>{@code driver=notify}: an interrupt-driven driver (Linux NAPI style): harvests while there
