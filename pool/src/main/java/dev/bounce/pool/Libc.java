@@ -102,6 +102,18 @@ public final class Libc {
    * A handle to a libc function whose first argument is the errno capture segment: pass {@link
    * #callState()} and read {@link #errno(MemorySegment)} after a failure.
    */
+  /**
+   * The kernel's page size (getpagesize(3)): mmap(2) offsets are multiples of it, and it is not
+   * 4096 everywhere (arm64 kernels are built with 16 KiB or 64 KiB pages too).
+   */
+  public static long pageSize() {
+    try {
+      return (int) plainDowncall("getpagesize", FunctionDescriptor.of(JAVA_INT)).invokeExact();
+    } catch (Throwable t) {
+      throw unexpected(t);
+    }
+  }
+
   public static MethodHandle downcall(String name, FunctionDescriptor descriptor) {
     return LINKER.downcallHandle(symbol(name), descriptor, Linker.Option.captureCallState("errno"));
   }

@@ -14,7 +14,9 @@ import java.util.concurrent.atomic.AtomicLong;
  * running rings.
  */
 public final class Mapping implements AutoCloseable {
-  public static final long PAGE_SIZE = 4096;
+  /** The kernel's page size, which mmap(2) offsets are multiples of. */
+  public static final long PAGE_SIZE = Libc.pageSize();
+
   private static final System.Logger LOG = System.getLogger(Mapping.class.getName());
   private static final AtomicLong LIVE = new AtomicLong();
 

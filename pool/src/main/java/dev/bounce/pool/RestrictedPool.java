@@ -48,7 +48,11 @@ public final class RestrictedPool implements GuestAddressSpace {
     }
     if (start % Mapping.PAGE_SIZE != 0 || size % Mapping.PAGE_SIZE != 0) {
       throw new IllegalArgumentException(
-          "restricted pool " + describe(start, size) + " is not page-aligned (4 KiB)");
+          "restricted pool "
+              + describe(start, size)
+              + " is not page-aligned ("
+              + Mapping.PAGE_SIZE / 1024
+              + " KiB pages)");
     }
     return new RestrictedPool(start, size, GuestMemory.empty(), List.of());
   }

@@ -86,7 +86,11 @@ public record RestrictedDma(Policy policy, Pool pool) {
     public DeviceOwned {
       if (size <= 0 || size % Mapping.PAGE_SIZE != 0) {
         throw new IllegalArgumentException(
-            "device pool of " + size + " bytes is not a positive multiple of 4 KiB");
+            "device pool of "
+                + size
+                + " bytes is not a positive multiple of the page size, "
+                + Mapping.PAGE_SIZE / 1024
+                + " KiB");
       }
     }
 
