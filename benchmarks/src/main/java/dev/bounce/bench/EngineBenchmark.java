@@ -9,6 +9,8 @@ import dev.bounce.pool.Memfd;
 import dev.bounce.pool.MemoryRegionDescription;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.backend.BackendServer;
+import dev.bounce.vhost.backend.RestrictedDma;
+import dev.bounce.vhost.backend.RingPolling;
 import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.FrontendChannel;
 import dev.bounce.vhost.loop.EventLoops;
@@ -54,8 +56,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * out), publishes, and writes the kick eventfd when the engine asks for it (EVENT_IDX avail_event,
  * or VIRTQ_USED_F_NO_NOTIFY); the engine pops, adds used elements, publishes once per batch and
  * signals the call eventfd when the driver asks for it; the driver harvests. The engine polls a
- * ring that ran dry for a while before re-arming kicks (DataPlane's PollWindow: 50 us at first,
- * bounce.vhost.pollMicros, adapting up to 200 us, bounce.vhost.pollMaxMicros).
+ * ring that ran dry for a while before re-arming kicks ({@code ringPoll}, as the device commands'
+ * --ring-poll: 50 us at first, adapting up to 200 us; 0 turns it off).
  *
  * <ul>
  *   <li>{@code driver=notify}: an interrupt-driven driver (Linux NAPI style): harvests while there
@@ -102,6 +104,9 @@ public class EngineBenchmark {
 
   @Param({"64"})
   public int bytes;
+
+  @Param({"50:200"})
+  public String ringPoll;
 
   private EventLoops loops;
   private EchoDevice echo;
@@ -183,7 +188,14 @@ public class EngineBenchmark {
     server =
         BackendServer.listen(
             directory.resolve("echo.sock"),
-            new BackendServer.Config("echo", echo, controlLoop, dataLoop));
+            new BackendServer.Config(
+                "echo",
+                echo,
+                controlLoop,
+                dataLoop,
+                RestrictedDma.OFF,
+                BackendServer.Config.DEFAULT_MAX_GUEST_MEMORY,
+                RingPolling.parse(ringPoll)));
     channel = FrontendChannel.connect(server.path());
     ram = Memfd.create("bench-engine-ram", RAM_SIZE);
     view = ram.map(0, RAM_SIZE);

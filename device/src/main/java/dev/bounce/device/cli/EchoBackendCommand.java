@@ -2,6 +2,7 @@ package dev.bounce.device.cli;
 
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.backend.RestrictedDma;
+import dev.bounce.vhost.backend.RingPolling;
 import dev.bounce.vhost.loop.EventLoops;
 import dev.bounce.vhost.protocol.VringFdIndex;
 import dev.bounce.vhost.testdevice.EchoDevice;
@@ -20,7 +21,7 @@ final class EchoBackendCommand {
       new Flags(
           "bounce echo-backend --socket PATH [--queues N] [--queue-size N] [--client]"
               + " [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
-              + " [--restricted-dma POLICY] [--max-guest-memory SIZE]",
+              + " [--restricted-dma POLICY] [--max-guest-memory SIZE] [--ring-poll US[:MAX]]",
           Stream.concat(
                   Stream.of(
                       new Flags.Flag(
@@ -33,7 +34,8 @@ final class EchoBackendCommand {
                               + " 1024)"),
                       new Flags.Flag(
                           "client", null, "connect to a frontend listening at --socket")),
-                  Stream.concat(DmaFlags.FLAGS.stream(), Stream.of(GuestMemoryFlag.FLAG)))
+                  Stream.concat(
+                      DmaFlags.FLAGS.stream(), Stream.of(GuestMemoryFlag.FLAG, RingPollFlag.FLAG)))
               .toList());
 
   /** vhost-user numbers a ring in 8 bits (VHOST_USER_VRING_IDX_MASK). */
@@ -47,6 +49,7 @@ final class EchoBackendCommand {
     if (!FLAGS.has("client")) Flags.directoryExists("--socket", socket);
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
     long maxGuestMemory = GuestMemoryFlag.maxGuestMemory(FLAGS);
+    RingPolling polling = RingPollFlag.ringPolling(FLAGS);
     // Checked here: the engine would take them and fail the first frontend that connects.
     long queues = FLAGS.number("queues", 1);
     if (queues < 1 || queues > MAX_QUEUES) {
@@ -63,7 +66,7 @@ final class EchoBackendCommand {
         EventLoops data = new EventLoops(1, "bounce-data")) {
       BackendServer.Config config =
           new BackendServer.Config(
-              "echo", device, control.next(), data.next(), dma, maxGuestMemory);
+              "echo", device, control.next(), data.next(), dma, maxGuestMemory, polling);
       BackendServer server =
           FLAGS.has("client")
               ? BackendServer.connect(socket, config)

@@ -5,6 +5,7 @@ import dev.bounce.device.vsock.VsockDevice;
 import dev.bounce.pool.NativeException;
 import dev.bounce.vhost.backend.BackendServer;
 import dev.bounce.vhost.backend.RestrictedDma;
+import dev.bounce.vhost.backend.RingPolling;
 import dev.bounce.vhost.loop.EventLoops;
 import io.netty.channel.IoEventLoop;
 import io.netty.channel.unix.Errors;
@@ -45,7 +46,8 @@ final class VsockCommand {
                   + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
                   + "       bounce vsock --config FILE\n"
                   + "  each with [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
-                  + " [--restricted-dma POLICY] [--max-guest-memory SIZE] for every guest",
+                  + " [--restricted-dma POLICY] [--max-guest-memory SIZE] [--ring-poll US[:MAX]]"
+                  + " for every guest",
               Stream.concat(
                       Stream.of(
                           new Flags.Flag(
@@ -89,7 +91,9 @@ final class VsockCommand {
                               "FILE",
                               "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
                                   + " socket, uds_path, tx_buffer_size, queue_size")),
-                      Stream.concat(DmaFlags.FLAGS.stream(), Stream.of(GuestMemoryFlag.FLAG)))
+                      Stream.concat(
+                          DmaFlags.FLAGS.stream(),
+                          Stream.of(GuestMemoryFlag.FLAG, RingPollFlag.FLAG)))
                   .toList())
           .refusing("forward-cid", FORWARDING)
           .refusing("forward-listen", FORWARDING)
@@ -115,6 +119,7 @@ final class VsockCommand {
     List<VsockVm> vms = vms();
     RestrictedDma dma = DmaFlags.restrictedDma(FLAGS);
     long maxGuestMemory = GuestMemoryFlag.maxGuestMemory(FLAGS);
+    RingPolling polling = RingPollFlag.ringPolling(FLAGS);
     // SIGTERM, or nothing left to serve (every socket an inherited connected one whose frontend
     // left): this thread then closes everything while the event loops still run, and the exit
     // waits for it.
@@ -132,7 +137,7 @@ final class VsockCommand {
       List<Served> guests = new ArrayList<>();
       try {
         for (VsockVm vm : vms) {
-          Served guest = serve(vm, dma, maxGuestMemory, control.next(), data.next(), open);
+          Served guest = serve(vm, dma, maxGuestMemory, polling, control.next(), data.next(), open);
           guests.add(guest);
           guest.server().finished().thenRun(onFinished);
         }
@@ -355,6 +360,7 @@ final class VsockCommand {
       VsockVm vm,
       RestrictedDma dma,
       long maxGuestMemory,
+      RingPolling polling,
       IoEventLoop control,
       IoEventLoop data,
       List<AutoCloseable> open)
@@ -383,7 +389,13 @@ final class VsockCommand {
         vm.socket()
             .serve(
                 new BackendServer.Config(
-                    "vsock cid " + vm.guestCid(), device, control, data, dma, maxGuestMemory));
+                    "vsock cid " + vm.guestCid(),
+                    device,
+                    control,
+                    data,
+                    dma,
+                    maxGuestMemory,
+                    polling));
     open.add(0, server); // closed before its host side
     System.err.println(
         "bounce vsock: guest CID "

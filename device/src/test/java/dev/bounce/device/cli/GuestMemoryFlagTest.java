@@ -4,9 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -81,39 +78,16 @@ class GuestMemoryFlagTest {
             List.of("vsock", "--socket", socket, "--uds-path", dir.resolve("vm.vsock").toString()),
             List.of("vsock", "--vm", "socket=" + socket + ",uds-path=" + dir.resolve("vm.vsock")));
     for (List<String> command : commands) {
-      Run help = run("help", command.getFirst());
+      InProcess help = InProcess.run("help", command.getFirst());
       assertEquals(0, help.status(), help.err());
       assertTrue(help.out().contains("--max-guest-memory SIZE"), help.out());
       List<String> args = new ArrayList<>(command);
       args.addAll(List.of("--max-guest-memory", "65T"));
-      Run refused = run(args.toArray(String[]::new));
+      InProcess refused = InProcess.run(args.toArray(String[]::new));
       assertEquals(2, refused.status(), refused.out() + refused.err());
       assertTrue(
           refused.err().startsWith("bounce " + command.getFirst() + ": --max-guest-memory 65T: "),
           refused.err());
     }
-  }
-
-  private record Run(int status, String out, String err) {}
-
-  /** {@code bounce args} in this process, its output captured. */
-  private static Run run(String... args) {
-    PrintStream out = System.out;
-    PrintStream err = System.err;
-    ByteArrayOutputStream outBytes = new ByteArrayOutputStream();
-    ByteArrayOutputStream errBytes = new ByteArrayOutputStream();
-    int status;
-    try {
-      System.setOut(new PrintStream(outBytes, true, StandardCharsets.UTF_8));
-      System.setErr(new PrintStream(errBytes, true, StandardCharsets.UTF_8));
-      status = Main.run(List.of(args));
-    } finally {
-      System.setOut(out);
-      System.setErr(err);
-    }
-    return new Run(
-        status,
-        outBytes.toString(StandardCharsets.UTF_8),
-        errBytes.toString(StandardCharsets.UTF_8));
   }
 }

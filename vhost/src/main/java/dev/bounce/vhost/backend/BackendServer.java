@@ -35,8 +35,9 @@ public final class BackendServer implements AutoCloseable {
 
   /**
    * What a server serves, where its work runs, how it restricts device DMA ({@link
-   * RestrictedDma#OFF}: not at all), and how much guest memory one session may map (a memory table
-   * or added region that would take it over {@code maxGuestMemory} is refused).
+   * RestrictedDma#OFF}: not at all), how much guest memory one session may map (a memory table or
+   * added region that would take it over {@code maxGuestMemory} is refused), and how long a ring
+   * that ran dry is polled ({@link RingPolling}).
    */
   public record Config(
       String name,
@@ -44,7 +45,8 @@ public final class BackendServer implements AutoCloseable {
       IoEventLoop controlLoop,
       IoEventLoop dataLoop,
       RestrictedDma restrictedDma,
-      long maxGuestMemory) {
+      long maxGuestMemory,
+      RingPolling ringPolling) {
     /**
      * 1 TiB per session unless raised: a QEMU guest shares all its RAM, so this is a guest of 1
      * TiB, a generous bound for the VMs a vsock backend runs beside (a larger one raises it), and
@@ -55,7 +57,19 @@ public final class BackendServer implements AutoCloseable {
 
     public Config {
       java.util.Objects.requireNonNull(restrictedDma, "restrictedDma");
+      java.util.Objects.requireNonNull(ringPolling, "ringPolling");
       checkMaxGuestMemory(maxGuestMemory);
+    }
+
+    /** With {@link RingPolling#DEFAULT}. */
+    public Config(
+        String name,
+        VirtioDevice device,
+        IoEventLoop controlLoop,
+        IoEventLoop dataLoop,
+        RestrictedDma restrictedDma,
+        long maxGuestMemory) {
+      this(name, device, controlLoop, dataLoop, restrictedDma, maxGuestMemory, RingPolling.DEFAULT);
     }
 
     /** With the {@link #DEFAULT_MAX_GUEST_MEMORY} cap. */
@@ -276,17 +290,7 @@ public final class BackendServer implements AutoCloseable {
     String name = config.name() + " #" + sessions;
     sessionLines.log(LOG, Level.INFO, () -> name + ": frontend connected");
     try {
-      session =
-          BackendSession.start(
-              name,
-              socket,
-              config.device(),
-              config.controlLoop(),
-              config.dataLoop(),
-              config.restrictedDma(),
-              config.maxGuestMemory(),
-              sessionLines,
-              this::sessionEnded);
+      session = BackendSession.start(name, socket, config, sessionLines, this::sessionEnded);
     } catch (IOException | RuntimeException e) {
       socket.close();
       throw e;

@@ -144,29 +144,26 @@ public final class BackendSession implements AutoCloseable {
   private BackendSession(
       String name,
       UnixSocket socket,
-      VirtioDevice device,
-      IoEventLoop controlLoop,
-      IoEventLoop dataLoop,
-      RestrictedDma dma,
-      long maxGuestMemory,
+      BackendServer.Config config,
       LogBudget lifecycleLines,
       DevicePool devicePool,
       GuestAddressSpace memory,
       Runnable onClose) {
     this.name = name;
     this.socket = socket;
-    this.device = device;
-    this.dma = dma;
-    this.maxGuestMemory = maxGuestMemory;
+    this.device = config.device();
+    this.dma = config.restrictedDma();
+    this.maxGuestMemory = config.maxGuestMemory();
     this.lifecycleLines = lifecycleLines;
     this.devicePool = devicePool;
-    this.controlLoop = controlLoop;
+    this.controlLoop = config.controlLoop();
     this.data =
         new DataPlane(
-            dataLoop,
+            config.dataLoop(),
             device,
             name,
             memory,
+            config.ringPolling(),
             this::configChanged,
             index -> sendVringNotice(BackendRequest.VRING_CALL, index),
             index -> sendVringNotice(BackendRequest.VRING_ERR, index));
@@ -183,21 +180,18 @@ public final class BackendSession implements AutoCloseable {
    * Serves {@code socket} from now on; {@code onClose} runs (on the control loop) once the frontend
    * is gone and everything it gave has been released. With a {@link RestrictedDma.DeviceOwned}
    * pool, the session creates its own pool memfd (a fresh one per connection, so nothing of one
-   * guest reaches the next). Memory the frontend shares beyond {@code maxGuestMemory} bytes mapped
-   * is refused.
+   * guest reaches the next). Memory the frontend shares beyond the config's {@code maxGuestMemory}
+   * bytes mapped is refused.
    */
   public static BackendSession start(
       String name,
       UnixSocket socket,
-      VirtioDevice device,
-      IoEventLoop controlLoop,
-      IoEventLoop dataLoop,
-      RestrictedDma dma,
-      long maxGuestMemory,
+      BackendServer.Config config,
       LogBudget lifecycleLines,
       Runnable onClose)
       throws NativeException {
     nonBlocking(socket);
+    RestrictedDma dma = config.restrictedDma();
     DevicePool devicePool =
         dma.pool() instanceof RestrictedDma.DeviceOwned(long size) ? DevicePool.create(size) : null;
     BackendSession session;
@@ -205,30 +199,19 @@ public final class BackendSession implements AutoCloseable {
     try {
       memory = devicePool != null ? devicePool.memory() : dma.emptyMemory();
       session =
-          new BackendSession(
-              name,
-              socket,
-              device,
-              controlLoop,
-              dataLoop,
-              dma,
-              maxGuestMemory,
-              lifecycleLines,
-              devicePool,
-              memory,
-              onClose);
+          new BackendSession(name, socket, config, lifecycleLines, devicePool, memory, onClose);
     } catch (NativeException | RuntimeException e) {
       if (memory != null) memory.close();
       if (devicePool != null) devicePool.close();
       throw e;
     }
     if (dma.enabled()) lifecycleLines.log(LOG, Level.INFO, () -> name + ": " + dma);
-    controlLoop.execute(
+    session.controlLoop.execute(
         () -> {
           // drain() may have ended the session already (a frontend that connected and closed)
           if (session.closed) return;
           try {
-            session.watch = FdWatch.start(controlLoop, socket.fd(), session::onReadable);
+            session.watch = FdWatch.start(session.controlLoop, socket.fd(), session::onReadable);
           } catch (RuntimeException e) { // epoll_ctl refused (ENOMEM, max_user_watches)
             LOG.log(Level.WARNING, "{0}: cannot watch the connection: {1}; closing it", name, e);
             session.close();

@@ -18,7 +18,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.TimeUnit;
 import java.util.function.IntConsumer;
 
 /**
@@ -41,27 +40,6 @@ final class DataPlane implements DeviceContext {
    */
   static final int BATCH = 64;
 
-  /**
-   * How long a ring that just ran dry is polled at first, kicks still suppressed, before they are
-   * re-armed and the loop may sleep (system property bounce.vhost.pollMicros; 0 turns polling off).
-   * A busy driver refills within microseconds: polling catches that without the kick's eventfd
-   * write and the epoll wakeup on each side (Linux vhost-net's busyloop_timeout does the same).
-   * Other rings and fds on the loop are served between polls. Each ring's window then adapts
-   * ({@link PollWindow}) up to {@link #POLL_MAX_NANOS}.
-   */
-  static final long POLL_NANOS =
-      TimeUnit.MICROSECONDS.toNanos(Long.getLong("bounce.vhost.pollMicros", 50));
-
-  /**
-   * The longest a ring's poll window grows to (system property bounce.vhost.pollMaxMicros; at least
-   * the base): 200 us, KVM's default halt_poll_ns on x86, for the same trade of a core's idle time
-   * against the wake-ups of a driver that pauses between bursts.
-   */
-  static final long POLL_MAX_NANOS =
-      Math.max(
-          POLL_NANOS,
-          TimeUnit.MICROSECONDS.toNanos(Long.getLong("bounce.vhost.pollMaxMicros", 200)));
-
   private final IoEventLoop loop;
   private final VirtioDevice device;
   private final String name;
@@ -78,11 +56,19 @@ final class DataPlane implements DeviceContext {
   private boolean inBandNotifications;
   private final LogBudget guestLines = new LogBudget();
 
+  /**
+   * A ring that ran dry is polled for its {@link PollWindow} (bounds: {@code polling}), kicks still
+   * suppressed, before they are re-armed and the loop may sleep. A busy driver refills within
+   * microseconds: polling catches that without the kick's eventfd write and the epoll wakeup on
+   * each side (Linux vhost-net's busyloop_timeout does the same). Other rings and fds on the loop
+   * are served between polls.
+   */
   DataPlane(
       IoEventLoop loop,
       VirtioDevice device,
       String name,
       GuestAddressSpace memory,
+      RingPolling polling,
       Runnable onConfigChanged,
       IntConsumer onVringCall,
       IntConsumer onVringErr) {
@@ -98,7 +84,7 @@ final class DataPlane implements DeviceContext {
     this.pollTasks = new Runnable[rings.length];
     this.pollAfterIo = new Runnable[rings.length];
     for (int i = 0; i < rings.length; i++) {
-      Vring ring = new Vring(i, device.maxQueueSize(), new PollWindow(POLL_NANOS, POLL_MAX_NANOS));
+      Vring ring = new Vring(i, device.maxQueueSize(), new PollWindow(polling));
       rings[i] = ring;
       int index = i;
       processTasks[i] = () -> serve(index);
@@ -192,7 +178,10 @@ final class DataPlane implements DeviceContext {
   void deactivate() {
     if (!activated) return;
     activated = false;
-    for (Vring ring : rings) update(ring);
+    for (Vring ring : rings) {
+      update(ring);
+      ring.pollWindow.reset(); // a new driver, with pauses of its own
+    }
     features = 0;
     device.reset();
   }
@@ -258,6 +247,7 @@ final class DataPlane implements DeviceContext {
    */
   void kickInBand(int index) {
     if (rings[index].started) {
+      rings[index].pollWindow.kicked(System.nanoTime());
       process(index);
     } else {
       start(index, null);
@@ -421,7 +411,7 @@ final class DataPlane implements DeviceContext {
       }
       publish(ring);
       boolean progress = ring.queue.lastAvailIndex() != before;
-      if (progress && POLL_NANOS > 0) {
+      if (progress && ring.pollWindow.nanos() > 0) {
         // Busy: look again for more without re-arming kicks; none now, poll for a while.
         if (hasAvailable(ring)) continue;
         if (ring.queue.isBroken()) return;
@@ -455,6 +445,7 @@ final class DataPlane implements DeviceContext {
     ring.queue.disableNotifications();
     ring.polling = true;
     ring.pollSince = System.nanoTime();
+    ring.pollWindow.opened();
     schedulePoll(ring);
   }
 
@@ -487,7 +478,7 @@ final class DataPlane implements DeviceContext {
         }
       } else {
         work = ring.queue.enableNotifications();
-        if (!work) ring.pollWindow.rearmed(now);
+        if (!work) ring.pollWindow.closed(ring.pollSince);
       }
     } catch (InternalError fault) {
       ring.polling = false;

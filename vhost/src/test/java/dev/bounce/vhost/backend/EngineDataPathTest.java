@@ -61,6 +61,7 @@ import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.EnumSource;
+import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * The engine's data path end to end: a real {@link BackendServer} serving an {@link EchoDevice} on
@@ -123,12 +124,23 @@ class EngineDataPathTest {
   }
 
   private void serve(int queues) throws IOException {
+    serve(queues, RingPolling.DEFAULT);
+  }
+
+  private void serve(int queues, RingPolling polling) throws IOException {
     loops = new EventLoops(2, "engine-test");
     echo = new EchoDevice(queues, 256);
     server =
         BackendServer.listen(
             dir.resolve("echo.sock"),
-            new BackendServer.Config("echo", echo, loops.next(), loops.next()));
+            new BackendServer.Config(
+                "echo",
+                echo,
+                loops.next(),
+                loops.next(),
+                RestrictedDma.OFF,
+                BackendServer.Config.DEFAULT_MAX_GUEST_MEMORY,
+                polling));
   }
 
   private Frontend connect(int queues) throws IOException, NativeException {
@@ -308,6 +320,61 @@ class EngineDataPathTest {
       if (System.nanoTime() > deadline) fail("the driver thread made no progress");
       Thread.sleep(1);
     }
+  }
+
+  // ---- polling a ring that ran dry ----
+
+  @ParameterizedTest(name = "EVENT_IDX {0}")
+  @ValueSource(booleans = {false, true})
+  void whileARingIsPolledItsDriverNeedNotKick(boolean eventIdx) throws Exception {
+    long second = RingPolling.LIMIT_MICROS;
+    serve(1, new RingPolling(second, second));
+    Frontend f = connect(1);
+    f.handshake(MemoryStyle.SET_MEM_TABLE, BASE_FEATURES | (eventIdx ? EVENT_IDX : 0));
+    Ring ring = f.ring(0);
+    ring.echoOne(0, false); // kicked; then the ring is polled for a second after each chain
+    for (int k = 0; k < 10; k++) {
+      ring.call.drain();
+      assertFalse(ring.queue.enableUsedNotifications(), "nothing pending before");
+      assertEquals(1, ring.post(1, f.ram, ring.bufferBase, false));
+      int chain = k;
+      assertFalse(
+          ring.queue.prepareKick(),
+          () ->
+              "chain " + chain + ": a kick asked for while the ring is polled: " + ring.describe());
+      ring.awaitCompleted(ring.completed + 1); // served without one
+    }
+    assertEquals(11, echo.served());
+    assertEquals(List.of(), log.warnings());
+  }
+
+  @Test
+  void theWindowGrowsToCoverADriversPauses() throws Exception {
+    // 1 ms at first, up to 400 ms; the driver works every 150 ms. Each pause outlasts the window
+    // and ends in a kick within 400 ms of the ring's last work, so the window doubles: 1, 2 ...
+    // 128,
+    // then 256 ms, which covers the pause: the driver no longer needs to kick.
+    serve(1, new RingPolling(1_000, 400_000));
+    Frontend f = connect(1);
+    f.handshake(MemoryStyle.SET_MEM_TABLE, BASE_FEATURES); // no EVENT_IDX: used.flags tells
+    Ring ring = f.ring(0);
+    for (int k = 0; k < 10; k++) {
+      ring.echoOne(0, false);
+      Thread.sleep(150);
+    }
+    ring.echoOne(0, false);
+    Thread.sleep(100);
+    assertEquals(
+        1,
+        usedFlags(ring) & 1,
+        "VIRTQ_USED_F_NO_NOTIFY 100 ms after the last chain: the ring is still polled");
+    assertEquals(11, echo.served());
+  }
+
+  private static int usedFlags(Ring ring) {
+    VarHandle.fullFence();
+    return Short.toUnsignedInt(
+        ring.frontend.ram.at(ring.queue.guestAddresses().usedRing(), 2).get(LE16, 0));
   }
 
   // ---- stopping and gating rings ----

@@ -5,18 +5,18 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import org.junit.jupiter.api.Test;
 
-/** The adaptive poll window, on given times (the data loop's clock is not involved). */
+/** The adaptive poll window and its bounds, on given times (no loop, no clock). */
 class PollWindowTest {
   private static final long US = 1_000;
 
   @Test
   void startsAtItsBase() {
-    assertEquals(50 * US, new PollWindow(50 * US, 200 * US).nanos());
+    assertEquals(50 * US, new PollWindow(new RingPolling(50, 200)).nanos());
   }
 
   @Test
   void aDriverThatKicksWithinTheMaximumIsPolledUntilCaught() {
-    PollWindow w = new PollWindow(50 * US, 200 * US);
+    PollWindow w = new PollWindow(new RingPolling(50, 200));
     Driver driver = new Driver(w, 120 * US); // works again 120 us after the ring's last work
     long[] expected = {100 * US, 200 * US, 200 * US};
     for (long nanos : expected) {
@@ -28,7 +28,7 @@ class PollWindowTest {
 
   @Test
   void aDriverThatKicksLaterThanTheMaximumIsPolledDownToTheBase() {
-    PollWindow w = grown(50 * US, 400 * US);
+    PollWindow w = grown(new RingPolling(50, 400));
     Driver driver = new Driver(w, 1_000 * US); // a kick a millisecond after the last work
     long[] expected = {200 * US, 100 * US, 50 * US, 50 * US};
     for (long nanos : expected) {
@@ -39,53 +39,79 @@ class PollWindowTest {
 
   @Test
   void theEdgeIsTheTimeSinceTheLastWork() {
-    // Window 100 us: a kick 100 us after re-arming came 200 us after the last work, which a
-    // window of the maximum (200 us) would have caught; one nanosecond later it would not have.
-    PollWindow caught = new PollWindow(100 * US, 200 * US);
-    caught.rearmed(0);
-    caught.kicked(100 * US);
+    // A kick 200 us after the last work, which a window of the maximum would have caught, grows
+    // the window; one a nanosecond later does not, however soon after the close it came.
+    PollWindow caught = new PollWindow(new RingPolling(100, 200));
+    caught.opened();
+    caught.closed(0);
+    caught.kicked(200 * US);
     assertEquals(200 * US, caught.nanos());
 
-    PollWindow missed = new PollWindow(100 * US, 200 * US);
-    missed.rearmed(0);
-    missed.kicked(100 * US + 1);
+    PollWindow missed = new PollWindow(new RingPolling(100, 200));
+    missed.opened();
+    missed.closed(0);
+    missed.kicked(200 * US + 1);
     assertEquals(100 * US, missed.nanos());
   }
 
   @Test
-  void onlyAKickAfterAClosedWindowTeaches() {
-    PollWindow w = new PollWindow(50 * US, 200 * US);
-    w.kicked(10 * US); // no window closed before it (the ring's first kick, or one during polling)
+  void onlyTheFirstKickAfterAClosedWindowTeaches() {
+    PollWindow w = new PollWindow(new RingPolling(50, 200));
+    w.kicked(10 * US); // no window closed before it: the ring's first kick
     assertEquals(50 * US, w.nanos());
-    w.rearmed(100 * US);
-    w.kicked(110 * US);
+    w.opened();
+    w.closed(0);
+    w.kicked(60 * US);
     assertEquals(100 * US, w.nanos());
-    w.kicked(120 * US); // a second kick before the next window: already counted
+    w.kicked(70 * US); // a second kick before the next window: already counted
     assertEquals(100 * US, w.nanos());
+  }
+
+  @Test
+  void aKickWhileAWindowIsOpenSaysNothingOfTheLastOne() {
+    // Closed after work at 0; the ring then worked again without a kick (the device asked for it),
+    // and a new window is open when a kick comes a millisecond after the old work.
+    PollWindow w = new PollWindow(new RingPolling(50, 200));
+    w.opened();
+    w.closed(0);
+    w.opened();
+    w.kicked(1_000 * US);
+    assertEquals(50 * US, w.nanos());
   }
 
   @Test
   void resetGoesBackToTheBase() {
-    PollWindow w = grown(50 * US, 400 * US);
-    w.rearmed(0);
+    PollWindow w = grown(new RingPolling(50, 400));
+    w.opened();
+    w.closed(0);
     w.reset();
     assertEquals(50 * US, w.nanos());
-    w.kicked(10 * US); // the re-arm before the reset does not count
+    w.kicked(10 * US); // the close before the reset does not count
     assertEquals(50 * US, w.nanos());
   }
 
   @Test
-  void aZeroBaseNeverPolls() {
-    PollWindow off = new PollWindow(0, 0);
-    off.rearmed(0);
+  void aZeroBaseNeverGrows() {
+    PollWindow off = new PollWindow(new RingPolling(0, 200));
+    off.opened();
+    off.closed(0);
     off.kicked(1);
     assertEquals(0, off.nanos());
   }
 
   @Test
-  void refusesAMaximumBelowTheBase() {
-    assertThrows(IllegalArgumentException.class, () -> new PollWindow(100 * US, 50 * US));
-    assertThrows(IllegalArgumentException.class, () -> new PollWindow(-1, 50 * US));
+  void boundsAreCheckedAndParsed() {
+    assertEquals(new RingPolling(50, 200), RingPolling.parse("50:200"));
+    assertEquals(new RingPolling(80, 80), RingPolling.parse("80"));
+    assertEquals(RingPolling.OFF, RingPolling.parse("0"));
+    assertThrows(IllegalArgumentException.class, () -> new RingPolling(100, 50));
+    assertThrows(IllegalArgumentException.class, () -> new RingPolling(-1, 50));
+    assertThrows(IllegalArgumentException.class, () -> RingPolling.parse("0:2000000"));
+    IllegalArgumentException e =
+        assertThrows(IllegalArgumentException.class, () -> RingPolling.parse("fast"));
+    assertEquals(
+        "'fast' is not BASE[:MAX] in microseconds (like 50:200, or 0 for no polling)",
+        e.getMessage());
   }
 
   /** A driver that works again {@code gap} after the ring's last work, each pause. */
@@ -100,10 +126,11 @@ class PollWindowTest {
       this.gap = gap;
     }
 
-    /** One pause: caught by the poll if the window is long enough, else a kick after re-arming. */
+    /** One pause: caught by the poll if the window is long enough, else a kick after the close. */
     void pause() {
+      window.opened();
       if (gap > window.nanos()) {
-        window.rearmed(lastWork + window.nanos());
+        window.closed(lastWork);
         window.kicked(lastWork + gap);
         kicks++;
       }
@@ -111,15 +138,17 @@ class PollWindowTest {
     }
   }
 
-  /** A window grown to {@code max} by kicks that each came right after it closed. */
-  private static PollWindow grown(long base, long max) {
-    PollWindow w = new PollWindow(base, max);
+  /** A window grown to its maximum by kicks that each came right after it closed. */
+  private static PollWindow grown(RingPolling bounds) {
+    PollWindow w = new PollWindow(bounds);
     long t = 0;
-    while (w.nanos() < max) {
-      t += w.nanos();
-      w.rearmed(t);
-      w.kicked(++t);
+    for (int i = 0; i < 32 && w.nanos() < bounds.maxMicros() * US; i++) {
+      w.opened();
+      w.closed(t);
+      t += w.nanos() + 1;
+      w.kicked(t);
     }
+    assertEquals(bounds.maxMicros() * US, w.nanos(), "grown to the maximum");
     return w;
   }
 }

@@ -1,0 +1,73 @@
+package dev.bounce.device.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.bounce.vhost.backend.RingPolling;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code --ring-poll US[:MAX]}: what it takes, the line a bad one gets, and that both device
+ * commands take it (and list it in their help) and refuse a bad one before serving.
+ */
+class RingPollFlagTest {
+  @TempDir Path dir;
+
+  private static RingPolling parsed(String... args) throws Exception {
+    Flags flags = new Flags("test", List.of(RingPollFlag.FLAG));
+    assertTrue(flags.parse(List.of(args)));
+    return RingPollFlag.ringPolling(flags);
+  }
+
+  @Test
+  void boundsOrOneFixedWindowAreTakenAndTheDefaultIs50To200() throws Exception {
+    assertEquals(new RingPolling(50, 200), parsed());
+    assertEquals(new RingPolling(20, 1000), parsed("--ring-poll", "20:1000"));
+    assertEquals(new RingPolling(100, 100), parsed("--ring-poll=100"));
+    assertEquals(RingPolling.OFF, parsed("--ring-poll", "0"));
+  }
+
+  @Test
+  void badBoundsAreRefusedNamingTheFlag() {
+    for (var bad :
+        Map.of(
+                "fast", "--ring-poll fast: 'fast' is not BASE[:MAX] in microseconds",
+                "50:", "--ring-poll 50:: '50:' is not BASE[:MAX]",
+                "200:50", "--ring-poll 200:50: ring polling of 200 us at first and 50 us at most",
+                "-1", "--ring-poll -1: ring polling of -1 us",
+                "0:2000000", "--ring-poll 0:2000000: ring polling of 0 us at first and 2000000")
+            .entrySet()) {
+      UsageException e =
+          assertThrows(
+              UsageException.class, () -> parsed("--ring-poll", bad.getKey()), bad::getKey);
+      assertTrue(e.getMessage().startsWith(bad.getValue()), e.getMessage());
+    }
+  }
+
+  @Test
+  void bothDeviceCommandsListItAndRefuseABadOneBeforeServing() {
+    String socket = dir.resolve("vhost.sock").toString();
+    List<List<String>> commands =
+        List.of(
+            List.of("echo-backend", "--socket", socket),
+            List.of("vsock", "--socket", socket, "--uds-path", dir.resolve("vm.vsock").toString()));
+    for (List<String> command : commands) {
+      InProcess help = InProcess.run("help", command.getFirst());
+      assertEquals(0, help.status(), help.err());
+      assertTrue(help.out().contains("--ring-poll US[:MAX]"), help.out());
+      List<String> args = new ArrayList<>(command);
+      args.addAll(List.of("--ring-poll", "200:50"));
+      InProcess refused = InProcess.run(args.toArray(String[]::new));
+      assertEquals(2, refused.status(), refused.out() + refused.err());
+      assertTrue(
+          refused.err().startsWith("bounce " + command.getFirst() + ": --ring-poll 200:50: "),
+          refused.err());
+    }
+  }
+}
