@@ -2,9 +2,13 @@ package dev.bounce.pool;
 
 import static dev.bounce.pool.Ranges.describeSize;
 
+import java.io.IOException;
 import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.stream.Stream;
 
 /**
  * A region the frontend shared, mapped into this process: the description the frontend sent ({@code
@@ -18,13 +22,42 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 public final class GuestRegion implements AutoCloseable {
   /**
-   * The guest memory all sessions together may have mapped: 64 TiB, half of a process's address
-   * space on x86-64 (47 bits, 128 TiB; arm64's 48 bits give 256 TiB). A frontend's memfds cost the
+   * The guest memory all sessions together may have mapped: half of the process's address space, at
+   * most 64 TiB (x86-64's 47 bits give 128 TiB; arm64 kernels give 256 TiB with 48 bits, but 512
+   * GiB with the 39 bits of Android's, where the bound is 256 GiB). A frontend's memfds cost the
    * host nothing until touched (VM_NORESERVE), so without this bound frontends could take the whole
    * address space, and the JVM's own mappings (malloc, thread stacks, direct buffers, metaspace)
    * would fail in every session at once. Not configurable: raising it gives that room away.
    */
-  public static final long PROCESS_LIMIT = 64L << 40;
+  public static final long PROCESS_LIMIT = processLimit(stackTop());
+
+  private static final long MOST = 64L << 40;
+
+  /**
+   * Half the address space that ends at the power of two above {@code stackTop} (the end of the
+   * main thread's stack, which Linux places just below the top of the user address space), at most
+   * 64 TiB; 64 TiB when it is unknown (0).
+   */
+  static long processLimit(long stackTop) {
+    if (stackTop <= 0) return MOST;
+    long addressSpace = Long.highestOneBit(stackTop - 1) << 1;
+    return Math.min(MOST, addressSpace / 2);
+  }
+
+  /** The end of the main thread's stack from /proc/self/maps; 0 when it cannot be read. */
+  static long stackTop() {
+    try (Stream<String> maps = Files.lines(Path.of("/proc/self/maps"))) {
+      return maps.filter(line -> line.endsWith("[stack]"))
+          .mapToLong(
+              line ->
+                  Long.parseUnsignedLong(
+                      line.substring(line.indexOf('-') + 1, line.indexOf(' ')), 16))
+          .findFirst()
+          .orElse(0);
+    } catch (IOException | RuntimeException e) {
+      return 0;
+    }
+  }
 
   private static final AtomicLong MAPPED = new AtomicLong();
 

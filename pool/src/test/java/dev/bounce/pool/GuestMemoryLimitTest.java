@@ -49,6 +49,19 @@ class GuestMemoryLimitTest {
   }
 
   @Test
+  @DisplayName("the process bound: half the address space the stack ends in, at most 64 TiB")
+  void processBoundFromTheAddressSpace() {
+    assertEquals(64 * TIB, GuestRegion.processLimit(0x7ffd_3a2c_1000L), "x86-64, 47 bits");
+    assertEquals(64 * TIB, GuestRegion.processLimit(0x8000_0000_0000L), "right at 2^47");
+    assertEquals(64 * TIB, GuestRegion.processLimit(0xffff_e8f0_0000L), "arm64, 48 bits");
+    assertEquals(TIB / 4, GuestRegion.processLimit(0x7f_f8a2_c000L), "arm64, 39 bits");
+    assertEquals(64 * TIB, GuestRegion.processLimit(0), "unknown");
+    long stackTop = GuestRegion.stackTop();
+    assertTrue(stackTop > 0, "this process's [stack] found in /proc/self/maps");
+    assertEquals(GuestRegion.processLimit(stackTop), GuestRegion.PROCESS_LIMIT);
+  }
+
+  @Test
   @DisplayName("over the process bound: refused before mapping, the fd closed; room again on unmap")
   void processBound() throws Exception {
     try (Memfd forty = Memfd.create("bounce-limit-40t", 40 * TIB);

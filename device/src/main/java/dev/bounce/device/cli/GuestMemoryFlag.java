@@ -16,7 +16,8 @@ final class GuestMemoryFlag {
           "SIZE",
           "the most guest memory one VMM connection may have bounce map (its memory table, or"
               + " its part in the pool); a table or region beyond it is refused (default 1T, at"
-              + " most 64T, bounce's bound for all guests together)");
+              + " most bounce's bound for all guests together, half the address space: 64T on"
+              + " x86-64)");
 
   private GuestMemoryFlag() {}
 
