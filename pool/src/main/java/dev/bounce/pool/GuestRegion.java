@@ -4,6 +4,7 @@ import static dev.bounce.pool.Ranges.describeSize;
 
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -36,25 +37,35 @@ public final class GuestRegion implements AutoCloseable {
   /**
    * Half the address space that ends at the power of two above {@code stackTop} (the end of the
    * main thread's stack, which Linux places just below the top of the user address space), at most
-   * 64 TiB; 64 TiB when it is unknown (0).
+   * 64 TiB. 64 TiB when it is unknown (0) or not one Linux gives (under 4 GiB, or past 2^56).
    */
   static long processLimit(long stackTop) {
-    if (stackTop <= 0) return MOST;
+    if (stackTop <= 1L << 32 || stackTop > 1L << 56) return MOST;
     long addressSpace = Long.highestOneBit(stackTop - 1) << 1;
     return Math.min(MOST, addressSpace / 2);
   }
 
-  /** The end of the main thread's stack from /proc/self/maps; 0 when it cannot be read. */
+  /**
+   * The end of the main thread's stack from /proc/self/maps (read as bytes: file names in it need
+   * not be UTF-8); 0, logged, when it cannot be read.
+   */
   static long stackTop() {
-    try (Stream<String> maps = Files.lines(Path.of("/proc/self/maps"))) {
+    try (Stream<String> maps =
+        Files.lines(Path.of("/proc/self/maps"), StandardCharsets.ISO_8859_1)) {
       return maps.filter(line -> line.endsWith("[stack]"))
           .mapToLong(
               line ->
                   Long.parseUnsignedLong(
                       line.substring(line.indexOf('-') + 1, line.indexOf(' ')), 16))
           .findFirst()
-          .orElse(0);
+          .orElseThrow(() -> new IllegalStateException("no [stack] line"));
     } catch (IOException | RuntimeException e) {
+      System.getLogger(GuestRegion.class.getName())
+          .log(
+              System.Logger.Level.WARNING,
+              "cannot tell the address space from /proc/self/maps ({0}); guest memory of all"
+                  + " sessions is bounded at 64 TiB",
+              e.toString());
       return 0;
     }
   }

@@ -102,6 +102,10 @@ public final class Libc {
    * A handle to a libc function whose first argument is the errno capture segment: pass {@link
    * #callState()} and read {@link #errno(MemorySegment)} after a failure.
    */
+  public static MethodHandle downcall(String name, FunctionDescriptor descriptor) {
+    return LINKER.downcallHandle(symbol(name), descriptor, Linker.Option.captureCallState("errno"));
+  }
+
   /**
    * The kernel's page size (getpagesize(3)): mmap(2) offsets are multiples of it, and it is not
    * 4096 everywhere (arm64 kernels are built with 16 KiB or 64 KiB pages too).
@@ -112,10 +116,6 @@ public final class Libc {
     } catch (Throwable t) {
       throw unexpected(t);
     }
-  }
-
-  public static MethodHandle downcall(String name, FunctionDescriptor descriptor) {
-    return LINKER.downcallHandle(symbol(name), descriptor, Linker.Option.captureCallState("errno"));
   }
 
   private static MethodHandle plainDowncall(String name, FunctionDescriptor descriptor) {

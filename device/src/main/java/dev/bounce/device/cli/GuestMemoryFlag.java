@@ -15,9 +15,9 @@ final class GuestMemoryFlag {
           NAME,
           "SIZE",
           "the most guest memory one VMM connection may have bounce map (its memory table, or"
-              + " its part in the pool); a table or region beyond it is refused (default 1T, at"
-              + " most bounce's bound for all guests together, half the address space: 64T on"
-              + " x86-64)");
+              + " its part in the pool); a table or region beyond it is refused (default 1T, or"
+              + " bounce's bound for all guests together if lower; at most that bound, half the"
+              + " address space: 64T on x86-64)");
 
   private GuestMemoryFlag() {}
 

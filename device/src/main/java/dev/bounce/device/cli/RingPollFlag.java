@@ -3,7 +3,7 @@ package dev.bounce.device.cli;
 import dev.bounce.vhost.backend.RingPolling;
 
 /**
- * {@code --ring-poll BASE[:MAX]}, which every device command takes: how long the data loop polls a
+ * {@code --ring-poll US[:MAX]}, which every device command takes: how long the data loop polls a
  * ring that ran dry before it re-arms the guest's kicks ({@link RingPolling}), for every guest of
  * the command.
  */

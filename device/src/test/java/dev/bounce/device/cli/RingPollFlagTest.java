@@ -37,11 +37,12 @@ class RingPollFlagTest {
   void badBoundsAreRefusedNamingTheFlag() {
     for (var bad :
         Map.of(
-                "fast", "--ring-poll fast: 'fast' is not BASE[:MAX] in microseconds",
-                "50:", "--ring-poll 50:: '50:' is not BASE[:MAX]",
+                "fast", "--ring-poll fast: 'fast' is not US[:MAX] in microseconds",
+                "50:", "--ring-poll 50:: '50:' is not US[:MAX]",
                 "200:50", "--ring-poll 200:50: ring polling of 200 us at first and 50 us at most",
                 "-1", "--ring-poll -1: ring polling of -1 us",
-                "0:2000000", "--ring-poll 0:2000000: ring polling of 0 us at first and 2000000")
+                "0:2000000", "--ring-poll 0:2000000: ring polling of 0 us at first and 2000000",
+                "0:200", "--ring-poll 0:200: ring polling of 0 us at first cannot grow")
             .entrySet()) {
       UsageException e =
           assertThrows(

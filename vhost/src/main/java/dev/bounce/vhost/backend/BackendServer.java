@@ -50,9 +50,9 @@ public final class BackendServer implements AutoCloseable {
     /**
      * 1 TiB per session unless raised: a QEMU guest shares all its RAM, so this is a guest of 1
      * TiB, a generous bound for the VMs a vsock backend runs beside (a larger one raises it), and
-     * 64 sessions at it still fit in {@link GuestRegion#PROCESS_LIMIT} (32 while each replaces its
-     * table, when the old and the new are both mapped). Where the address space is smaller (39-bit
-     * arm64), the process's bound.
+     * 64 sessions at it still fit in {@link GuestRegion#PROCESS_LIMIT} on x86-64 (32 while each
+     * replaces its table, when the old and the new are both mapped). Where the address space is
+     * smaller (39-bit arm64), the process's bound.
      */
     public static final long DEFAULT_MAX_GUEST_MEMORY =
         Math.min(1L << 40, GuestRegion.PROCESS_LIMIT);

@@ -32,10 +32,17 @@ public record RingPolling(long baseMicros, long maxMicros) {
               + LIMIT_MICROS
               + " us, the first no more than the second");
     }
+    if (baseMicros == 0 && maxMicros > 0) {
+      // A window grows by doubling: from 0 it never would.
+      throw new IllegalArgumentException(
+          "ring polling of 0 us at first cannot grow to "
+              + maxMicros
+              + " us: 0 alone turns polling off");
+    }
   }
 
   /**
-   * Parses {@code BASE[:MAX]} in microseconds; {@code BASE} alone is a fixed window.
+   * Parses {@code US[:MAX]} in microseconds; {@code US} alone is a fixed window.
    *
    * @throws IllegalArgumentException when it is not that, or out of range
    */
@@ -47,12 +54,7 @@ public record RingPolling(long baseMicros, long maxMicros) {
       return new RingPolling(base, max);
     } catch (NumberFormatException e) {
       throw new IllegalArgumentException(
-          "'" + text + "' is not BASE[:MAX] in microseconds (like 50:200, or 0 for no polling)");
+          "'" + text + "' is not US[:MAX] in microseconds (like 50:200, or 0 for no polling)");
     }
-  }
-
-  @Override
-  public String toString() {
-    return baseMicros == maxMicros ? baseMicros + " us" : baseMicros + "-" + maxMicros + " us";
   }
 }

@@ -91,15 +91,6 @@ class PollWindowTest {
   }
 
   @Test
-  void aZeroBaseNeverGrows() {
-    PollWindow off = new PollWindow(new RingPolling(0, 200));
-    off.opened();
-    off.closed(0);
-    off.kicked(1);
-    assertEquals(0, off.nanos());
-  }
-
-  @Test
   void boundsAreCheckedAndParsed() {
     assertEquals(new RingPolling(50, 200), RingPolling.parse("50:200"));
     assertEquals(new RingPolling(80, 80), RingPolling.parse("80"));
@@ -107,10 +98,12 @@ class PollWindowTest {
     assertThrows(IllegalArgumentException.class, () -> new RingPolling(100, 50));
     assertThrows(IllegalArgumentException.class, () -> new RingPolling(-1, 50));
     assertThrows(IllegalArgumentException.class, () -> RingPolling.parse("0:2000000"));
+    // A window grows by doubling, so from 0 it would not: 0 alone is polling off.
+    assertThrows(IllegalArgumentException.class, () -> RingPolling.parse("0:200"));
     IllegalArgumentException e =
         assertThrows(IllegalArgumentException.class, () -> RingPolling.parse("fast"));
     assertEquals(
-        "'fast' is not BASE[:MAX] in microseconds (like 50:200, or 0 for no polling)",
+        "'fast' is not US[:MAX] in microseconds (like 50:200, or 0 for no polling)",
         e.getMessage());
   }
 
