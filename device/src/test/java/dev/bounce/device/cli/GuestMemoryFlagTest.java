@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.bounce.pool.GuestRegion;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.BeforeEach;
@@ -79,24 +78,8 @@ class GuestMemoryFlagTest {
   }
 
   @Test
-  void bothDeviceCommandsListItAndRefuseABadOneBeforeServing() throws Exception {
-    String socket = dir.resolve("vhost.sock").toString();
-    List<List<String>> commands =
-        List.of(
-            List.of("echo-backend", "--socket", socket),
-            List.of("vsock", "--socket", socket, "--uds-path", dir.resolve("vm.vsock").toString()),
-            List.of("vsock", "--vm", "socket=" + socket + ",uds-path=" + dir.resolve("vm.vsock")));
-    for (List<String> command : commands) {
-      InProcess help = InProcess.run("help", command.getFirst());
-      assertEquals(0, help.status(), help.err());
-      assertTrue(help.out().contains("--max-guest-memory SIZE"), help.out());
-      List<String> args = new ArrayList<>(command);
-      args.addAll(List.of("--max-guest-memory", "65T"));
-      InProcess refused = InProcess.run(args.toArray(String[]::new));
-      assertEquals(2, refused.status(), refused.out() + refused.err());
-      assertTrue(
-          refused.err().startsWith("bounce " + command.getFirst() + ": --max-guest-memory 65T: "),
-          refused.err());
-    }
+  void bothDeviceCommandsListItAndRefuseABadOneBeforeServing() {
+    InProcess.takenByBothDeviceCommands(
+        dir, "--max-guest-memory SIZE", "--max-guest-memory", "65T");
   }
 }

@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.backend.RingPolling;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
@@ -53,22 +52,6 @@ class RingPollFlagTest {
 
   @Test
   void bothDeviceCommandsListItAndRefuseABadOneBeforeServing() {
-    String socket = dir.resolve("vhost.sock").toString();
-    List<List<String>> commands =
-        List.of(
-            List.of("echo-backend", "--socket", socket),
-            List.of("vsock", "--socket", socket, "--uds-path", dir.resolve("vm.vsock").toString()));
-    for (List<String> command : commands) {
-      InProcess help = InProcess.run("help", command.getFirst());
-      assertEquals(0, help.status(), help.err());
-      assertTrue(help.out().contains("--ring-poll US[:MAX]"), help.out());
-      List<String> args = new ArrayList<>(command);
-      args.addAll(List.of("--ring-poll", "200:50"));
-      InProcess refused = InProcess.run(args.toArray(String[]::new));
-      assertEquals(2, refused.status(), refused.out() + refused.err());
-      assertTrue(
-          refused.err().startsWith("bounce " + command.getFirst() + ": --ring-poll 200:50: "),
-          refused.err());
-    }
+    InProcess.takenByBothDeviceCommands(dir, "--ring-poll US[:MAX]", "--ring-poll", "200:50");
   }
 }
