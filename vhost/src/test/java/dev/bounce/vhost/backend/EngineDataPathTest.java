@@ -327,19 +327,8 @@ class EngineDataPathTest {
   @ParameterizedTest(name = "EVENT_IDX {0}")
   @ValueSource(booleans = {false, true})
   void whileARingIsPolledItsDriverNeedNotKick(boolean eventIdx) throws Exception {
-    long second = RingPolling.LIMIT_MICROS;
-    serve(1, new RingPolling(second, second));
-    Frontend f = connect(1);
-    f.handshake(MemoryStyle.SET_MEM_TABLE, BASE_FEATURES | (eventIdx ? EVENT_IDX : 0));
-    Ring ring = f.ring(0);
-    ring.echoOne(0, false); // kicked; then the ring is polled for a second after each chain
-    // The engine signals the call before it starts polling: without EVENT_IDX, wait until kicks
-    // are suppressed (VIRTQ_USED_F_NO_NOTIFY); with it, avail_event stays behind from the start.
-    long deadline = System.nanoTime() + TIMEOUT.toNanos();
-    while (!eventIdx && (usedFlags(ring) & 1) == 0) {
-      if (System.nanoTime() > deadline) fail("the ring was never polled: " + ring.describe());
-      Thread.onSpinWait();
-    }
+    Ring ring = polledForASecond(eventIdx);
+    Frontend f = ring.frontend;
     for (int k = 0; k < 10; k++) {
       ring.call.drain();
       assertFalse(ring.queue.enableUsedNotifications(), "nothing pending before");
@@ -353,6 +342,39 @@ class EngineDataPathTest {
     }
     assertEquals(11, echo.served());
     assertEquals(List.of(), log.warnings());
+  }
+
+  @ParameterizedTest(name = "EVENT_IDX {0}")
+  @ValueSource(booleans = {false, true})
+  void aRingStoppedWhilePolledIsHandedBackWithKicksRearmed(boolean eventIdx) throws Exception {
+    Ring ring = polledForASecond(eventIdx);
+    Frontend f = ring.frontend;
+    assertEquals(1, f.getVringBase(0));
+    // Whoever drives the ring next (a migration target, another backend) waits for kicks: the
+    // guest must be told to send them, in its memory, which the stop is the last chance to touch.
+    assertEquals(0, usedFlags(ring) & 1, "VIRTQ_USED_F_NO_NOTIFY cleared: " + ring.describe());
+    assertEquals(1, ring.post(1, f.ram, ring.bufferBase, false));
+    assertTrue(ring.queue.prepareKick(), "the next chain asks for a kick: " + ring.describe());
+  }
+
+  /**
+   * A ring that served one chain and is now polled, kicks suppressed, for a second: without
+   * EVENT_IDX once VIRTQ_USED_F_NO_NOTIFY is seen (the engine signals the call before it starts
+   * polling); with it, avail_event stays behind from the start.
+   */
+  private Ring polledForASecond(boolean eventIdx) throws Exception {
+    long second = RingPolling.LIMIT_MICROS;
+    serve(1, new RingPolling(second, second));
+    Frontend f = connect(1);
+    f.handshake(MemoryStyle.SET_MEM_TABLE, BASE_FEATURES | (eventIdx ? EVENT_IDX : 0));
+    Ring ring = f.ring(0);
+    ring.echoOne(0, false);
+    long deadline = System.nanoTime() + TIMEOUT.toNanos();
+    while (!eventIdx && (usedFlags(ring) & 1) == 0) {
+      if (System.nanoTime() > deadline) fail("the ring was never polled: " + ring.describe());
+      Thread.onSpinWait();
+    }
+    return ring;
   }
 
   @Test
