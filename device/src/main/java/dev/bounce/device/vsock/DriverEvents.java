@@ -58,7 +58,7 @@ final class DriverEvents {
 
   private void used(int head, int length) {
     posted--;
-    dma.unmapFromDevice(mapped[head], buffer[head], VsockDevice.EVENT_SIZE, length);
+    dma.unmapFromDevice(mapped[head], buffer[head], VsockDevice.EVENT_SIZE);
     int id =
         length >= VsockDevice.EVENT_SIZE
             ? buffers.bytes().get(LittleEndian.LE32, buffer[head] - buffers.start())

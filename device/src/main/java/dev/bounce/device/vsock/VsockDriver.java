@@ -795,7 +795,7 @@ public final class VsockDriver {
     }
     int head = rxRing.add(mapped, size, true);
     if (head == DriverQueue.NO_SPACE) {
-      dma.unmapFromDevice(mapped, buffer, size, 0);
+      dma.unmapFromDevice(mapped, buffer, size);
       buffers.free(buffer, size);
       return false;
     }
@@ -808,7 +808,7 @@ public final class VsockDriver {
   private void received(int head, int length) {
     long buffer = rxBuffer[head];
     int size = rxLength[head];
-    dma.unmapFromDevice(rxMapped[head], buffer, size, length);
+    dma.unmapFromDevice(rxMapped[head], buffer, size);
     try {
       packet(buffer - buffers.start(), length);
     } finally {

@@ -5,10 +5,11 @@ import dev.bounce.pool.Ranges;
 import java.lang.foreign.MemorySegment;
 
 /**
- * The guest's bounce layer over a restricted pool, as Linux's restricted-dma-pool does it: a buffer
- * for the device is copied into pool slots before it is posted and, for buffers the device writes,
- * copied back after completion. The slots rotate through the pool, as swiotlb's do. A full pool
- * answers {@link Dma#NO_ROOM}: the driver waits for completions.
+ * The guest's bounce layer over a restricted pool, as Linux's restricted-dma-pool does it (swiotlb,
+ * Linux 5.18 and later): a buffer for the device is copied into pool slots before it is posted,
+ * whichever way it goes, and one the device writes is copied back whole after completion. The slots
+ * rotate through the pool, as swiotlb's do. A full pool answers {@link Dma#NO_ROOM}: the driver
+ * waits for completions.
  *
  * <p>Not thread-safe: one driver thread owns it (as it owns its queues). Allocates nothing per
  * buffer.
@@ -43,8 +44,7 @@ public final class BounceBuffers implements Dma {
 
   @Override
   public long mapFromDevice(long address, int length) {
-    long slot = allocator.allocate(length);
-    return slot == NO_ROOM ? NO_ROOM : start + slot;
+    return mapToDevice(address, length); // swiotlb_tbl_map_single copies in whatever the direction
   }
 
   @Override
@@ -53,8 +53,8 @@ public final class BounceBuffers implements Dma {
   }
 
   @Override
-  public void unmapFromDevice(long deviceAddress, long address, int length, int written) {
-    MemorySegment.copy(slots, deviceAddress - start, ram, address - ramStart, written);
+  public void unmapFromDevice(long deviceAddress, long address, int length) {
+    MemorySegment.copy(slots, deviceAddress - start, ram, address - ramStart, length);
     allocator.free(deviceAddress - start, length);
   }
 

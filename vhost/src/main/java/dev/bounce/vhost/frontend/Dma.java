@@ -17,7 +17,9 @@ public sealed interface Dma permits Dma.Direct, BounceBuffers {
   long mapToDevice(long address, int length);
 
   /**
-   * Makes {@code length} bytes at guest buffer {@code address} writable by the device.
+   * Makes {@code length} bytes at guest buffer {@code address} writable by the device (bounced:
+   * with the buffer's bytes in them, as Linux's swiotlb puts them there since 5.18, so that a
+   * device writing less leaks no stale pool contents).
    *
    * @return the address to put in the descriptor, or {@link #NO_ROOM}
    */
@@ -27,10 +29,11 @@ public sealed interface Dma permits Dma.Direct, BounceBuffers {
   void unmapToDevice(long deviceAddress, int length);
 
   /**
-   * After completion of a {@link #mapFromDevice}: the {@code written} bytes reach guest buffer
-   * {@code address}, and the mapping is released.
+   * After completion of a {@link #mapFromDevice}: the mapping's {@code length} bytes reach guest
+   * buffer {@code address} (swiotlb copies the whole mapping back, not what the device wrote), and
+   * the mapping is released.
    */
-  void unmapFromDevice(long deviceAddress, long address, int length, int written);
+  void unmapFromDevice(long deviceAddress, long address, int length);
 
   /** All guest memory is shared: the device uses the guest's own buffers. */
   record Direct() implements Dma {
@@ -48,6 +51,6 @@ public sealed interface Dma permits Dma.Direct, BounceBuffers {
     public void unmapToDevice(long deviceAddress, int length) {}
 
     @Override
-    public void unmapFromDevice(long deviceAddress, long address, int length, int written) {}
+    public void unmapFromDevice(long deviceAddress, long address, int length) {}
   }
 }

@@ -104,7 +104,7 @@ public final class EchoDriver {
             ? DriverQueue.NO_SPACE
             : queue.ring().add(outDevice, size, inDevice, size, false);
     if (head == DriverQueue.NO_SPACE) {
-      if (inDevice != Dma.NO_ROOM) dma.unmapFromDevice(inDevice, in, size, 0);
+      if (inDevice != Dma.NO_ROOM) dma.unmapFromDevice(inDevice, in, size);
       if (outDevice != Dma.NO_ROOM) dma.unmapToDevice(outDevice, size);
       buffers.free(in, size);
       buffers.free(out, size);
@@ -123,8 +123,7 @@ public final class EchoDriver {
     inFlight--;
     long out = outBuffer[head];
     long in = inBuffer[head];
-    int written = Integer.compareUnsigned(length, size) <= 0 ? length : size;
-    dma.unmapFromDevice(inMapped[head], in, size, written);
+    dma.unmapFromDevice(inMapped[head], in, size);
     dma.unmapToDevice(outMapped[head], size);
     long from = out - buffers.start();
     long to = in - buffers.start();

@@ -561,7 +561,7 @@ public final class NetDriver {
       if (mapped == Dma.NO_ROOM) return;
       int head = rxRing.add(mapped, rxBufferSize, true);
       if (head == DriverQueue.NO_SPACE) {
-        dma.unmapFromDevice(mapped, buffer, rxBufferSize, 0);
+        dma.unmapFromDevice(mapped, buffer, rxBufferSize);
         return;
       }
       rxFreeCount--;
@@ -573,7 +573,7 @@ public final class NetDriver {
   private void receivedBuffer(int head, int length) {
     long buffer = rxBuffer[head];
     // The ring already refused a used length above the buffer's writable bytes.
-    dma.unmapFromDevice(rxMapped[head], buffer, rxBufferSize, length);
+    dma.unmapFromDevice(rxMapped[head], buffer, rxBufferSize);
     rxBuffersUsed++;
     consume(buffer - heapStart, length);
     rxFree[rxFreeCount++] = buffer;
