@@ -104,8 +104,10 @@ public final class VsockBench {
         bench.peerCpu = new ProcessCpu(children.get(1).pid());
         try (VsockWorkload w = new VsockWorkload(driver, uds)) {
           bench.workload = w;
-          bench.round("warm-up", false);
-          for (int r = 1; r <= ROUNDS; r++) bench.round("round " + r + "/" + ROUNDS, true);
+          bench.round("warm-up", false, false);
+          for (int r = 1; r <= ROUNDS; r++) {
+            bench.round("round " + r + "/" + ROUNDS, true, r % 2 == 0);
+          }
         }
         session.stop();
         bench.report();
@@ -121,26 +123,47 @@ public final class VsockBench {
     }
   }
 
-  /** Every case once, bounce and raw alternating. */
-  private void round(String name, boolean keep) throws IOException {
+  /**
+   * Every case once, bounce's and raw's; bounce's first in every other round, so that neither is
+   * always measured first (the paired per-round ratios cancel drift, not effects of position).
+   */
+  private void round(String name, boolean keep, boolean bounceFirst) throws IOException {
     log("%s", name);
     for (int size : SIZES) {
-      startCpu();
-      measure(keep, "raw stream " + size, "MiB/s", rawStream(size), peerCpu);
-      startCpu();
-      measure(keep, "raw relay " + size, "MiB/s", rawRelay(size), peerCpu);
-      for (VsockWorkload.Direction d :
-          List.of(VsockWorkload.Direction.GUEST_TO_HOST, VsockWorkload.Direction.HOST_TO_GUEST)) {
-        startCpu();
-        VsockWorkload.Result r = workload.stream(d, 1, 1, size, STREAM_BYTES, false, LIMIT);
-        check(r.errors(), r.guestToHost().firstError() + " " + r.hostToGuest().firstError());
-        Stats s = d == VsockWorkload.Direction.GUEST_TO_HOST ? r.guestToHost() : r.hostToGuest();
-        double rate = s.bytes() / s.seconds() / (1 << 20);
-        measure(keep, d.flag() + " " + size, "MiB/s", rate, bounceCpu);
-      }
+      if (!bounceFirst) rawStreams(size, keep);
+      bounceStreams(size, keep);
+      if (bounceFirst) rawStreams(size, keep);
     }
+    if (!bounceFirst) rawRtt(keep);
+    bounceRtt(keep);
+    if (bounceFirst) rawRtt(keep);
+  }
+
+  private void rawStreams(int size, boolean keep) throws IOException {
+    startCpu();
+    measure(keep, "raw stream " + size, "MiB/s", rawStream(size), peerCpu);
+    startCpu();
+    measure(keep, "raw relay " + size, "MiB/s", rawRelay(size), peerCpu);
+  }
+
+  private void bounceStreams(int size, boolean keep) throws IOException {
+    for (VsockWorkload.Direction d :
+        List.of(VsockWorkload.Direction.GUEST_TO_HOST, VsockWorkload.Direction.HOST_TO_GUEST)) {
+      startCpu();
+      VsockWorkload.Result r = workload.stream(d, 1, 1, size, STREAM_BYTES, false, LIMIT);
+      check(r.errors(), r.guestToHost().firstError() + " " + r.hostToGuest().firstError());
+      Stats s = d == VsockWorkload.Direction.GUEST_TO_HOST ? r.guestToHost() : r.hostToGuest();
+      double rate = s.bytes() / s.seconds() / (1 << 20);
+      measure(keep, d.flag() + " " + size, "MiB/s", rate, bounceCpu);
+    }
+  }
+
+  private void rawRtt(boolean keep) throws IOException {
     startCpu();
     measure(keep, "raw rtt", "us", rawRoundTrips(), peerCpu);
+  }
+
+  private void bounceRtt(boolean keep) throws IOException {
     startCpu();
     Stats rtt = workload.pingPong(ROUND_TRIPS, MESSAGE, LIMIT);
     check(rtt.errors(), rtt.firstError());

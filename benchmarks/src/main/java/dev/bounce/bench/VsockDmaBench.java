@@ -14,6 +14,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.Comparator;
 import java.util.EnumMap;
 import java.util.List;
@@ -120,8 +121,10 @@ public final class VsockDmaBench {
         open.add(workload);
         workloads.put(mode, workload);
       }
-      bench.round("warm-up", workloads, false);
-      for (int r = 1; r <= ROUNDS; r++) bench.round("round " + r + "/" + ROUNDS, workloads, true);
+      bench.round("warm-up", workloads, 0, false);
+      for (int r = 1; r <= ROUNDS; r++) {
+        bench.round("round " + r + "/" + ROUNDS, workloads, r, true);
+      }
       bench.report();
     } finally {
       for (int i = open.size() - 1; i >= 0; i--) open.get(i).close();
@@ -149,11 +152,18 @@ public final class VsockDmaBench {
     };
   }
 
-  private void round(String name, Map<MemoryMode, VsockWorkload> workloads, boolean keep)
+  /**
+   * Every mode once each way; round {@code index} starts with mode {@code index % 3}, so that no
+   * mode is always measured first or right after another (the paired per-round ratios cancel drift,
+   * not effects of position).
+   */
+  private void round(String name, Map<MemoryMode, VsockWorkload> workloads, int index, boolean keep)
       throws IOException {
     VsockBench.log("%s", name);
+    List<Map.Entry<MemoryMode, VsockWorkload>> order = new ArrayList<>(workloads.entrySet());
+    Collections.rotate(order, -(index % order.size()));
     for (VsockWorkload.Direction d : DIRECTIONS) {
-      for (Map.Entry<MemoryMode, VsockWorkload> e : workloads.entrySet()) {
+      for (Map.Entry<MemoryMode, VsockWorkload> e : order) {
         ProcessCpu bounce = bounceCpu.get(e.getKey());
         bounce.start();
         selfCpu.start();
