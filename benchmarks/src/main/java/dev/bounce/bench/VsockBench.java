@@ -109,6 +109,7 @@ public final class VsockBench {
             bench.round("round " + r + "/" + ROUNDS, true, r % 2 == 0);
           }
         }
+        checkDriver(driver, "bounce");
         session.stop();
         bench.report();
       }
@@ -167,6 +168,9 @@ public final class VsockBench {
     startCpu();
     Stats rtt = workload.pingPong(ROUND_TRIPS, MESSAGE, LIMIT);
     check(rtt.errors(), rtt.firstError());
+    check(
+        rtt.operations() == ROUND_TRIPS ? 0 : 1,
+        rtt.operations() + " of " + ROUND_TRIPS + " round trips within " + LIMIT);
     measure(keep, "bounce rtt", "us", rtt.percentileNanos(0.5) / 1e3, bounceCpu);
   }
 
@@ -324,6 +328,17 @@ public final class VsockBench {
       }
       return stats.percentileNanos(0.5) / 1e3;
     }
+  }
+
+  /**
+   * Packets the fake guest found malformed, or that came past the credit it gave, lose no stream
+   * bytes (the checksums pass) but are the device's errors all the same: the run fails.
+   */
+  static void checkDriver(VsockDriver driver, String which) throws IOException {
+    check(
+        driver.badPackets(),
+        which + ": the fake guest's first bad packet: " + driver.firstProblem());
+    check(driver.creditViolations(), which + ": the device sent past the guest's credit");
   }
 
   private static void check(long errors, String what) throws IOException {

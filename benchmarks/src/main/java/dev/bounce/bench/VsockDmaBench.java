@@ -85,6 +85,7 @@ public final class VsockDmaBench {
           SIZE,
           POOL_SIZE >> 20);
       Map<MemoryMode, VsockWorkload> workloads = new EnumMap<>(MemoryMode.class);
+      Map<MemoryMode, VsockDriver> drivers = new EnumMap<>(MemoryMode.class);
       VsockDmaBench bench = new VsockDmaBench();
       for (MemoryMode mode : MemoryMode.values()) {
         Path vhost = dir.resolve(mode.flag() + ".sock");
@@ -120,10 +121,14 @@ public final class VsockDmaBench {
         VsockWorkload workload = new VsockWorkload(driver, uds);
         open.add(workload);
         workloads.put(mode, workload);
+        drivers.put(mode, driver);
       }
       bench.round("warm-up", workloads, 0, false);
       for (int r = 1; r <= ROUNDS; r++) {
         bench.round("round " + r + "/" + ROUNDS, workloads, r, true);
+      }
+      for (Map.Entry<MemoryMode, VsockDriver> e : drivers.entrySet()) {
+        VsockBench.checkDriver(e.getValue(), e.getKey().flag());
       }
       bench.report();
     } finally {
