@@ -747,19 +747,20 @@ public final class VsockDriver {
   }
 
   /**
-   * The reader took bytes: tell the device of its credit as Linux does, once a quarter of the
-   * buffer was read, when everything was read, or when the device's view of the free space (what it
-   * sent minus what it heard was read) is under one full packet. Without the last, a SEQPACKET
+   * The reader took bytes: tell the device of its credit as Linux does
+   * (virtio_transport_stream_do_dequeue): once what the device last heard leaves less than one full
+   * packet free (Linux 6.1's only rule: with 256 KiB, after 192 KiB were read), or when everything
+   * was read (6.8's low_rx_bytes). And, beyond Linux, when the device's view of the free space
+   * (what it sent minus what it heard was read) is under one full packet: without that, a SEQPACKET
    * message larger than what the device believes is free would wait for a credit update that the
    * reader, waiting for the rest of that message, never sends.
    */
   private void consumed(Socket s) throws IOException {
     int unannounced = (int) s.in.consumed() - s.announcedFwdCnt;
     int deviceSeesFree = bufferSize - ((int) s.in.produced() - s.announcedFwdCnt);
+    int onePacket = Math.min(bufferSize, VsockDevice.MAX_PACKET_PAYLOAD);
     boolean worthIt =
-        unannounced >= bufferSize / 4
-            || s.in.isEmpty()
-            || deviceSeesFree < Math.min(bufferSize, VsockDevice.MAX_PACKET_PAYLOAD);
+        bufferSize - unannounced < onePacket || s.in.isEmpty() || deviceSeesFree < onePacket;
     if (unannounced != 0 && worthIt && !s.reset) {
       postOrWait(s, Op.CREDIT_UPDATE, 0);
     }
