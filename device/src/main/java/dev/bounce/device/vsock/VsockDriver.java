@@ -747,23 +747,31 @@ public final class VsockDriver {
   }
 
   /**
-   * The reader took bytes: tell the device of its credit as Linux does
-   * (virtio_transport_stream_do_dequeue): once what the device last heard leaves less than one full
-   * packet free (Linux 6.1's only rule: with 256 KiB, after 192 KiB were read), or when everything
-   * was read (6.8's low_rx_bytes). And, beyond Linux, when the device's view of the free space
-   * (what it sent minus what it heard was read) is under one full packet: without that, a SEQPACKET
-   * message larger than what the device believes is free would wait for a credit update that the
-   * reader, waiting for the rest of that message, never sends.
+   * The reader took bytes: tells the device of its credit when Linux would ({@link
+   * #creditUpdateDue}).
    */
   private void consumed(Socket s) throws IOException {
     int unannounced = (int) s.in.consumed() - s.announcedFwdCnt;
-    int deviceSeesFree = bufferSize - ((int) s.in.produced() - s.announcedFwdCnt);
+    boolean due =
+        creditUpdateDue(
+            s.type == VsockHeader.TYPE_SEQPACKET, bufferSize, unannounced, s.in.isEmpty());
+    if (due && !s.reset) postOrWait(s, Op.CREDIT_UPDATE, 0);
+  }
+
+  /**
+   * Whether a reader that took bytes announces its credit, as Linux's virtio_transport does: after
+   * every SEQPACKET message (seqpacket_do_dequeue), and for a STREAM (stream_do_dequeue) once what
+   * the device last heard leaves less than one full packet free (6.1's only rule: with 256 KiB,
+   * after 192 KiB were read) or when everything was read (6.8's low_rx_bytes). Never with nothing
+   * new to announce. Every message ends in an update, so the next one, however large within the
+   * buffer, gets the room it needs; a STREAM reader that drains the buffer always announces.
+   */
+  static boolean creditUpdateDue(
+      boolean seqpacket, int bufferSize, int unannounced, boolean everythingRead) {
+    if (unannounced == 0) return false;
+    if (seqpacket) return true;
     int onePacket = Math.min(bufferSize, VsockDevice.MAX_PACKET_PAYLOAD);
-    boolean worthIt =
-        bufferSize - unannounced < onePacket || s.in.isEmpty() || deviceSeesFree < onePacket;
-    if (unannounced != 0 && worthIt && !s.reset) {
-      postOrWait(s, Op.CREDIT_UPDATE, 0);
-    }
+    return bufferSize - unannounced < onePacket || everythingRead;
   }
 
   // ---- packets in ----

@@ -157,6 +157,22 @@ class VsockDeviceTest {
   }
 
   @Test
+  void seqpacketMessagesUpToTheGuestsBufferGoBothWays() throws Exception {
+    host = new LoopbackHost().echo(ECHO_PORT);
+    rig = new VsockRig(dir, 256, 256 * 1024, 64, loop -> host); // Linux's 256 KiB buffers
+    device = rig.device;
+    driver = rig.driver;
+    VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_SEQPACKET, TIMEOUT);
+    int[] sizes = {100_000, 150_000, 200_000, 250_000, 65_537};
+    for (int k = 0; k < sizes.length; k++) {
+      s.sendMessage(random(sizes[k], 20 + k), TIMEOUT);
+      assertArrayEquals(random(sizes[k], 20 + k), s.readMessage(TIMEOUT), "message " + k);
+    }
+    assertEquals(0, driver.badPackets(), driver.firstProblem());
+    assertEquals(0, driver.creditViolations());
+  }
+
+  @Test
   void emptySeqpacketMessagesAreDroppedAndCostNothing() throws Exception {
     start(256);
     VsockDriver.Socket s = driver.connect(ECHO_PORT, VsockHeader.TYPE_SEQPACKET, TIMEOUT);
