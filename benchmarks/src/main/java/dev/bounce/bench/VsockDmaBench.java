@@ -31,10 +31,11 @@ import java.util.stream.Stream;
  * frontend in the matching mode with {@link VsockDriver} as the guest (in the restricted modes it
  * bounces every buffer through the pool, as Linux's restricted-dma-pool does: the guest-side copy
  * is part of the cost) and the host application ({@link VsockWorkload}). After a warm-up round,
- * every round streams each way once per mode, modes back to back; a ratio is the median of the
- * per-round ratios to shared. Goal: restricted costs at most 10% (ratio at least 0.90). Each
- * measurement's CPU cost per GiB is compared the same way (at most 1.10): the cost itself, where
- * throughput also depends on whether the extra work lands on a core that had time to spare.
+ * every round streams each way once per mode, modes back to back in an order that changes from
+ * round to round; a ratio is the median of the per-round ratios to shared. Goal: restricted costs
+ * at most 10% (ratio at least 0.90). Each measurement's CPU cost per GiB is compared the same way
+ * (at most 1.10); both processes keep their cores busy while work is in flight (this JVM spins,
+ * bounce polls its rings), so that figure mostly follows throughput rather than counting the work.
  */
 public final class VsockDmaBench {
   // Many short rounds rather than a few long ones: a round's figures swing by 2x with the machine's
@@ -158,15 +159,17 @@ public final class VsockDmaBench {
   }
 
   /**
-   * Every mode once each way; round {@code index} starts with mode {@code index % 3}, so that no
-   * mode is always measured first or right after another (the paired per-round ratios cancel drift,
-   * not effects of position).
+   * Every mode once each way, in the order {@code index} picks: every six rounds go through all six
+   * orders of the three modes (the three rotations, forwards and backwards), so that each mode is
+   * measured before and after each other as often (the paired per-round ratios cancel drift, not
+   * effects of position).
    */
   private void round(String name, Map<MemoryMode, VsockWorkload> workloads, int index, boolean keep)
       throws IOException {
     VsockBench.log("%s", name);
     List<Map.Entry<MemoryMode, VsockWorkload>> order = new ArrayList<>(workloads.entrySet());
     Collections.rotate(order, -(index % order.size()));
+    if (index / order.size() % 2 == 1) Collections.reverse(order);
     for (VsockWorkload.Direction d : DIRECTIONS) {
       for (Map.Entry<MemoryMode, VsockWorkload> e : order) {
         ProcessCpu bounce = bounceCpu.get(e.getKey());
