@@ -57,8 +57,9 @@ class GuestMemoryLimitTest {
     assertEquals(64 * TIB, GuestRegion.processLimit(0xffff_e8f0_0000L), "arm64, 48 bits");
     assertEquals(TIB / 4, GuestRegion.processLimit(0x7f_f8a2_c000L), "arm64, 39 bits");
     assertEquals(64 * TIB, GuestRegion.processLimit(0), "unknown");
+    long stackTop = GuestRegion.stackTop();
+    assertEquals(GuestRegion.processLimit(stackTop), GuestRegion.PROCESS_LIMIT);
     if (System.getProperty("os.arch").equals("amd64")) {
-      long stackTop = GuestRegion.stackTop();
       assertTrue(stackTop > 1L << 32 && stackTop <= 1L << 47, "[stack] ends at " + stackTop);
       assertEquals(64 * TIB, GuestRegion.PROCESS_LIMIT);
     }
