@@ -588,9 +588,11 @@ public final class VsockWorkload implements AutoCloseable {
         f.noteWriteStart();
         int off = f.writeOffset();
         int n = host.write(hostPattern.slice(off, f.writeRemaining()));
-        f.sentCrc.update(hostPattern.slice(off, n));
-        f.sent += n;
-        progress = n > 0;
+        if (n > 0) {
+          f.sentCrc.update(hostPattern.slice(off, n));
+          f.sent += n;
+          progress = true;
+        }
       }
       // The host application half-closes as soon as it sent everything, while the guest's bytes
       // may still be coming (bounce then writes them to a half-closed socket).

@@ -404,8 +404,10 @@ public final class BackendSession implements AutoCloseable {
       case GET_STATUS -> replyU64(m, status);
       case SET_BACKEND_REQ_FD -> {
         // Kept open for the session: QEMU reads end-of-file on it as the backend going away.
-        if (backendChannel != null) backendChannel.close();
-        backendChannel = null;
+        if (backendChannel != null) {
+          backendChannel.close();
+          backendChannel = null; // also when the new one cannot be adopted
+        }
         backendChannel = BackendChannel.adopt(m.takeFd(0), controlLoop);
         if (devicePool != null && negotiated(SHMEM)) sendDevicePool();
         sendWaiting(); // what waited for the channel before

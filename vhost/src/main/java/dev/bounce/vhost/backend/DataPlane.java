@@ -444,8 +444,7 @@ final class DataPlane implements DeviceContext {
   private void startPolling(Vring ring) {
     ring.queue.disableNotifications();
     ring.polling = true;
-    ring.pollSince = System.nanoTime();
-    ring.pollWindow.opened();
+    ring.pollWindow.opened(System.nanoTime());
     schedulePoll(ring);
   }
 
@@ -469,8 +468,7 @@ final class DataPlane implements DeviceContext {
     }
     boolean work;
     try {
-      long now = System.nanoTime();
-      if (now - ring.pollSince < ring.pollWindow.nanos()) {
+      if (ring.pollWindow.isOpen(System.nanoTime())) {
         work = hasAvailable(ring);
         if (!work && !ring.queue.isBroken()) {
           schedulePoll(ring);
@@ -478,7 +476,7 @@ final class DataPlane implements DeviceContext {
         }
       } else {
         work = ring.queue.enableNotifications();
-        if (!work) ring.pollWindow.closed(ring.pollSince);
+        if (!work) ring.pollWindow.closed();
       }
     } catch (InternalError fault) {
       ring.polling = false;

@@ -17,8 +17,8 @@ final class PollWindow {
   private final long baseNanos;
   private final long maxNanos;
   private long nanos;
-  private boolean closed; // the last window closed with nothing to do, after work at lastWork
-  private long lastWork;
+  private long lastWork; // the ring's last work, when the window last opened
+  private boolean closed; // that window closed with nothing to do: the next kick teaches
 
   PollWindow(RingPolling bounds) {
     this.baseNanos = TimeUnit.MICROSECONDS.toNanos(bounds.baseMicros());
@@ -31,18 +31,20 @@ final class PollWindow {
     return nanos;
   }
 
-  /** A window opens: what a kick during it says is not about the last one. */
-  void opened() {
+  /** A window opens after the ring's work at {@code now}: a kick during it teaches nothing. */
+  void opened(long now) {
+    lastWork = now;
     closed = false;
   }
 
-  /**
-   * The window closed with nothing to do (kicks are re-armed); the ring last worked at {@code
-   * lastWork}.
-   */
-  void closed(long lastWork) {
-    this.closed = true;
-    this.lastWork = lastWork;
+  /** Whether the window opened last still runs at {@code now}. */
+  boolean isOpen(long now) {
+    return now - lastWork < nanos;
+  }
+
+  /** The window closed with nothing to do: kicks are re-armed. */
+  void closed() {
+    closed = true;
   }
 
   /** The driver kicked at {@code now}; learns from it if a window closed before it. */

@@ -40,10 +40,7 @@ final class Vring {
   /** Whether a poll task is queued on the loop (at most one). */
   boolean pollScheduled;
 
-  /** When the poll window started: the ring's last work. */
-  long pollSince;
-
-  /** How long the ring is polled after its last work. */
+  /** How long the ring is polled after its last work, and since when. */
   final PollWindow pollWindow;
 
   Vring(int index, int maxSize, PollWindow pollWindow) {

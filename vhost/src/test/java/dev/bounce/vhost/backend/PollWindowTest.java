@@ -1,7 +1,9 @@
 package dev.bounce.vhost.backend;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.junit.jupiter.api.Test;
 
@@ -12,6 +14,14 @@ class PollWindowTest {
   @Test
   void startsAtItsBase() {
     assertEquals(50 * US, new PollWindow(new RingPolling(50, 200)).nanos());
+  }
+
+  @Test
+  void aWindowRunsForItsLengthAfterTheRingsLastWork() {
+    PollWindow w = new PollWindow(new RingPolling(50, 200));
+    w.opened(1_000 * US);
+    assertTrue(w.isOpen(1_050 * US - 1));
+    assertFalse(w.isOpen(1_050 * US));
   }
 
   @Test
@@ -42,14 +52,14 @@ class PollWindowTest {
     // A kick 200 us after the last work, which a window of the maximum would have caught, grows
     // the window; one a nanosecond later does not, however soon after the close it came.
     PollWindow caught = new PollWindow(new RingPolling(100, 200));
-    caught.opened();
-    caught.closed(0);
+    caught.opened(0);
+    caught.closed();
     caught.kicked(200 * US);
     assertEquals(200 * US, caught.nanos());
 
     PollWindow missed = new PollWindow(new RingPolling(100, 200));
-    missed.opened();
-    missed.closed(0);
+    missed.opened(0);
+    missed.closed();
     missed.kicked(200 * US + 1);
     assertEquals(100 * US, missed.nanos());
   }
@@ -59,8 +69,8 @@ class PollWindowTest {
     PollWindow w = new PollWindow(new RingPolling(50, 200));
     w.kicked(10 * US); // no window closed before it: the ring's first kick
     assertEquals(50 * US, w.nanos());
-    w.opened();
-    w.closed(0);
+    w.opened(0);
+    w.closed();
     w.kicked(60 * US);
     assertEquals(100 * US, w.nanos());
     w.kicked(70 * US); // a second kick before the next window: already counted
@@ -72,9 +82,9 @@ class PollWindowTest {
     // Closed after work at 0; the ring then worked again without a kick (the device asked for it),
     // and a new window is open when a kick comes a millisecond after the old work.
     PollWindow w = new PollWindow(new RingPolling(50, 200));
-    w.opened();
-    w.closed(0);
-    w.opened();
+    w.opened(0);
+    w.closed();
+    w.opened(900 * US);
     w.kicked(1_000 * US);
     assertEquals(50 * US, w.nanos());
   }
@@ -82,8 +92,8 @@ class PollWindowTest {
   @Test
   void resetGoesBackToTheBase() {
     PollWindow w = grown(new RingPolling(50, 400));
-    w.opened();
-    w.closed(0);
+    w.opened(0);
+    w.closed();
     w.reset();
     assertEquals(50 * US, w.nanos());
     w.kicked(10 * US); // the close before the reset does not count
@@ -121,9 +131,9 @@ class PollWindowTest {
 
     /** One pause: caught by the poll if the window is long enough, else a kick after the close. */
     void pause() {
-      window.opened();
+      window.opened(lastWork);
       if (gap > window.nanos()) {
-        window.closed(lastWork);
+        window.closed();
         window.kicked(lastWork + gap);
         kicks++;
       }
@@ -136,8 +146,8 @@ class PollWindowTest {
     PollWindow w = new PollWindow(bounds);
     long t = 0;
     for (int i = 0; i < 32 && w.nanos() < bounds.maxMicros() * US; i++) {
-      w.opened();
-      w.closed(t);
+      w.opened(t);
+      w.closed();
       t += w.nanos() + 1;
       w.kicked(t);
     }
