@@ -159,6 +159,15 @@ class NativeBadInputTest {
   }
 
   @Test
+  @DisplayName("the page size offsets are checked against is the kernel's, as getconf says")
+  void pageSizeIsTheKernels() throws Exception {
+    Process getconf = new ProcessBuilder("getconf", "PAGESIZE").start();
+    String said = new String(getconf.getInputStream().readAllBytes()).trim();
+    assertEquals(0, getconf.waitFor());
+    assertEquals(Long.parseLong(said), Mapping.PAGE_SIZE);
+  }
+
+  @Test
   @DisplayName("mapping: negative or unaligned offsets are refused")
   void mappingOffsets() throws Exception {
     try (Memfd memfd = Memfd.create("bounce-offsets", 4 * PAGE)) {
