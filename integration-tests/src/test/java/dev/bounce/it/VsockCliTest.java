@@ -179,7 +179,7 @@ class VsockCliTest {
 
   /** vhost-device-vsock's flags bounce does not have get a line saying so, not "unknown flag". */
   @Test
-  void vhostDeviceVsocksForwardingAndGroupsAreRefusedAsUnsupported() throws Exception {
+  void vhostDeviceVsocksForwardingIsRefusedAsUnsupported() throws Exception {
     for (String flag : List.of("--forward-cid", "--forward-listen")) {
       LauncherTest.assertUsageError(
           "--forward-cid and --forward-listen (vhost-device-vsock's forwarding over the host's"
@@ -188,11 +188,6 @@ class VsockCliTest {
           flag,
           "1");
     }
-    LauncherTest.assertUsageError(
-        "--groups (vhost-device-vsock's sibling-VM groups) is not supported by bounce",
-        "vsock",
-        "--groups",
-        "default");
   }
 
   @Test

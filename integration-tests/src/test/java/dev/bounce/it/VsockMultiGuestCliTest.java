@@ -1,9 +1,18 @@
 package dev.bounce.it;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.device.vsock.VsockDriver;
+import dev.bounce.device.vsock.VsockHeader;
+import dev.bounce.vhost.frontend.FrontendSession;
+import dev.bounce.vhost.frontend.GuestRam;
+import dev.bounce.vhost.frontend.Handshake;
+import dev.bounce.vhost.frontend.MemoryMode;
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
@@ -11,6 +20,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Random;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
@@ -87,6 +97,99 @@ class VsockMultiGuestCliTest {
     startBackend(guests, "--config", config.toString());
     driveEachGuestAtOnce(guests);
     stopBackendAndCheckItCleanedUp(guests);
+  }
+
+  /**
+   * vhost-device-vsock's sibling VM communication through one bounce process: guests 3 and 4 share
+   * group "blue" (3 is in "red" too), guest 5 is in "green" only. Guest 3 connects to guest 4's
+   * listener and 256 KiB go each way; its connection to guest 5 is reset, and 5 never hears of it.
+   */
+  @Test
+  void guestsSharingAGroupReachEachOtherAndNoOtherGuest() throws Exception {
+    List<Guest> guests = new ArrayList<>(twoGuests());
+    guests.add(new Guest(5, dir.resolve("vhost5.sock"), dir.resolve("vm5.vsock")));
+    List<String> groups = List.of("red+blue", "blue", "green");
+    List<String> args = new ArrayList<>();
+    for (int i = 0; i < guests.size(); i++) {
+      Guest g = guests.get(i);
+      args.add("--vm");
+      args.add(
+          "guest-cid=%d,socket=%s,uds-path=%s,groups=%s"
+              .formatted(g.cid(), g.socket(), g.uds(), groups.get(i)));
+    }
+    startBackend(guests, args.toArray(String[]::new));
+    backend.awaitLine("bounce vsock: guest CID 3: vhost-user socket ", START);
+    assertTrue(backend.log().contains(", groups red+blue"), backend.log());
+    List<AutoCloseable> open = new ArrayList<>();
+    try {
+      List<VsockDriver> drivers = new ArrayList<>();
+      for (Guest g : guests) {
+        GuestRam ram = GuestRam.create(MemoryMode.SHARED, 0x4000_0000L, 64L << 20, 0, 0);
+        open.add(ram);
+        FrontendSession session =
+            FrontendSession.connect(g.socket(), ram, VsockDriver.options(Handshake.QEMU, 256));
+        open.add(0, session);
+        drivers.add(
+            new VsockDriver(session, VsockDriver.guestCid(session), VsockDriver.LINUX_BUFFER_SIZE));
+      }
+      VsockDriver three = drivers.get(0);
+      VsockDriver four = drivers.get(1);
+      VsockDriver five = drivers.get(2);
+      four.listen(6000);
+      five.listen(6000);
+      VsockDriver.Socket toFour = three.startConnect(4, 6000, VsockHeader.TYPE_STREAM);
+      VsockDriver.Socket toFive = three.startConnect(5, 6000, VsockHeader.TYPE_STREAM);
+      VsockDriver.Socket[] atFour = new VsockDriver.Socket[1];
+      pumpUntil(
+          drivers,
+          () -> {
+            if (atFour[0] == null) atFour[0] = four.accepted(6000);
+            return atFour[0] != null && !toFour.isConnecting() && toFive.wasReset();
+          });
+      assertTrue(toFour.isOpen(), "guest 4 refused guest 3");
+      assertEquals(3, atFour[0].peerCid());
+      byte[] there = new byte[256 << 10];
+      byte[] back = new byte[256 << 10];
+      new Random(3).nextBytes(there);
+      new Random(4).nextBytes(back);
+      ByteArrayOutputStream atThree = new ByteArrayOutputStream();
+      ByteArrayOutputStream atFourBytes = new ByteArrayOutputStream();
+      int[] sent = new int[2];
+      byte[] chunk = new byte[65536];
+      pumpUntil(
+          drivers,
+          () -> {
+            sent[0] += toFour.trySend(there, sent[0], there.length - sent[0], false);
+            sent[1] += atFour[0].trySend(back, sent[1], back.length - sent[1], false);
+            atFourBytes.write(chunk, 0, atFour[0].read(chunk, 0, chunk.length));
+            atThree.write(chunk, 0, toFour.read(chunk, 0, chunk.length));
+            return atThree.size() == back.length && atFourBytes.size() == there.length;
+          });
+      assertArrayEquals(there, atFourBytes.toByteArray());
+      assertArrayEquals(back, atThree.toByteArray());
+      assertNull(five.accepted(6000), "guest 5 heard of guest 3's connection");
+      for (VsockDriver d : drivers) assertEquals(0, d.badPackets(), d.firstProblem());
+    } finally {
+      for (AutoCloseable c : open) c.close();
+    }
+    stopBackendAndCheckItCleanedUp(guests);
+  }
+
+  /** What {@link #pumpUntil} waits for; may send and read. */
+  @FunctionalInterface
+  private interface Condition {
+    boolean holds() throws IOException;
+  }
+
+  /** Pumps every driver until {@code done}; fails after {@link #START}. */
+  private static void pumpUntil(List<VsockDriver> drivers, Condition done) throws IOException {
+    long deadline = System.nanoTime() + START.toNanos();
+    while (!done.holds()) {
+      assertTrue(System.nanoTime() < deadline, "timed out");
+      boolean progress = false;
+      for (VsockDriver d : drivers) progress |= d.pump(0);
+      if (!progress) drivers.getFirst().pump(1);
+    }
   }
 
   @Test

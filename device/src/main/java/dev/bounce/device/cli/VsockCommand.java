@@ -1,5 +1,6 @@
 package dev.bounce.device.cli;
 
+import dev.bounce.device.vsock.Siblings;
 import dev.bounce.device.vsock.UnixHost;
 import dev.bounce.device.vsock.VsockDevice;
 import dev.bounce.pool.NativeException;
@@ -42,7 +43,7 @@ final class VsockCommand {
   private static final Flags FLAGS =
       new Flags(
               "bounce vsock (--socket PATH | --fd N) --uds-path PATH [--guest-cid N]"
-                  + " [--tx-buffer-size B] [--queue-size N]\n"
+                  + " [--tx-buffer-size B] [--queue-size N] [--groups NAMES]\n"
                   + "       bounce vsock --vm guest-cid=N,socket=PATH,uds-path=PATH[,...] [--vm ...]\n"
                   + "       bounce vsock --config FILE\n"
                   + "  each with [--pool GPA:SIZE | --pool-from-table | --device-pool SIZE]"
@@ -81,26 +82,28 @@ final class VsockCommand {
                               "N",
                               "the largest virtqueue size offered (default 1024)"),
                           new Flags.Flag(
+                              "groups",
+                              "NAMES",
+                              "the guest's groups, joined with '+' (default 'default'): guests of"
+                                  + " one process that share a group reach each other's CIDs"),
+                          new Flags.Flag(
                               "vm",
                               "KEY=VALUE,...",
                               "one guest (keys as the flags above: guest-cid, socket or fd,"
-                                  + " uds-path, tx-buffer-size, queue-size); repeat for more guests",
+                                  + " uds-path, tx-buffer-size, queue-size, groups); repeat for more"
+                                  + " guests",
                               true),
                           new Flags.Flag(
                               "config",
                               "FILE",
                               "a YAML file in vhost-device-vsock's schema: 'vms:' listing guest_cid,"
-                                  + " socket, uds_path, tx_buffer_size, queue_size")),
+                                  + " socket, uds_path, tx_buffer_size, queue_size, groups")),
                       Stream.concat(
                           DmaFlags.FLAGS.stream(),
                           Stream.of(GuestMemoryFlag.FLAG, RingPollFlag.FLAG)))
                   .toList())
           .refusing("forward-cid", FORWARDING)
-          .refusing("forward-listen", FORWARDING)
-          .refusing(
-              "groups",
-              "--groups (vhost-device-vsock's sibling-VM groups) is not supported by bounce; its"
-                  + " guests reach host applications only");
+          .refusing("forward-listen", FORWARDING);
 
   private VsockCommand() {}
 
@@ -132,12 +135,22 @@ final class VsockCommand {
         };
     List<AutoCloseable> open = new ArrayList<>();
     int threads = Math.min(vms.size(), Runtime.getRuntime().availableProcessors());
+    Siblings siblings = new Siblings();
     try (EventLoops control = new EventLoops(1, "bounce-control");
         EventLoops data = new EventLoops(threads, "bounce-data")) {
       List<Served> guests = new ArrayList<>();
       try {
         for (VsockVm vm : vms) {
-          Served guest = serve(vm, dma, maxGuestMemory, polling, control.next(), data.next(), open);
+          Served guest =
+              serve(
+                  vm,
+                  siblings.join(vm.guestCid(), vm.groups()),
+                  dma,
+                  maxGuestMemory,
+                  polling,
+                  control.next(),
+                  data.next(),
+                  open);
           guests.add(guest);
           guest.server().finished().thenRun(onFinished);
         }
@@ -358,6 +371,7 @@ final class VsockCommand {
 
   private static Served serve(
       VsockVm vm,
+      Siblings.Member siblings,
       RestrictedDma dma,
       long maxGuestMemory,
       RingPolling polling,
@@ -384,7 +398,8 @@ final class VsockCommand {
             vm.txBufferSize(),
             VsockDevice.DEFAULT_MAX_CONNECTIONS,
             vm.queueSize(),
-            host);
+            host,
+            siblings);
     BackendServer server =
         vm.socket()
             .serve(
@@ -403,7 +418,9 @@ final class VsockCommand {
             + ": vhost-user socket "
             + vm.socket()
             + ", host side "
-            + vm.udsPath());
+            + vm.udsPath()
+            + ", groups "
+            + String.join("+", vm.groups()));
     return new Served(device, server);
   }
 

@@ -1,19 +1,29 @@
 package dev.bounce.device.cli;
 
+import dev.bounce.device.vsock.Siblings;
 import dev.bounce.device.vsock.VsockDevice;
 import dev.bounce.vhost.virtq.Virtq;
 import java.nio.file.Path;
 import java.util.Collection;
+import java.util.Collections;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * One guest served by {@code bounce vsock}: what vhost-device-vsock takes per VM, from its flags,
  * from a {@code --vm key=value,...} or from an entry of a {@code --config} file. Keys are spelled
  * with '-' or '_' alike ({@code guest-cid}, {@code guest_cid}), as vhost-device-vsock accepts both.
  */
-record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize, int queueSize) {
+record VsockVm(
+    long guestCid,
+    VhostSocket socket,
+    Path udsPath,
+    int txBufferSize,
+    int queueSize,
+    Set<String> groups) {
   static final long DEFAULT_GUEST_CID = 3;
   static final int DEFAULT_TX_BUFFER_SIZE = VsockDevice.DEFAULT_BUFFER_SIZE;
   static final int DEFAULT_QUEUE_SIZE = 1024;
@@ -21,7 +31,14 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
   /** The keys of a guest, in the order the help lists them. */
   static final List<String> KEYS =
       List.of(
-          "guest-cid", "socket", "socket-path", "fd", "uds-path", "tx-buffer-size", "queue-size");
+          "guest-cid",
+          "socket",
+          "socket-path",
+          "fd",
+          "uds-path",
+          "tx-buffer-size",
+          "queue-size",
+          "groups");
 
   VsockVm {
     if (guestCid < 3 || guestCid > 0xffff_fffeL) {
@@ -36,6 +53,15 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
       throw new IllegalArgumentException(
           "queue-size " + queueSize + " is not a power of two up to " + Virtq.MAX_QUEUE_SIZE);
     }
+    if (groups.isEmpty() || groups.contains("")) {
+      throw new IllegalArgumentException("groups " + groups + " has an empty group name");
+    }
+    groups = Collections.unmodifiableSet(new LinkedHashSet<>(groups));
+  }
+
+  /** A guest in the default group only. */
+  VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize, int queueSize) {
+    this(guestCid, socket, udsPath, txBufferSize, queueSize, Set.of(Siblings.DEFAULT_GROUP));
   }
 
   /** {@code guest-cid=4,socket=/tmp/vhost4.socket,uds-path=/tmp/vm4.vsock[,...]}. */
@@ -81,12 +107,6 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
     Map<String, String> values = new LinkedHashMap<>();
     for (var e : keys.entrySet()) {
       String key = e.getKey().replace('_', '-');
-      if (key.equals("groups")) {
-        throw new UsageException(
-            naming.say(
-                "sibling-VM groups are not supported by bounce; its guests reach host"
-                    + " applications only"));
-      }
       if (key.equals("forward-cid") || key.equals("forward-listen")) {
         throw new UsageException(
             naming.say(
@@ -122,7 +142,8 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
           vhostSocket(values, naming),
           Path.of(values.get("uds-path")),
           intValue("tx-buffer-size", size(values, naming)),
-          intValue("queue-size", number(values, "queue-size", DEFAULT_QUEUE_SIZE, naming)));
+          intValue("queue-size", number(values, "queue-size", DEFAULT_QUEUE_SIZE, naming)),
+          groups(values, naming));
     } catch (IllegalArgumentException e) {
       // Each message starts with the key it is about.
       throw new UsageException(
@@ -165,6 +186,30 @@ record VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize
                   + " is standard input, output or error; pass the socket at 3 or up"));
     }
     return new VhostSocket.Inherited((int) fd);
+  }
+
+  /**
+   * vhost-device-vsock's groups: names joined with '+' ({@code group1+groupA}), {@link
+   * Siblings#DEFAULT_GROUP} when not given; an empty name is refused (vhost-device-vsock would make
+   * it a group of its own).
+   */
+  private static Set<String> groups(Map<String, String> values, Naming naming)
+      throws UsageException {
+    String text = values.get("groups");
+    if (text == null) return Set.of(Siblings.DEFAULT_GROUP);
+    Set<String> groups = new LinkedHashSet<>();
+    for (String name : text.split("\\+", -1)) {
+      if (name.isBlank()) {
+        throw new UsageException(
+            naming.say(
+                naming.key("groups")
+                    + " '"
+                    + text
+                    + "' has an empty group name (names are joined with '+')"));
+      }
+      groups.add(name.trim());
+    }
+    return groups;
   }
 
   private static long size(Map<String, String> values, Naming naming) throws UsageException {

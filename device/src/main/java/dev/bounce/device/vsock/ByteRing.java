@@ -132,6 +132,17 @@ final class ByteRing {
   }
 
   /**
+   * Takes back what was put in since {@link #produced} was {@code produced}, none of it read and no
+   * message end marked after it: a packet that turned out short after its first bytes went in.
+   */
+  void truncate(long produced) {
+    if (produced < head || produced > tail) {
+      throw new IllegalArgumentException(produced + " is not in [" + head + ", " + tail + "]");
+    }
+    tail = produced;
+  }
+
+  /**
    * Counts {@code n} bytes as put in and taken out at once: they went between guest and host
    * without a stop here ({@link VsockConnection#offer}, {@link HostReads}), so the counters (rx_cnt
    * and fwd_cnt, or tx_cnt) stay exact. Only while empty, which keeps the bytes in order.

@@ -75,6 +75,7 @@ public final class VsockDevice implements VirtioDevice {
   private final int maxConnections;
   private final int maxQueueSize;
   private final HostSide host;
+  private final Siblings.Member siblings;
 
   private final LongMap<VsockConnection> connections = new LongMap<>();
   private final ArrayDeque<VsockConnection> sending = new ArrayDeque<>();
@@ -101,6 +102,7 @@ public final class VsockDevice implements VirtioDevice {
   private boolean txStarted;
   private boolean transportResetDue;
   private VsockConnection last;
+  private boolean siblingsFirst; // which goes first in the next rx pass: other guests' packets
 
   private long guestErrors;
   // What the guest can repeat, one budget per kind (LogBudget): its malformed packets and buffers,
@@ -111,6 +113,24 @@ public final class VsockDevice implements VirtioDevice {
 
   public VsockDevice(
       long guestCid, int bufferSize, int maxConnections, int maxQueueSize, HostSide host) {
+    this(guestCid, bufferSize, maxConnections, maxQueueSize, host, Siblings.alone(guestCid));
+  }
+
+  /**
+   * A device whose guest reaches the other guests of {@code siblings}' registry that share a group
+   * with it (vhost-device-vsock's sibling VM communication); {@code siblings} is this guest's.
+   */
+  public VsockDevice(
+      long guestCid,
+      int bufferSize,
+      int maxConnections,
+      int maxQueueSize,
+      HostSide host,
+      Siblings.Member siblings) {
+    if (siblings.cid() != guestCid) {
+      throw new IllegalArgumentException(
+          "the sibling registry has CID " + siblings.cid() + ", not " + guestCid);
+    }
     if (guestCid < 3 || guestCid > 0xffff_fffeL) {
       throw new IllegalArgumentException("guest CID " + guestCid + " is not in 3..2^32-2");
     }
@@ -121,6 +141,7 @@ public final class VsockDevice implements VirtioDevice {
     this.maxConnections = maxConnections;
     this.maxQueueSize = maxQueueSize;
     this.host = host;
+    this.siblings = siblings;
     this.connectionResets = new ResetQueue(maxConnections);
   }
 
@@ -167,6 +188,8 @@ public final class VsockDevice implements VirtioDevice {
     rxStarted = false;
     txStarted = false;
     host.attach(this);
+    // context: the parameter, never null
+    siblings.attach(() -> context.process(RX_QUEUE), seqpacket);
   }
 
   @Override
@@ -178,6 +201,7 @@ public final class VsockDevice implements VirtioDevice {
       rxRequested = false;
       noticeResume(rxStarted, queue);
       rxStarted = true;
+      if (siblings.hasPackets()) requestRx(); // they came while no rx queue ran
     } else if (index == TX_QUEUE) {
       txChain = queue.newChain();
       noticeResume(txStarted, queue);
@@ -234,6 +258,7 @@ public final class VsockDevice implements VirtioDevice {
     strayResets.clear();
     connectionResets.clear();
     last = null;
+    siblings.detach();
     for (VsockConnection c : all) close(c);
     if (context != null) host.detach();
     context = null;
@@ -321,6 +346,10 @@ public final class VsockDevice implements VirtioDevice {
       }
       return;
     }
+    if (dstCid != VsockHeader.HOST_CID) {
+      toSibling(chain, dstCid, srcPort, dstPort, len, type, op);
+      return;
+    }
     if (op == Op.RST) {
       VsockConnection c = find(dstPort, srcPort);
       if (c != null) {
@@ -330,18 +359,8 @@ public final class VsockDevice implements VirtioDevice {
       return;
     }
     VsockConnection c = find(dstPort, srcPort);
-    String wrong = null;
-    if (dstCid != VsockHeader.HOST_CID) {
-      wrong = "it is addressed to CID " + dstCid + ", not the host (2)";
-    } else if (!Op.isKnown(op)) {
-      wrong = "unknown op " + op;
-    } else if (!VsockHeader.knownType(type) || (type == VsockHeader.TYPE_SEQPACKET && !seqpacket)) {
-      wrong = "socket type " + type + " was not negotiated";
-    } else if (op != Op.RW && len != 0) {
-      wrong = "a " + Op.name(op) + " carries len " + len;
-    } else if (len > MAX_PACKET_PAYLOAD) {
-      wrong = "len " + len + " is over the " + MAX_PACKET_PAYLOAD + "-byte packet limit";
-    } else if (c != null && c.type() != type) {
+    String wrong = brokenRule(len, type, op);
+    if (wrong == null && c != null && c.type() != type) {
       wrong = "type " + type + " on a connection of type " + c.type();
     }
     if (wrong != null) {
@@ -374,6 +393,77 @@ public final class VsockDevice implements VirtioDevice {
       }
       default -> throw new AssertionError(op);
     }
+  }
+
+  /** What the header in {@link #header} gets wrong whatever its destination, or null. */
+  private String brokenRule(long len, int type, int op) {
+    if (!Op.isKnown(op)) return "unknown op " + op;
+    if (!VsockHeader.knownType(type) || (type == VsockHeader.TYPE_SEQPACKET && !seqpacket)) {
+      return "socket type " + type + " was not negotiated";
+    }
+    if (op != Op.RW && len != 0) return "a " + Op.name(op) + " carries len " + len;
+    if (len > MAX_PACKET_PAYLOAD) {
+      return "len " + len + " is over the " + MAX_PACKET_PAYLOAD + "-byte packet limit";
+    }
+    return null;
+  }
+
+  /**
+   * A packet for another guest ({@link Siblings}): forwarded as it is; one that breaks a rule, or
+   * cannot go, is answered with an RST from where it was going (unless it is an RST itself), so
+   * that the guest's socket fails at once rather than wait for a peer that will not answer.
+   */
+  private void toSibling(
+      DescriptorChain chain, long dstCid, int srcPort, int dstPort, long len, int type, int op)
+      throws VirtqueueException {
+    String wrong = brokenRule(len, type, op);
+    if (wrong == null) {
+      Siblings.Forwarded f = siblings.forward(dstCid, header, chain, (int) len);
+      switch (f) {
+        case SENT -> {
+          return;
+        }
+        case SHORT -> wrong = "its chain holds fewer than len payload bytes";
+        default -> {
+          if (connectionLines.spend()) {
+            print(
+                connectionLines,
+                f == Siblings.Forwarded.FULL ? Level.WARNING : Level.DEBUG,
+                describeHeader() + ": " + unforwarded(f) + "; reset");
+          }
+        }
+      }
+    }
+    if (wrong != null && guestErrorLogged()) {
+      warn(describeHeader() + ": " + wrong + "; answered with RST", null);
+    }
+    int resetType = VsockHeader.knownType(type) ? type : VsockHeader.TYPE_STREAM;
+    if (op != Op.RST
+        && !siblings.resetFrom(dstCid, dstPort, srcPort, resetType)
+        && connectionLines.spend()) {
+      print(
+          connectionLines,
+          Level.WARNING,
+          "vsock: the guest takes no packets from other CIDs (RSTs among them): dropped the RST"
+              + " for guest port "
+              + Integer.toUnsignedString(srcPort));
+    }
+  }
+
+  private static String unforwarded(Siblings.Forwarded f) {
+    return switch (f) {
+      case NO_SUCH_GUEST -> "no guest of this process has that CID";
+      case NO_COMMON_GROUP -> "that guest shares no group with this one";
+      case NOT_RUNNING -> "that guest's driver is not running";
+      case NO_SEQPACKET -> "that guest's driver did not negotiate SEQPACKET";
+      case FULL ->
+          "that guest has not taken the packets waiting for it (at most "
+              + (Siblings.SENDER_BYTES >> 20)
+              + " MiB from one guest, "
+              + (Siblings.INBOX_BYTES >> 20)
+              + " MiB in all)";
+      default -> throw new AssertionError(f);
+    };
   }
 
   private void request(VsockConnection existing, int guestPort, int hostPort, int type) {
@@ -682,6 +772,32 @@ public final class VsockDevice implements VirtioDevice {
     if (!rxRunning || !sendResets(queue, connectionResets) || !sendResets(queue, strayResets)) {
       return;
     }
+    // Other guests' packets and the host's connections take turns at going first, so that
+    // neither can have every rx buffer (vhost-device-vsock alternates the same way).
+    siblingsFirst = !siblingsFirst;
+    if (siblingsFirst) {
+      if (fromSiblings(queue)) fromConnections(queue);
+    } else if (fromConnections(queue)) {
+      fromSiblings(queue);
+    }
+  }
+
+  /** Delivers other guests' packets; false when the rx queue ran out of buffers. */
+  private boolean fromSiblings(SplitQueue queue) throws VirtqueueException {
+    while (siblings.hasPackets()) {
+      if (!queue.pop(rxChain)) return false;
+      long room = writableBytes(rxChain);
+      if (room < VsockHeader.SIZE || !siblings.deliver(rxChain, room)) {
+        unusable(queue, rxChain);
+      } else {
+        queue.addUsed(rxChain.headIndex(), (int) rxChain.bytesWritten());
+      }
+    }
+    return true;
+  }
+
+  /** Fills rx buffers from the connections with work; false when the queue ran out of them. */
+  private boolean fromConnections(SplitQueue queue) throws VirtqueueException {
     VsockConnection c;
     while ((c = nextWithWork()) != null) {
       boolean buffered = false;
@@ -695,12 +811,13 @@ public final class VsockDevice implements VirtioDevice {
           sending.addFirst(c);
         }
       }
-      if (!buffered) return;
+      if (!buffered) return false;
       if (hasWork(c) && !c.queued) {
         c.queued = true;
         sending.addLast(c);
       }
     }
+    return true;
   }
 
   /** One packet of {@code c}; false when the rx queue had no buffer. */

@@ -14,7 +14,9 @@ import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.time.Duration;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -84,7 +86,7 @@ public final class VsockDriver {
   private final DriverQueue.UsedConsumer onTxUsed = this::transmitted;
   private boolean postRx = true;
 
-  private final LongMap<Socket> sockets = new LongMap<>();
+  private final SocketTable sockets = new SocketTable();
   private final Map<Integer, ArrayDeque<Socket>> listeners = new HashMap<>();
   private int nextPort = FIRST_EPHEMERAL;
 
@@ -230,7 +232,48 @@ public final class VsockDriver {
   // ---- sockets ----
 
   /** A STREAM or SEQPACKET socket of this guest. */
+  /** This guest's sockets, by peer CID (the host's, or another guest's) and port pair. */
+  private final class SocketTable {
+    private final LongMap<LongMap<Socket>> byPeerCid = new LongMap<>();
+
+    Socket get(long peerCid, int localPort, int peerPort) {
+      LongMap<Socket> pairs = byPeerCid.get(peerCid);
+      return pairs == null ? null : pairs.get(VsockConnection.key(localPort, peerPort));
+    }
+
+    void put(Socket s) {
+      LongMap<Socket> pairs = byPeerCid.get(s.peerCid);
+      if (pairs == null) {
+        pairs = new LongMap<>();
+        byPeerCid.put(s.peerCid, pairs);
+      }
+      pairs.put(VsockConnection.key(s.localPort, s.peerPort), s);
+    }
+
+    void remove(Socket s) {
+      LongMap<Socket> pairs = byPeerCid.get(s.peerCid);
+      if (pairs != null) pairs.remove(VsockConnection.key(s.localPort, s.peerPort));
+    }
+
+    List<Socket> values() {
+      List<Socket> all = new ArrayList<>();
+      for (LongMap<Socket> pairs : byPeerCid.values()) all.addAll(pairs.values());
+      return all;
+    }
+
+    int size() {
+      int n = 0;
+      for (LongMap<Socket> pairs : byPeerCid.values()) n += pairs.size();
+      return n;
+    }
+
+    void clear() {
+      byPeerCid.clear();
+    }
+  }
+
   public final class Socket {
+    final long peerCid;
     final int localPort;
     final int peerPort;
     final int type;
@@ -245,7 +288,8 @@ public final class VsockDriver {
     long receivedAtPeerShutdown = -1;
     long packetsIn;
 
-    Socket(int localPort, int peerPort, int type) {
+    Socket(long peerCid, int localPort, int peerPort, int type) {
+      this.peerCid = peerCid;
       this.localPort = localPort;
       this.peerPort = peerPort;
       this.type = type;
@@ -254,6 +298,11 @@ public final class VsockDriver {
 
     public int localPort() {
       return localPort;
+    }
+
+    /** The CID at the other end: the host's, or another guest's. */
+    public long peerCid() {
+      return peerCid;
     }
 
     public int peerPort() {
@@ -480,7 +529,7 @@ public final class VsockDriver {
     public void reset() throws IOException {
       postOrWait(this, Op.RST, 0);
       reset = true;
-      sockets.remove(VsockConnection.key(localPort, peerPort));
+      sockets.remove(this);
     }
 
     /** Waits until the peer resets the socket. */
@@ -527,8 +576,13 @@ public final class VsockDriver {
    * RST ({@link Socket#wasReset}) arrives while the driver is {@link #pump}ed.
    */
   public Socket startConnect(int hostPort, int type) throws IOException {
-    Socket s = new Socket(nextPort++, hostPort, type);
-    sockets.put(VsockConnection.key(s.localPort, s.peerPort), s);
+    return startConnect(VsockHeader.HOST_CID, hostPort, type);
+  }
+
+  /** {@link #startConnect(int, int)} to port {@code port} of CID {@code cid}: another guest's. */
+  public Socket startConnect(long cid, int port, int type) throws IOException {
+    Socket s = new Socket(cid, nextPort++, port, type);
+    sockets.put(s);
     postOrWait(s, Op.REQUEST, 0);
     return s;
   }
@@ -636,7 +690,7 @@ public final class VsockDriver {
     int fwdCnt = (int) s.in.consumed();
     boolean posted =
         postPacket(
-            VsockHeader.HOST_CID,
+            s.peerCid,
             s.localPort,
             s.peerPort,
             len,
@@ -842,16 +896,16 @@ public final class VsockDriver {
     int localPort = VsockHeader.dstPort(heap, at);
     int peerPort = VsockHeader.srcPort(heap, at);
     int type = VsockHeader.type(heap, at);
-    if (VsockHeader.dstCid(heap, at) != guestCid
-        || VsockHeader.srcCid(heap, at) != VsockHeader.HOST_CID) {
-      problem("a packet not from the host to this guest: " + VsockHeader.describe(heap, at));
+    long peerCid = VsockHeader.srcCid(heap, at);
+    if (VsockHeader.dstCid(heap, at) != guestCid) {
+      problem("a packet not for this guest: " + VsockHeader.describe(heap, at));
       return;
     }
     if (len != length - VsockHeader.SIZE) {
       problem("len " + len + " but the buffer holds " + (length - VsockHeader.SIZE) + " bytes");
       return;
     }
-    Socket s = sockets.get(VsockConnection.key(localPort, peerPort));
+    Socket s = sockets.get(peerCid, localPort, peerPort);
     if (op == Op.RESPONSE) responses++;
     if (op == Op.RST) {
       if (s == null) {
@@ -862,21 +916,21 @@ public final class VsockDriver {
         }
       } else {
         s.reset = true;
-        sockets.remove(VsockConnection.key(localPort, peerPort));
+        sockets.remove(s);
       }
       return;
     }
     if (s == null) {
       if (op == Op.REQUEST && listeners.containsKey(localPort)) {
-        s = new Socket(localPort, peerPort, type);
+        s = new Socket(peerCid, localPort, peerPort, type);
         s.open = true;
         s.peerBufAlloc = VsockHeader.bufAlloc(heap, at);
         s.peerFwdCnt = VsockHeader.fwdCnt(heap, at);
-        sockets.put(VsockConnection.key(localPort, peerPort), s);
+        sockets.put(s);
         listeners.get(localPort).addLast(s);
         replies.addLast(new Object[] {s, Op.RESPONSE});
       } else {
-        replies.addLast(new Object[] {new Socket(localPort, peerPort, type), Op.RST});
+        replies.addLast(new Object[] {new Socket(peerCid, localPort, peerPort, type), Op.RST});
       }
       return;
     }

@@ -8,7 +8,8 @@
  *       header, parsed in place), {@link dev.bounce.device.vsock.VsockConnection} (state, credit
  *       flow control, bounded {@link dev.bounce.device.vsock.ByteRing}s each way), {@link
  *       dev.bounce.device.vsock.HostReads} (host-to-guest stream bytes read from the host socket
- *       straight into rx buffers).
+ *       straight into rx buffers), {@link dev.bounce.device.vsock.Siblings} (guests of one process
+ *       reaching each other's CIDs, each with a bounded {@link dev.bounce.device.vsock.Inbox}).
  *   <li>The host side, behind {@link dev.bounce.device.vsock.HostSide}: {@link
  *       dev.bounce.device.vsock.UnixHost}, the hybrid vsock of vhost-device-vsock and Firecracker
  *       (Netty channels for streams, SOCK_SEQPACKET sockets for SEQPACKET), and the in-memory

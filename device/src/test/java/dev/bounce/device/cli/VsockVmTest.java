@@ -12,6 +12,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -143,8 +144,15 @@ class VsockVmTest {
   }
 
   @Test
-  void siblingVmGroupsAreRefusedAsUnsupported() {
-    refused(BASE + ",groups=default", "sibling-VM groups are not supported by bounce");
+  void groupsAreNamesJoinedWithPlusAndDefaultToDefault() throws Exception {
+    assertEquals(Set.of("default"), VsockVm.parse(BASE).groups());
+    assertEquals(
+        List.of("group1", "groupA"),
+        List.copyOf(VsockVm.parse(BASE + ",groups=group1+groupA").groups()));
+    assertEquals(Set.of("x"), VsockVm.parse(BASE + ",groups=x+x").groups());
+    refused(BASE + ",groups=a++b", "groups 'a++b' has an empty group name");
+    refused(BASE + ",groups=a+", "groups 'a+' has an empty group name");
+    refused(BASE + ",groups=", "groups has no value");
   }
 
   @Test
@@ -274,15 +282,29 @@ class VsockVmTest {
                 uds_path: /tmp/vm3.vsock
                 tx_buffer_size: 65536
                 queue_size: 1024
+                groups: group1+groupA
               - guest_cid: 4
                 socket: /tmp/vhost4.socket
                 uds_path: /tmp/vm4.vsock
                 tx_buffer_size: 32K
+                groups: group2+groupB
             """);
     assertEquals(
         List.of(
-            new VsockVm(3, at("/tmp/vhost3.socket"), Path.of("/tmp/vm3.vsock"), 65536, 1024),
-            new VsockVm(4, at("/tmp/vhost4.socket"), Path.of("/tmp/vm4.vsock"), 32 << 10, 1024)),
+            new VsockVm(
+                3,
+                at("/tmp/vhost3.socket"),
+                Path.of("/tmp/vm3.vsock"),
+                65536,
+                1024,
+                Set.of("group1", "groupA")),
+            new VsockVm(
+                4,
+                at("/tmp/vhost4.socket"),
+                Path.of("/tmp/vm4.vsock"),
+                32 << 10,
+                1024,
+                Set.of("group2", "groupB"))),
         VsockCommand.fromConfig(file));
   }
 
@@ -344,8 +366,8 @@ class VsockVmTest {
             "vms[1]: uds-path is missing");
     assertEquals(dir.resolve("vms.yaml") + " vms[1]: uds-path is missing", e.getMessage());
     configRefused(
-        "vms:\n  - {socket: /s, uds_path: /u, groups: default}\n",
-        "vms[0]: sibling-VM groups are not supported");
+        "vms:\n  - {socket: /s, uds_path: /u, groups: +default}\n",
+        "vms[0]: groups '+default' has an empty group name");
     configRefused(
         "vms:\n  - {socket: /s, uds_path: /u, guest_cid: 2}\n",
         "vms[0]: guest-cid 2 is not a guest CID");

@@ -44,6 +44,7 @@ final class VsockRig implements AutoCloseable {
   final EventLoops loops;
   final HostSide host;
   final VsockDevice device;
+  final Path socket;
   final BackendServer server;
   final GuestRam ram;
   final FrontendSession session;
@@ -68,13 +69,31 @@ final class VsockRig implements AutoCloseable {
       HostFactory hostFactory,
       Memory memory)
       throws Exception {
+    this(
+        dir, queueSize, bufferSize, maxConnections, hostFactory, memory, Siblings.alone(GUEST_CID));
+  }
+
+  /**
+   * A guest of {@code siblings}' registry, with its CID, on event loops of its own; its vhost-user
+   * socket is {@code vsock-<cid>.sock} in {@code dir}, which several guests can share.
+   */
+  VsockRig(
+      Path dir,
+      int queueSize,
+      int bufferSize,
+      int maxConnections,
+      HostFactory hostFactory,
+      Memory memory,
+      Siblings.Member siblings)
+      throws Exception {
+    long cid = siblings.cid();
     loops = new EventLoops(2, "vsock-test");
     try {
       IoEventLoop control = loops.next();
       IoEventLoop data = loops.next();
       host = hostFactory.create(data);
-      device = new VsockDevice(GUEST_CID, bufferSize, maxConnections, 1024, host);
-      Path socket = dir.resolve("vsock.sock");
+      device = new VsockDevice(cid, bufferSize, maxConnections, 1024, host, siblings);
+      socket = dir.resolve("vsock-" + cid + ".sock");
       server =
           BackendServer.listen(
               socket, new BackendServer.Config("vsock", device, control, data, memory.dma()));
@@ -91,7 +110,7 @@ final class VsockRig implements AutoCloseable {
               socket,
               ram,
               VsockDriver.options(Handshake.QEMU, queueSize).withDriverFeatures(restricted));
-      driver = new VsockDriver(session, GUEST_CID, bufferSize);
+      driver = new VsockDriver(session, cid, bufferSize);
       driver.pump(0);
     } catch (Exception | Error e) {
       close();
