@@ -53,7 +53,9 @@ class VsockRestrictedDmaTest {
             new RestrictedDma(RestrictedDma.Policy.REQUIRED, pool));
     LoopbackHost host = new LoopbackHost().echo(ECHO_PORT);
     try (WarningLog log = new WarningLog(Level.INFO);
-        VsockRig rig = new VsockRig(dir, 128, BUFFER, 64, loop -> host, memory)) {
+        VsockRig rig =
+            new VsockRig(
+                dir, 128, BUFFER, 64, loop -> host, memory, Siblings.alone(VsockRig.GUEST_CID))) {
       // The fake frontend asks for the pool after SET_OWNER, as QEMU does.
       assertFalse(log.any("before SET_OWNER"), log.lines().toString());
       assertTrue(

@@ -58,19 +58,14 @@ final class VsockRig implements AutoCloseable {
 
   VsockRig(Path dir, int queueSize, int bufferSize, int maxConnections, HostFactory hostFactory)
       throws Exception {
-    this(dir, queueSize, bufferSize, maxConnections, hostFactory, Memory.SHARED);
-  }
-
-  VsockRig(
-      Path dir,
-      int queueSize,
-      int bufferSize,
-      int maxConnections,
-      HostFactory hostFactory,
-      Memory memory)
-      throws Exception {
     this(
-        dir, queueSize, bufferSize, maxConnections, hostFactory, memory, Siblings.alone(GUEST_CID));
+        dir,
+        queueSize,
+        bufferSize,
+        maxConnections,
+        hostFactory,
+        Memory.SHARED,
+        Siblings.alone(GUEST_CID));
   }
 
   /**
