@@ -2,8 +2,11 @@
  * bounce-guest: the program the real-VM tests run inside the Linux guest (scripts/realvm builds it
  * static for x86_64 and arm64 and puts it in the initramfs; /init runs it once per step).
  *
- *   bounce-guest connect PORT BYTES    connects to the host (CID 2) on PORT, sends BYTES of the
- *                                     pattern and reads BYTES back (the host echoes)
+ *   bounce-guest connect PORT BYTES [CID]
+ *                                     connects to the host (CID 2), or to another guest's CID, on
+ *                                     PORT, sends BYTES of the pattern and reads BYTES back (the
+ *                                     peer echoes); another guest is retried for CONNECT_SECONDS,
+ *                                     as it may still be booting
  *   bounce-guest listen PORT BYTES     listens on PORT, prints a READY line, accepts one connection,
  *                                     reads BYTES and echoes them as they come
  *   bounce-guest net-send IFACE FRAMES sends FRAMES Ethernet frames on IFACE (AF_PACKET), each
@@ -40,6 +43,9 @@
 #include <linux/vm_sockets.h>
 
 #define TIMEOUT_SECONDS 120
+
+/* How long a connect to another guest is retried (it boots at the same time as this one). */
+#define CONNECT_SECONDS 90
 
 /* IEEE 802's local experimental EtherType: nothing else in the guest sends or takes it. */
 #define NET_ETHERTYPE 0x88b5
@@ -235,9 +241,30 @@ static void arm_timeout(const struct result *r) {
            TIMEOUT_SECONDS);
 }
 
+/*
+ * Connects a new vsock stream socket to cid:port; a peer that is not there yet (refused, reset: the
+ * other guest still boots, or does not listen yet) is asked again every 200 ms for `patience`
+ * seconds. Returns the socket, or -1 with errno set.
+ */
+static int connect_to(unsigned cid, unsigned port, int patience) {
+  for (int tries = patience * 5;; tries--) {
+    int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_vm peer = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
+    if (connect(fd, (struct sockaddr *)&peer, sizeof peer) == 0) return fd;
+    int why = errno;
+    close(fd);
+    errno = why;
+    if (tries <= 0 || (why != ECONNRESET && why != ECONNREFUSED && why != ETIMEDOUT)) return -1;
+    usleep(200000);
+  }
+}
+
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: bounce-guest connect|listen PORT BYTES | net-send|net-echo IFACE FRAMES\n");
+  if (argc != 4 && !(argc == 5 && strcmp(argv[1], "connect") == 0)) {
+    fprintf(stderr,
+            "usage: bounce-guest connect PORT BYTES [CID] | listen PORT BYTES"
+            " | net-send|net-echo IFACE FRAMES\n");
     return 2;
   }
   crc_init();
@@ -261,14 +288,20 @@ int main(int argc, char **argv) {
     return 2;
   }
   unsigned port = (unsigned)strtoul(argv[2], NULL, 10);
-  snprintf(r.where, sizeof r.where, "port=%u", port);
+  unsigned cid = argc == 5 ? (unsigned)strtoul(argv[4], NULL, 10) : VMADDR_CID_HOST;
+  if (cid == VMADDR_CID_HOST) {
+    snprintf(r.where, sizeof r.where, "port=%u", port);
+  } else {
+    snprintf(r.where, sizeof r.where, "port=%u cid=%u", port, cid);
+  }
   arm_timeout(&r);
   signal(SIGALRM, timed_out);
   alarm(TIMEOUT_SECONDS);
 
-  int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
-  if (fd < 0) return report(&r, "socket"), 1;
+  int fd;
   if (listening) {
+    fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+    if (fd < 0) return report(&r, "socket"), 1;
     struct sockaddr_vm me = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
     if (bind(fd, (struct sockaddr *)&me, sizeof me) < 0) return report(&r, "bind"), 1;
     if (listen(fd, 1) < 0) return report(&r, "listen"), 1;
@@ -279,8 +312,8 @@ int main(int argc, char **argv) {
     close(fd);
     fd = conn;
   } else {
-    struct sockaddr_vm host = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = port};
-    if (connect(fd, (struct sockaddr *)&host, sizeof host) < 0) return report(&r, "connect"), 1;
+    fd = connect_to(cid, port, cid == VMADDR_CID_HOST ? 0 : CONNECT_SECONDS);
+    if (fd < 0) return report(&r, "connect"), 1;
   }
   const char *failed = exchange(fd, &r, total, listening);
   report(&r, failed);

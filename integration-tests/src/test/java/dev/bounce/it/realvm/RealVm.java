@@ -26,12 +26,16 @@ import java.util.stream.Stream;
  * run's folder, whatever happened.
  */
 final class RealVm implements AutoCloseable {
-  /** The guest's CID (QEMU's vhost-user-vsock reads it from the backend's config space). */
+  /**
+   * The guest's CID unless given (QEMU's vhost-user-vsock reads it from the backend's config
+   * space).
+   */
   static final int GUEST_CID = 3;
 
   private static final Duration BOUNCE_START = Duration.ofSeconds(30);
 
   private final Guest guest;
+  private final int cid;
   private final Path dir;
   private final List<AutoCloseable> open = new ArrayList<>(); // closed last to first
   private ChildProcess bounce;
@@ -40,7 +44,13 @@ final class RealVm implements AutoCloseable {
   private ChildProcess qemu;
 
   RealVm(Guest guest) throws IOException {
+    this(guest, GUEST_CID);
+  }
+
+  /** A guest with CID {@code cid}, for runs of several guests on one bounce. */
+  RealVm(Guest guest, int cid) throws IOException {
     this.guest = guest;
+    this.cid = cid;
     // Short: Unix socket paths must stay under 108 bytes.
     this.dir = Files.createTempDirectory("bounce-realvm-");
   }
@@ -60,6 +70,36 @@ final class RealVm implements AutoCloseable {
    * flags} go after the ones every run needs (the restricted-DMA flags, say).
    */
   void startBounce(String... flags) throws IOException, InterruptedException {
+    List<String> args =
+        new ArrayList<>(
+            List.of(
+                "--guest-cid",
+                Integer.toString(cid),
+                "--socket",
+                vhostUserSocket().toString(),
+                "--uds-path",
+                udsPath().toString()));
+    args.addAll(List.of(flags));
+    startBounceProcess(args);
+  }
+
+  /**
+   * Starts one {@code bounce vsock} for this guest and {@code sibling} (a {@code --vm} each, in the
+   * default group: they reach each other's CIDs); this run owns the process, {@code sibling}'s
+   * device uses it too.
+   */
+  void startBounceWith(RealVm sibling) throws IOException, InterruptedException {
+    List<String> args = new ArrayList<>();
+    for (RealVm vm : List.of(this, sibling)) {
+      args.add("--vm");
+      args.add(
+          "guest-cid=" + vm.cid + ",socket=" + vm.vhostUserSocket() + ",uds-path=" + vm.udsPath());
+    }
+    startBounceProcess(args);
+    sibling.bounce = bounce;
+  }
+
+  private void startBounceProcess(List<String> args) throws IOException, InterruptedException {
     Path jar = GuestImages.ROOT.resolve("device/target/bounce.jar");
     if (!Files.isRegularFile(jar)) {
       throw new AssertionError(
@@ -72,14 +112,8 @@ final class RealVm implements AutoCloseable {
                 "--enable-native-access=ALL-UNNAMED",
                 "-jar",
                 jar.toString(),
-                "vsock",
-                "--guest-cid",
-                Integer.toString(GUEST_CID),
-                "--socket",
-                vhostUserSocket().toString(),
-                "--uds-path",
-                udsPath().toString()));
-    command.addAll(List.of(flags));
+                "vsock"));
+    command.addAll(args);
     bounce = started(ChildProcess.start("bounce", command));
     if (bounce.await(Pattern.compile("bounce vsock: guest CID"), BOUNCE_START).isEmpty()) {
       throw failure("bounce did not start serving within " + BOUNCE_START.toSeconds() + " s");
