@@ -1,5 +1,7 @@
 package dev.bounce.device.vsock;
 
+import static dev.bounce.pool.LittleEndian.LE16;
+import static dev.bounce.pool.LittleEndian.LE64;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -8,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -222,6 +225,40 @@ class SiblingsTest {
     VsockDriver.Socket t = a.driver.connect(ECHO_PORT, VsockHeader.TYPE_STREAM, TIMEOUT);
     byte[] data = random(30_000, 4);
     assertArrayEquals(data, VsockRig.echo(a.driver, t, data, TIMEOUT));
+  }
+
+  /**
+   * A sender's payload faults halfway through bounce's copy into the receiver's inbox (its VMM cut
+   * the memory under it): the sender's tx ring stops, and nothing of the packet stays in the inbox,
+   * whose next packet (another guest's REQUEST) reaches the receiver whole.
+   */
+  @Test
+  void aPacketWhoseCopyFaultsHalfwayLeavesNothingOfItInTheInbox() throws Exception {
+    VsockRig a = guest(3, Siblings.DEFAULT_GROUP);
+    VsockRig b = guest(4, Siblings.DEFAULT_GROUP);
+    VsockRig c = guest(5, Siblings.DEFAULT_GROUP);
+    VsockDriver.Socket[] ab = connect(a, b, VsockHeader.TYPE_STREAM);
+    VsockRig.awaitTxTaken(a.driver, TIMEOUT);
+    int base = a.stopRing(VsockDriver.TX_QUEUE);
+    byte[] payload = random(VsockDevice.MAX_PACKET_PAYLOAD, 7);
+    assertEquals(payload.length, ab[0].trySend(payload, 0, payload.length, false));
+    // The packet's header descriptor, then its payload's: cut the memory mid-payload.
+    MemorySegment header =
+        a.descriptor(VsockDriver.TX_QUEUE, a.availableHead(VsockDriver.TX_QUEUE, 0));
+    MemorySegment data = a.descriptor(VsockDriver.TX_QUEUE, header.get(LE16, 14));
+    long headerAt = header.get(LE64, 0);
+    long cut = (data.get(LE64, 0) + payload.length / 2 + 4095) & ~4095L;
+    assertTrue(headerAt + VsockHeader.SIZE <= cut, "the header lies above the payload");
+    a.truncateRamAt(cut);
+    a.startRing(VsockDriver.TX_QUEUE, base);
+    a.awaitRingError(VsockDriver.TX_QUEUE, TIMEOUT);
+    a.truncateRamAt(VsockRig.RAM_START + VsockRig.RAM_SIZE);
+    VsockDriver.Socket[] cb = connect(c, b, VsockHeader.TYPE_STREAM);
+    byte[] bytes = random(5000, 8);
+    assertEquals(bytes.length, cb[0].trySend(bytes, 0, bytes.length, false));
+    pumpUntil(() -> cb[1].available() == bytes.length, "c's bytes reached b");
+    assertArrayEquals(bytes, cb[1].readFully(bytes.length, TIMEOUT));
+    assertEquals(0, b.driver.badPackets(), b.driver.firstProblem());
   }
 
   @Test
