@@ -3,6 +3,8 @@ package dev.bounce.it;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.device.vsock.VsockDriver;
+import dev.bounce.device.vsock.VsockHeader;
 import dev.bounce.vhost.frontend.DriverQueue;
 import dev.bounce.vhost.frontend.EchoDriver;
 import dev.bounce.vhost.frontend.FrontendSession;
@@ -23,9 +25,10 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
 /**
- * {@code --ring-poll} reaches the engine of {@code scripts/bounce echo-backend} in another process:
- * 300 ms after a chain, a ring polled for a second still has the driver's kicks suppressed
- * (EVENT_IDX: avail_event left behind), and one polled for the default 50-200 us has them re-armed.
+ * {@code --ring-poll} reaches the engine of {@code scripts/bounce echo-backend} and {@code
+ * scripts/bounce vsock} in another process: 300 ms after a chain, a ring polled for a second still
+ * has the driver's kicks suppressed (EVENT_IDX: avail_event left behind), and one polled for the
+ * default 50-200 us has them re-armed.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class RingPollCliTest {
@@ -56,6 +59,42 @@ class RingPollCliTest {
         DriverQueue ring = session.queue(0).ring();
         assertTrue(ring.add(out, 64, in, 64, false) != DriverQueue.NO_SPACE);
         assertEquals(kickNeeded, ring.prepareKick(), "300 ms after the ring's last work");
+      }
+    } finally {
+      backend.stop(Duration.ofSeconds(10));
+    }
+  }
+
+  @ParameterizedTest(name = "vsock, ring-poll {0}: the next tx chain needs a kick: {1}")
+  @CsvSource({"1000000, false", "default, true"})
+  void theVsockCommandTakesItToo(String ringPoll, boolean kickNeeded) throws Exception {
+    Path socket = dir.resolve("vsock.sock");
+    List<String> args =
+        new ArrayList<>(
+            List.of(
+                "vsock",
+                "--socket",
+                socket.toString(),
+                "--uds-path",
+                dir.resolve("vm.vsock").toString()));
+    if (!ringPoll.equals("default")) args.addAll(List.of("--ring-poll", ringPoll));
+    BounceDaemon backend =
+        BounceDaemon.start(dir.resolve("vsock.log"), args.toArray(String[]::new));
+    try {
+      backend.awaitLine("bounce vsock: guest CID 3: vhost-user socket");
+      try (GuestRam ram = GuestRam.create(MemoryMode.SHARED, 0x4000_0000L, 16L << 20, 0, 0);
+          FrontendSession session =
+              FrontendSession.connect(socket, ram, VsockDriver.options(Handshake.QEMU, 256))) {
+        VsockDriver driver = new VsockDriver(session, 3, VsockDriver.LINUX_BUFFER_SIZE);
+        // A connect to a host port nothing listens on: the tx ring's last work; the RST says done.
+        VsockDriver.Socket s = driver.startConnect(1234, VsockHeader.TYPE_STREAM);
+        s.awaitReset(Duration.ofSeconds(30));
+        Thread.sleep(300);
+        GuestBuffers buffers = GuestBuffers.of(session);
+        long header = buffers.allocate(VsockHeader.SIZE);
+        DriverQueue tx = session.queue(VsockDriver.TX_QUEUE).ring();
+        assertTrue(tx.add(header, VsockHeader.SIZE, false) != DriverQueue.NO_SPACE);
+        assertEquals(kickNeeded, tx.prepareKick(), "300 ms after the tx ring's last work");
       }
     } finally {
       backend.stop(Duration.ofSeconds(10));
