@@ -36,6 +36,7 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -241,13 +242,22 @@ static void arm_timeout(const struct result *r) {
            TIMEOUT_SECONDS);
 }
 
+static double now_seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec / 1e9;
+}
+
 /*
- * Connects a new vsock stream socket to cid:port; a peer that is not there yet (refused, reset: the
- * other guest still boots, or does not listen yet) is asked again every 200 ms for `patience`
- * seconds. Returns the socket, or -1 with errno set.
+ * Connects a new vsock stream socket to cid:port. A peer that answers with a reset (the other guest
+ * still boots: bounce resets at once; or it does not listen yet: its Linux does) is asked again
+ * every 200 ms until `patience` seconds have passed. A timeout is not retried: that REQUEST may
+ * still reach the peer once it listens, and its one accept would take a connection given up here.
+ * Returns the socket, or -1 with errno set.
  */
 static int connect_to(unsigned cid, unsigned port, int patience) {
-  for (int tries = patience * 5;; tries--) {
+  double deadline = now_seconds() + patience;
+  for (;;) {
     int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
     if (fd < 0) return -1;
     struct sockaddr_vm peer = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
@@ -255,7 +265,7 @@ static int connect_to(unsigned cid, unsigned port, int patience) {
     int why = errno;
     close(fd);
     errno = why;
-    if (tries <= 0 || (why != ECONNRESET && why != ECONNREFUSED && why != ETIMEDOUT)) return -1;
+    if (now_seconds() >= deadline || (why != ECONNRESET && why != ECONNREFUSED)) return -1;
     usleep(200000);
   }
 }
@@ -314,6 +324,7 @@ int main(int argc, char **argv) {
   } else {
     fd = connect_to(cid, port, cid == VMADDR_CID_HOST ? 0 : CONNECT_SECONDS);
     if (fd < 0) return report(&r, "connect"), 1;
+    alarm(TIMEOUT_SECONDS); /* the exchange gets its whole time, however long the peer took */
   }
   const char *failed = exchange(fd, &r, total, listening);
   report(&r, failed);

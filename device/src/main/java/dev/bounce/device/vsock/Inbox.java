@@ -26,6 +26,9 @@ final class Inbox {
 
   private static final int OWNER = 8;
 
+  /** Where the rest of a packet that cannot be delivered whole goes. */
+  private static final ByteRing.Reader DISCARD = (array, offset, length) -> {};
+
   private final ByteRing packets;
   private final int perSender;
   private final int reserve;
@@ -38,6 +41,9 @@ final class Inbox {
   private final MemorySegment owner = Arena.ofAuto().allocate(OWNER);
   private long remaining = -1; // payload bytes of the current packet not delivered; -1: none taken
   private Runnable wake; // null while closed
+  // Whether a packet waits: read by the receiving guest's loop on every rx pass without the lock,
+  // which an offer holds while it copies up to 64 KiB.
+  private volatile boolean waiting;
   private boolean seqpacket; // whether this guest's driver negotiated SEQPACKET
 
   Inbox(int capacity, int perSender, int reserve) {
@@ -59,55 +65,71 @@ final class Inbox {
     packets.clear();
     bytesBySender.clear();
     remaining = -1;
+    waiting = false;
   }
 
-  synchronized boolean hasPackets() {
-    return remaining >= 0 || !packets.isEmpty();
+  boolean hasPackets() {
+    return waiting;
   }
 
   /**
    * Takes the packet from guest {@code sender} whose {@code header} was read from {@code chain},
-   * with {@code len} payload bytes from the chain's cursor on. A packet that does not fit makes an
-   * RST to this guest's end of its connection instead (an RST that does not fit is dropped).
+   * with {@code len} payload bytes from the chain's cursor on. A packet that does not go (no room,
+   * fewer payload bytes than len, a fault while copying them) leaves nothing of itself and makes an
+   * RST to this guest's end of its connection instead (an RST that does not fit is lost).
    */
   Siblings.Forwarded offer(long sender, MemorySegment header, DescriptorChain chain, int len)
       throws VirtqueueException {
     Runnable toWake;
+    Siblings.Forwarded result;
+    Throwable fault = null;
     synchronized (this) {
       if (wake == null) return Siblings.Forwarded.NOT_RUNNING;
       int type = VsockHeader.type(header, 0);
       if (type == VsockHeader.TYPE_SEQPACKET && !seqpacket) return Siblings.Forwarded.NO_SEQPACKET;
+      boolean wasWaiting = waiting;
       int need = OWNER + VsockHeader.SIZE + len;
       long[] share = shareOf(sender);
       boolean isReset = VsockHeader.op(header, 0) == Op.RST;
       if (share[0] + need > perSender || packets.free() - (isReset ? 0 : reserve) < need) {
-        if (!isReset) {
-          int srcPort = VsockHeader.srcPort(header, 0);
-          int dstPort = VsockHeader.dstPort(header, 0);
-          toWake = putReset(sender, srcPort, VsockHeader.dstCid(header, 0), dstPort, type);
-          wake(toWake);
+        result = Siblings.Forwarded.FULL;
+      } else {
+        long start = packets.produced();
+        try {
+          result = copy(sender, header, chain, len);
+        } catch (VirtqueueException | RuntimeException | Error e) {
+          fault = e; // a descriptor outside the pool, memory cut under it
+          result = Siblings.Forwarded.SHORT;
         }
-        return Siblings.Forwarded.FULL;
-      }
-      toWake = hasPackets() ? null : wake;
-      long start = packets.produced();
-      try {
-        owner.set(LE64, 0, sender);
-        packets.write(owner, 0, OWNER);
-        packets.write(header, 0, VsockHeader.SIZE);
-        if (!packets.writeFrom(chain, len)) {
+        if (result == Siblings.Forwarded.SENT) {
+          packets.markEnd();
+          share[0] += need;
+          waiting = true;
+        } else {
           packets.truncate(start);
-          return Siblings.Forwarded.SHORT;
         }
-      } catch (VirtqueueException | RuntimeException | Error e) {
-        packets.truncate(start); // a descriptor outside the pool, say: no half packet stays
-        throw e;
       }
-      packets.markEnd();
-      share[0] += need;
+      if (result != Siblings.Forwarded.SENT) {
+        int srcPort = VsockHeader.srcPort(header, 0);
+        putReset(
+            sender, srcPort, VsockHeader.dstCid(header, 0), VsockHeader.dstPort(header, 0), type);
+      }
+      toWake = !wasWaiting && waiting ? wake : null;
     }
     wake(toWake);
-    return Siblings.Forwarded.SENT;
+    if (fault instanceof VirtqueueException e) throw e;
+    if (fault instanceof RuntimeException e) throw e;
+    if (fault instanceof Error e) throw e;
+    return result;
+  }
+
+  /** Appends the packet, its payload from {@code chain}: SENT, or SHORT when the chain ran out. */
+  private Siblings.Forwarded copy(long sender, MemorySegment header, DescriptorChain chain, int len)
+      throws VirtqueueException {
+    owner.set(LE64, 0, sender);
+    packets.write(owner, 0, OWNER);
+    packets.write(header, 0, VsockHeader.SIZE);
+    return packets.writeFrom(chain, len) ? Siblings.Forwarded.SENT : Siblings.Forwarded.SHORT;
   }
 
   /**
@@ -119,23 +141,24 @@ final class Inbox {
   boolean offerReset(long srcCid, int srcPort, long dstCid, int dstPort, int type) {
     Runnable toWake;
     synchronized (this) {
-      if (wake == null || packets.free() < OWNER + VsockHeader.SIZE) return false;
-      toWake = putReset(srcCid, srcPort, dstCid, dstPort, type);
+      boolean wasWaiting = waiting;
+      if (!putReset(srcCid, srcPort, dstCid, dstPort, type)) return false;
+      toWake = wasWaiting ? null : wake;
     }
     wake(toWake);
     return true;
   }
 
-  /** Appends an RST if it fits; the wake to run if the inbox was empty. Holding the lock. */
-  private Runnable putReset(long srcCid, int srcPort, long dstCid, int dstPort, int type) {
-    if (wake == null || packets.free() < OWNER + VsockHeader.SIZE) return null;
-    Runnable toWake = hasPackets() ? null : wake;
+  /** Appends an RST if it fits and a driver is served; whether it did. Holding the lock. */
+  private boolean putReset(long srcCid, int srcPort, long dstCid, int dstPort, int type) {
+    if (wake == null || packets.free() < OWNER + VsockHeader.SIZE) return false;
     owner.set(LE64, 0, NO_SENDER);
     packets.write(owner, 0, OWNER);
     VsockHeader.write(piece, 0, srcCid, dstCid, srcPort, dstPort, 0, type, Op.RST, 0, 0, 0);
     packets.write(piece, 0, VsockHeader.SIZE);
     packets.markEnd();
-    return toWake;
+    waiting = true;
+    return true;
   }
 
   private long[] shareOf(long sender) {
@@ -158,9 +181,10 @@ final class Inbox {
   }
 
   /**
-   * See {@link Siblings.Member#deliver}; false, and nothing written, when {@code room} holds a
-   * header but none of the payload still to go, or the chain took less than {@code room} (the guest
-   * changed its descriptors meanwhile).
+   * See {@link Siblings.Member#deliver}: false when {@code room} holds a header but none of the
+   * payload still to go (nothing written), or the chain took less than {@code room} (the guest
+   * changed its descriptors meanwhile: the rest of that packet is dropped and the guest's end of
+   * its connection reset).
    */
   synchronized boolean deliver(DescriptorChain chain, long room) throws VirtqueueException {
     if (remaining < 0) {
@@ -176,17 +200,35 @@ final class Inbox {
       int flags = VsockHeader.flags(piece, 0);
       piece.set(LE32, VsockHeader.FLAGS, flags & ~(VsockHeader.SEQ_EOM | VsockHeader.SEQ_EOR));
     }
-    if (chain.write(piece, 0, VsockHeader.SIZE) < VsockHeader.SIZE) return false;
-    int put = packets.readInto(chain, n);
-    remaining -= put;
-    if (remaining == 0) {
-      packets.takeEnd();
-      long sender = current.get(LE64, 0);
-      if (sender != NO_SENDER) {
-        shareOf(sender)[0] -= OWNER + VsockHeader.SIZE + VsockHeader.len(current, OWNER);
-      }
-      remaining = -1;
+    boolean whole =
+        chain.write(piece, 0, VsockHeader.SIZE) == VsockHeader.SIZE
+            && packets.readInto(chain, n) == n;
+    remaining -= whole ? n : 0;
+    if (!whole) dropCurrent();
+    if (remaining == 0) finishCurrent();
+    return whole;
+  }
+
+  /** The current packet cannot be delivered whole: the rest goes, and an RST in its place. */
+  private void dropCurrent() {
+    packets.read(DISCARD, Integer.MAX_VALUE);
+    finishCurrent();
+    putReset(
+        VsockHeader.srcCid(current, OWNER),
+        VsockHeader.srcPort(current, OWNER),
+        VsockHeader.dstCid(current, OWNER),
+        VsockHeader.dstPort(current, OWNER),
+        VsockHeader.type(current, OWNER));
+  }
+
+  /** The current packet is done with: its share is freed, and the next one comes. */
+  private void finishCurrent() {
+    packets.takeEnd();
+    long sender = current.get(LE64, 0);
+    if (sender != NO_SENDER) {
+      shareOf(sender)[0] -= OWNER + VsockHeader.SIZE + VsockHeader.len(current, OWNER);
     }
-    return put == n;
+    remaining = -1;
+    waiting = !packets.isEmpty();
   }
 }

@@ -15,9 +15,9 @@ import java.util.Set;
  * <p>Each guest ({@link Member}) has an {@link Inbox} of packets from other CIDs waiting for its rx
  * buffers, bounded by {@link #INBOX_BYTES}, {@link #SENDER_BYTES} of them from any one guest: a
  * guest that stops taking them does not grow bounce's memory, and one sender cannot crowd out the
- * others. A packet that does not fit resets its connection at both ends (vhost-device-vsock's queue
- * is unbounded, and it drops what it cannot route without a word). Thread-safe: each guest's device
- * runs on its own data loop.
+ * others. A packet that cannot go resets its connection at both ends (vhost-device-vsock's queue is
+ * unbounded, and what it cannot route it drops with only a log line, no RST). Thread-safe: the
+ * guests' devices run on several data loops.
  */
 public final class Siblings {
   /** The group of a guest configured with none (vhost-device-vsock's default). */

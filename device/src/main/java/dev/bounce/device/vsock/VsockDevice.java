@@ -25,11 +25,14 @@ import java.util.List;
  * <p>tx: each chain is a 44-byte header and its payload (Linux: two descriptors); the op is acted
  * on at once and the chain completed. rx: a connection with something to say (a RESPONSE, data the
  * guest has credit for, a SHUTDOWN, a CREDIT_UPDATE, an RST) fills one receive buffer per packet,
- * the header included, data split to fit (Linux posts 3776-byte buffers).
+ * the header included, data split to fit (Linux posts 3776-byte buffers). A packet for another
+ * guest's CID is not the device's: it goes to that guest as it is, through {@link Siblings}, and
+ * packets from other guests take turns with the host's connections at this guest's rx buffers.
  *
  * <p>A guest error (short header, unknown op, bad length, more data than its credit) is answered
  * with RST for that connection and a log line; the device goes on serving. Memory per connection is
- * bounded by {@code bufferSize} each way, and the number of connections by {@code maxConnections}.
+ * bounded by {@code bufferSize} each way, the number of connections by {@code maxConnections}, and
+ * what other guests sent that waits for this one by its {@link Inbox}.
  */
 public final class VsockDevice implements VirtioDevice {
   private static final System.Logger LOG = System.getLogger(VsockDevice.class.getName());
@@ -75,7 +78,7 @@ public final class VsockDevice implements VirtioDevice {
   private final int maxConnections;
   private final int maxQueueSize;
   private final HostSide host;
-  private final Siblings.Member siblings;
+  private final Siblings.Member member;
 
   private final LongMap<VsockConnection> connections = new LongMap<>();
   private final ArrayDeque<VsockConnection> sending = new ArrayDeque<>();
@@ -110,6 +113,9 @@ public final class VsockDevice implements VirtioDevice {
   // listens on does not hide its broken packets, nor the other way round.
   private final LogBudget guestErrorLines = new LogBudget();
   private final LogBudget connectionLines = new LogBudget();
+  // Packets for other guests that could not go: a guest retrying a connect to one still booting
+  // must not use up the lines about its host connections.
+  private final LogBudget siblingLines = new LogBudget();
 
   public VsockDevice(
       long guestCid, int bufferSize, int maxConnections, int maxQueueSize, HostSide host) {
@@ -117,8 +123,8 @@ public final class VsockDevice implements VirtioDevice {
   }
 
   /**
-   * A device whose guest reaches the other guests of {@code siblings}' registry that share a group
-   * with it (vhost-device-vsock's sibling VM communication); {@code siblings} is this guest's.
+   * A device whose guest reaches the guests of the same {@link Siblings} it shares a group with
+   * (vhost-device-vsock's sibling VM communication), as {@code member}, which is this guest's.
    */
   public VsockDevice(
       long guestCid,
@@ -126,10 +132,10 @@ public final class VsockDevice implements VirtioDevice {
       int maxConnections,
       int maxQueueSize,
       HostSide host,
-      Siblings.Member siblings) {
-    if (siblings.cid() != guestCid) {
+      Siblings.Member member) {
+    if (member.cid() != guestCid) {
       throw new IllegalArgumentException(
-          "the sibling registry has CID " + siblings.cid() + ", not " + guestCid);
+          "the sibling member is guest CID " + member.cid() + "'s, not " + guestCid + "'s");
     }
     if (guestCid < 3 || guestCid > 0xffff_fffeL) {
       throw new IllegalArgumentException("guest CID " + guestCid + " is not in 3..2^32-2");
@@ -141,7 +147,7 @@ public final class VsockDevice implements VirtioDevice {
     this.maxConnections = maxConnections;
     this.maxQueueSize = maxQueueSize;
     this.host = host;
-    this.siblings = siblings;
+    this.member = member;
     this.connectionResets = new ResetQueue(maxConnections);
   }
 
@@ -188,8 +194,9 @@ public final class VsockDevice implements VirtioDevice {
     rxStarted = false;
     txStarted = false;
     host.attach(this);
-    // context: the parameter, never null
-    siblings.attach(() -> context.process(RX_QUEUE), seqpacket);
+    // The parameter, not the field: reset nulls the field, and a wake from another guest's loop
+    // may still come after it.
+    member.attach(() -> context.process(RX_QUEUE), seqpacket);
   }
 
   @Override
@@ -201,7 +208,7 @@ public final class VsockDevice implements VirtioDevice {
       rxRequested = false;
       noticeResume(rxStarted, queue);
       rxStarted = true;
-      if (siblings.hasPackets()) requestRx(); // they came while no rx queue ran
+      if (member.hasPackets()) requestRx(); // they came while no rx queue ran
     } else if (index == TX_QUEUE) {
       txChain = queue.newChain();
       noticeResume(txStarted, queue);
@@ -258,7 +265,7 @@ public final class VsockDevice implements VirtioDevice {
     strayResets.clear();
     connectionResets.clear();
     last = null;
-    siblings.detach();
+    member.detach();
     for (VsockConnection c : all) close(c);
     if (context != null) host.detach();
     context = null;
@@ -418,18 +425,16 @@ public final class VsockDevice implements VirtioDevice {
       throws VirtqueueException {
     String wrong = brokenRule(len, type, op);
     if (wrong == null) {
-      Siblings.Forwarded f = siblings.forward(dstCid, header, chain, (int) len);
+      Siblings.Forwarded f = member.forward(dstCid, header, chain, (int) len);
       switch (f) {
         case SENT -> {
           return;
         }
         case SHORT -> wrong = "its chain holds fewer than len payload bytes";
         default -> {
-          if (connectionLines.spend()) {
-            print(
-                connectionLines,
-                f == Siblings.Forwarded.FULL ? Level.WARNING : Level.DEBUG,
-                describeHeader() + ": " + unforwarded(f) + "; reset");
+          Level level = f == Siblings.Forwarded.FULL ? Level.WARNING : Level.DEBUG;
+          if (LOG.isLoggable(level) && siblingLines.spend()) {
+            print(siblingLines, level, describeHeader() + ": " + unforwarded(f) + "; reset");
           }
         }
       }
@@ -439,10 +444,10 @@ public final class VsockDevice implements VirtioDevice {
     }
     int resetType = VsockHeader.knownType(type) ? type : VsockHeader.TYPE_STREAM;
     if (op != Op.RST
-        && !siblings.resetFrom(dstCid, dstPort, srcPort, resetType)
-        && connectionLines.spend()) {
+        && !member.resetFrom(dstCid, dstPort, srcPort, resetType)
+        && siblingLines.spend()) {
       print(
-          connectionLines,
+          siblingLines,
           Level.WARNING,
           "vsock: the guest takes no packets from other CIDs (RSTs among them): dropped the RST"
               + " for guest port "
@@ -784,10 +789,10 @@ public final class VsockDevice implements VirtioDevice {
 
   /** Delivers other guests' packets; false when the rx queue ran out of buffers. */
   private boolean fromSiblings(SplitQueue queue) throws VirtqueueException {
-    while (siblings.hasPackets()) {
+    while (member.hasPackets()) {
       if (!queue.pop(rxChain)) return false;
       long room = writableBytes(rxChain);
-      if (room < VsockHeader.SIZE || !siblings.deliver(rxChain, room)) {
+      if (room < VsockHeader.SIZE || !member.deliver(rxChain, room)) {
         unusable(queue, rxChain);
       } else {
         queue.addUsed(rxChain.headIndex(), (int) rxChain.bytesWritten());

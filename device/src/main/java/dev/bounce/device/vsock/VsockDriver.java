@@ -231,7 +231,6 @@ public final class VsockDriver {
 
   // ---- sockets ----
 
-  /** A STREAM or SEQPACKET socket of this guest. */
   /** This guest's sockets, by peer CID (the host's, or another guest's) and port pair. */
   private final class SocketTable {
     private final LongMap<LongMap<Socket>> byPeerCid = new LongMap<>();
@@ -272,6 +271,7 @@ public final class VsockDriver {
     }
   }
 
+  /** A STREAM or SEQPACKET socket of this guest. */
   public final class Socket {
     final long peerCid;
     final int localPort;

@@ -163,8 +163,9 @@ class SiblingsTest {
     pumpUntil(s::wasReset, "a's connect was reset");
     assertNull(c.driver.accepted(PORT));
     assertEquals(0, c.driver.socketCount());
-    // The RST came from CID 5: the driver keys sockets by peer CID, so no other would reset it.
-    assertEquals(5, s.peerCid());
+    // The RST came from CID 5: the driver keys sockets by peer CID, and one from elsewhere would
+    // have been a stray.
+    assertEquals(0, a.driver.resetsForNoSocket());
   }
 
   @Test
@@ -232,6 +233,20 @@ class SiblingsTest {
    * the memory under it): the sender's tx ring stops, and nothing of the packet stays in the inbox,
    * whose next packet (another guest's REQUEST) reaches the receiver whole.
    */
+  @Test
+  void aPacketShorterThanItsLenResetsItsConnectionAtBothEnds() throws Exception {
+    VsockRig a = guest(3, Siblings.DEFAULT_GROUP);
+    VsockRig b = guest(4, Siblings.DEFAULT_GROUP);
+    VsockDriver.Socket[] ab = connect(a, b, VsockHeader.TYPE_STREAM);
+    // len says 100, the chain holds 10 bytes of payload.
+    a.driver.sendRaw(
+        4, ab[0].localPort(), PORT, 100, VsockHeader.TYPE_STREAM, Op.RW, 0, new byte[10]);
+    pumpUntil(() -> ab[0].wasReset() && ab[1].wasReset(), "both ends were reset");
+    assertEquals(1, a.device.guestErrors());
+    assertEquals(0, ab[1].available(), "b got none of the short packet");
+    assertEquals(0, b.driver.badPackets(), b.driver.firstProblem());
+  }
+
   @Test
   void aPacketWhoseCopyFaultsHalfwayLeavesNothingOfItInTheInbox() throws Exception {
     VsockRig a = guest(3, Siblings.DEFAULT_GROUP);

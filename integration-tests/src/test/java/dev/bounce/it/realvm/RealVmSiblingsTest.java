@@ -30,14 +30,19 @@ class RealVmSiblingsTest {
       three.startBounceWith(four);
       three.boot("listen:" + PORT + ":" + BYTES);
       four.boot("connect:" + PORT + ":" + BYTES + ":3");
-      Transfer pattern = Transfer.ofPattern(BYTES);
-      Map<String, String> connect = four.awaitResult("connect", BOOT_AND_STEP);
-      Map<String, String> listen = three.awaitResult("listen", BOOT_AND_STEP);
-      four.assertSame(pattern, Transfer.of(connect, "sent"), "guest 4 to guest 3: what 4 sent");
-      three.assertSame(pattern, Transfer.of(listen, "received"), "guest 4 to guest 3: what 3 got");
-      four.assertSame(pattern, Transfer.of(connect, "received"), "guest 3's echo, at guest 4");
-      three.awaitPoweroff(BOOT_AND_STEP);
-      four.awaitPoweroff(BOOT_AND_STEP);
+      try {
+        Transfer pattern = Transfer.ofPattern(BYTES);
+        Map<String, String> connect = four.awaitResult("connect", BOOT_AND_STEP);
+        Map<String, String> listen = three.awaitResult("listen", BOOT_AND_STEP);
+        four.assertSame(pattern, Transfer.of(connect, "sent"), "guest 4 to guest 3: what 4 sent");
+        four.assertSame(pattern, Transfer.of(listen, "received"), "guest 4 to guest 3: what 3 got");
+        four.assertSame(pattern, Transfer.of(connect, "received"), "guest 3's echo, at guest 4");
+        three.awaitPoweroff(BOOT_AND_STEP);
+        four.awaitPoweroff(BOOT_AND_STEP);
+      } catch (AssertionError e) {
+        // Each guest's failure carries its own console: add the other's (guest 3's).
+        throw three.failure(e.getMessage());
+      }
     }
   }
 }
