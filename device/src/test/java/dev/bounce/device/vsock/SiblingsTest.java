@@ -251,7 +251,6 @@ class SiblingsTest {
   void aPacketWhoseCopyFaultsHalfwayLeavesNothingOfItInTheInbox() throws Exception {
     VsockRig a = guest(3, Siblings.DEFAULT_GROUP);
     VsockRig b = guest(4, Siblings.DEFAULT_GROUP);
-    VsockRig c = guest(5, Siblings.DEFAULT_GROUP);
     VsockDriver.Socket[] ab = connect(a, b, VsockHeader.TYPE_STREAM);
     VsockRig.awaitTxTaken(a.driver, TIMEOUT);
     int base = a.stopRing(VsockDriver.TX_QUEUE);
@@ -268,6 +267,7 @@ class SiblingsTest {
     a.startRing(VsockDriver.TX_QUEUE, base);
     a.awaitRingError(VsockDriver.TX_QUEUE, TIMEOUT);
     a.truncateRamAt(VsockRig.RAM_START + VsockRig.RAM_SIZE);
+    VsockRig c = guest(5, Siblings.DEFAULT_GROUP); // its REQUEST is the next packet b gets
     VsockDriver.Socket[] cb = connect(c, b, VsockHeader.TYPE_STREAM);
     byte[] bytes = random(5000, 8);
     assertEquals(bytes.length, cb[0].trySend(bytes, 0, bytes.length, false));
