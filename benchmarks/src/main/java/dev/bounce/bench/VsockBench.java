@@ -62,6 +62,8 @@ public final class VsockBench {
   private final ByteBuffer rawPattern;
   private final Path rawPath;
   private VsockWorkload workload;
+  private VsockDriver sibling; // guest 4's
+
   private ProcessCpu bounceCpu;
   private ProcessCpu peerCpu;
   private final ProcessCpu selfCpu = new ProcessCpu(ProcessHandle.current().pid());
@@ -88,18 +90,32 @@ public final class VsockBench {
           STREAM_BYTES >> 20,
           ROUND_TRIPS,
           MESSAGE);
+      // Two guests of one bounce: 3 for the host streams, 4 as guest 3's sibling.
+      Path vhost4 = dir.resolve("vhost4.sock");
       List<String> vsock =
-          new ArrayList<>(List.of("vsock", "--socket", "" + vhost, "--uds-path", "" + uds));
+          new ArrayList<>(
+              List.of(
+                  "vsock",
+                  "--vm",
+                  "guest-cid=3,socket=" + vhost + ",uds-path=" + uds,
+                  "--vm",
+                  "guest-cid=4,socket=" + vhost4 + ",uds-path=" + dir.resolve("vm4.vsock")));
       if (!BACKEND_ARGS.isBlank()) vsock.addAll(List.of(BACKEND_ARGS.trim().split("\\s+")));
       children.add(child(dir, "bounce-vsock", Main.class.getName(), vsock.toArray(String[]::new)));
       children.add(child(dir, "uds-peer", UdsPeer.class.getName(), "" + raw));
-      for (Path p : List.of(vhost, uds, raw)) awaitFile(p, children);
+      for (Path p : List.of(vhost, vhost4, uds, raw)) awaitFile(p, children);
       try (GuestRam ram = GuestRam.create(MemoryMode.SHARED, 0x4000_0000L, 256L << 20, 0, 0);
           FrontendSession session =
-              FrontendSession.connect(vhost, ram, VsockDriver.options(Handshake.QEMU, 256))) {
+              FrontendSession.connect(vhost, ram, VsockDriver.options(Handshake.QEMU, 256));
+          GuestRam ram4 = GuestRam.create(MemoryMode.SHARED, 0x4000_0000L, 256L << 20, 0, 0);
+          FrontendSession session4 =
+              FrontendSession.connect(vhost4, ram4, VsockDriver.options(Handshake.QEMU, 256))) {
         VsockDriver driver =
             new VsockDriver(session, VsockDriver.guestCid(session), VsockDriver.LINUX_BUFFER_SIZE);
         VsockBench bench = new VsockBench(raw);
+        bench.sibling =
+            new VsockDriver(
+                session4, VsockDriver.guestCid(session4), VsockDriver.LINUX_BUFFER_SIZE);
         bench.bounceCpu = new ProcessCpu(children.get(0).pid());
         bench.peerCpu = new ProcessCpu(children.get(1).pid());
         try (VsockWorkload w = new VsockWorkload(driver, uds)) {
@@ -110,7 +126,9 @@ public final class VsockBench {
           }
         }
         checkDriver(driver, "bounce");
+        checkDriver(bench.sibling, "bounce, guest 4");
         session.stop();
+        session4.stop();
         bench.report();
       }
     } finally {
@@ -133,6 +151,8 @@ public final class VsockBench {
     for (int size : SIZES) {
       if (!bounceFirst) rawStreams(size, keep);
       bounceStreams(size, keep);
+      startCpu();
+      measure(keep, "guest-to-guest " + size, "MiB/s", guestToGuest(size), bounceCpu);
       if (bounceFirst) rawStreams(size, keep);
     }
     if (!bounceFirst) rawRtt(keep);
@@ -157,6 +177,16 @@ public final class VsockBench {
       double rate = s.bytes() / s.seconds() / (1 << 20);
       measure(keep, d.flag() + " " + size, "MiB/s", rate, bounceCpu);
     }
+  }
+
+  /**
+   * Guest 3 streams {@link #STREAM_BYTES} to guest 4 in writes of {@code size}, through bounce's
+   * sibling routing ({@link VsockWorkload#toSibling}); MiB/s.
+   */
+  private double guestToGuest(int size) throws IOException {
+    Stats s = workload.toSibling(sibling, size, STREAM_BYTES, LIMIT);
+    check(s.errors(), s.firstError());
+    return s.bytes() / s.seconds() / (1 << 20);
   }
 
   private void rawRtt(boolean keep) throws IOException {
@@ -203,12 +233,12 @@ public final class VsockBench {
             + " relays)%n",
         ROUNDS);
     for (int size : SIZES) {
-      for (String way : List.of("guest-to-host", "host-to-guest")) {
+      for (String way : List.of("guest-to-host", "host-to-guest", "guest-to-guest")) {
         String bounce = way + " " + size;
         double stream = samples.ratio(bounce, "raw stream " + size);
         System.out.printf(
             Locale.ROOT,
-            "  %-14s %2d KiB writes: %7.1f MiB/s; raw stream %7.1f MiB/s, ratio %.2f%s;"
+            "  %-15s %2d KiB writes: %7.1f MiB/s; raw stream %7.1f MiB/s, ratio %.2f%s;"
                 + " raw relay %7.1f MiB/s, ratio %.2f; cores used: bounce %.2f + this process"
                 + " %.2f, raw stream's peer %.2f + this process %.2f%n",
             way,
@@ -216,7 +246,9 @@ public final class VsockBench {
             samples.median(bounce),
             samples.median("raw stream " + size),
             stream,
-            size == 65536 ? (stream >= 0.8 ? " (goal >= 0.8: met)" : " (goal >= 0.8: MISSED)") : "",
+            size != 65536 || way.equals("guest-to-guest")
+                ? ""
+                : stream >= 0.8 ? " (goal >= 0.8: met)" : " (goal >= 0.8: MISSED)",
             samples.median("raw relay " + size),
             samples.ratio(bounce, "raw relay " + size),
             samples.secondCores(bounce),

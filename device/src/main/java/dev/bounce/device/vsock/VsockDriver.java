@@ -130,6 +130,11 @@ public final class VsockDriver {
             : null;
   }
 
+  /** This guest's CID. */
+  public long guestCid() {
+    return guestCid;
+  }
+
   /** FrontendSession options for this driver: rx, tx and event queues of {@code queueSize}. */
   public static FrontendSession.Options options(
       dev.bounce.vhost.frontend.Handshake handshake, int queueSize) {

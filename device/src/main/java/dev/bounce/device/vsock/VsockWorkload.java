@@ -50,6 +50,9 @@ public final class VsockWorkload implements AutoCloseable {
   /** The guest port host-initiated connections go to. */
   public static final int GUEST_PORT = 5001;
 
+  /** The port another guest listens on for {@link #toSibling}. */
+  public static final int SIBLING_PORT = 6000;
+
   /** The largest write. */
   public static final int MAX_SIZE = 1 << 20;
 
@@ -258,6 +261,65 @@ public final class VsockWorkload implements AutoCloseable {
     }
     links.clear();
     if (toHostStats.errors() > 0) stats.error(toHostStats.firstError());
+    return stats;
+  }
+
+  /**
+   * One stream from this workload's guest to another guest of the same backend ({@code sibling}'s,
+   * reached by its CID through the backend's sibling routing) on {@link #SIBLING_PORT}: {@code
+   * bytes} in writes of {@code size}, both guests driven on this thread, a checksum at each end;
+   * then the sender resets the connection. The stats hold the stream as one operation.
+   */
+  public Stats toSibling(VsockDriver sibling, int size, long bytes, Duration duration)
+      throws IOException {
+    if (size < 1 || size > MAX_SIZE) {
+      throw new IllegalArgumentException("write size " + size + " is not 1.." + MAX_SIZE);
+    }
+    Stats stats = new Stats();
+    sibling.listen(SIBLING_PORT);
+    long deadline = System.nanoTime() + duration.toNanos() + STALL_NANOS;
+    VsockDriver.Socket out =
+        driver.startConnect(sibling.guestCid(), SIBLING_PORT, VsockHeader.TYPE_STREAM);
+    VsockDriver.Socket in = null;
+    while ((in == null || out.isConnecting()) && !out.wasReset() && System.nanoTime() < deadline) {
+      boolean progress = driver.pump(0) | sibling.pump(0);
+      if (in == null) in = sibling.accepted(SIBLING_PORT);
+      idle(progress);
+    }
+    if (in == null || !out.isOpen()) {
+      stats.error("guest " + sibling.guestCid() + " did not accept the connection");
+      return stats;
+    }
+    CRC32C sentCrc = new CRC32C();
+    CRC32C receivedCrc = new CRC32C();
+    ByteRing.Reader checksum = receivedCrc::update;
+    long sent = 0;
+    long received = 0;
+    stats.start();
+    while (received < bytes && !out.wasReset() && !in.wasReset()) {
+      boolean progress = driver.pump(0) | sibling.pump(0);
+      if (sent < bytes) {
+        int off = (int) ((sent / size) % PATTERN_SPREAD) + (int) (sent % size);
+        int n = out.trySend(pattern, off, (int) Math.min(size - sent % size, bytes - sent), false);
+        sentCrc.update(pattern, off, n);
+        sent += n;
+        progress |= n > 0;
+      }
+      int n = in.read(checksum, RECEIVE_MAX);
+      received += n;
+      progress |= n > 0;
+      if (System.nanoTime() > deadline) break;
+      idle(progress);
+    }
+    stats.record(received, 0);
+    stats.finish();
+    if (received < bytes) {
+      stats.error(received + " of " + bytes + " bytes reached guest " + sibling.guestCid());
+    } else if (sentCrc.getValue() != receivedCrc.getValue()) {
+      stats.error("guest " + sibling.guestCid() + " got other bytes than were sent");
+    }
+    out.reset();
+    while (!in.wasReset() && System.nanoTime() < deadline) idle(driver.pump(0) | sibling.pump(0));
     return stats;
   }
 
