@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.vhost.frontend.Stats;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -125,6 +126,21 @@ class SiblingsTest {
     // The connection ends as between host and guest: the RST reaches the other guest.
     ends[0].reset();
     pumpUntil(ends[1]::wasReset, "b saw a's RST");
+  }
+
+  @Test
+  void theWorkloadStreamsToASiblingWithChecksumsAndSaysWhenItCannot() throws Exception {
+    VsockRig a = guest(3, Siblings.DEFAULT_GROUP);
+    VsockRig b = guest(4, Siblings.DEFAULT_GROUP);
+    VsockRig c = guest(5, "elsewhere");
+    try (VsockWorkload w = new VsockWorkload(a.driver, dir.resolve("vm3.vsock"))) {
+      Stats s = w.toSibling(b.driver, 65536, 2 << 20, TIMEOUT);
+      assertEquals(0, s.errors(), s.firstError());
+      assertEquals(2 << 20, s.bytes());
+      Stats refused = w.toSibling(c.driver, 4096, 1 << 20, Duration.ofSeconds(2));
+      assertEquals(1, refused.errors());
+      assertTrue(refused.firstError().contains("did not accept"), refused.firstError());
+    }
   }
 
   @Test
