@@ -52,7 +52,7 @@ public final class GuestRegion implements AutoCloseable {
   static long stackTop() {
     try (Stream<String> maps =
         Files.lines(Path.of("/proc/self/maps"), StandardCharsets.ISO_8859_1)) {
-      return maps.filter(line -> line.endsWith("[stack]"))
+      return maps.filter(GuestRegion::isStack)
           .mapToLong(
               line ->
                   Long.parseUnsignedLong(
@@ -64,10 +64,17 @@ public final class GuestRegion implements AutoCloseable {
           .log(
               System.Logger.Level.WARNING,
               "cannot tell the address space from /proc/self/maps ({0}); guest memory of all"
-                  + " sessions is bounded at 64 TiB",
+                  + " sessions is bounded at "
+                  + describeSize(MOST),
               e.toString());
       return 0;
     }
+  }
+
+  /** A maps line whose path field is "[stack]" (a mapped file's name may end in it too). */
+  private static boolean isStack(String line) {
+    String[] fields = line.trim().split("\\s+", 6);
+    return fields.length == 6 && fields[5].equals("[stack]");
   }
 
   private static final AtomicLong MAPPED = new AtomicLong();

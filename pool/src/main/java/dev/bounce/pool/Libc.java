@@ -110,7 +110,7 @@ public final class Libc {
    * The kernel's page size (getpagesize(3)): mmap(2) offsets are multiples of it, and it is not
    * 4096 everywhere (arm64 kernels are built with 16 KiB or 64 KiB pages too).
    */
-  public static long pageSize() {
+  static long pageSize() {
     try {
       return (int) plainDowncall("getpagesize", FunctionDescriptor.of(JAVA_INT)).invokeExact();
     } catch (Throwable t) {

@@ -51,8 +51,8 @@ public final class RestrictedPool implements GuestAddressSpace {
           "restricted pool "
               + describe(start, size)
               + " is not page-aligned ("
-              + Mapping.PAGE_SIZE / 1024
-              + " KiB pages)");
+              + Ranges.describeSize(Mapping.PAGE_SIZE)
+              + " pages)");
     }
     return new RestrictedPool(start, size, GuestMemory.empty(), List.of());
   }

@@ -59,11 +59,6 @@ record VsockVm(
     groups = Collections.unmodifiableSet(new LinkedHashSet<>(groups));
   }
 
-  /** A guest in the default group only. */
-  VsockVm(long guestCid, VhostSocket socket, Path udsPath, int txBufferSize, int queueSize) {
-    this(guestCid, socket, udsPath, txBufferSize, queueSize, Set.of(Siblings.DEFAULT_GROUP));
-  }
-
   /** {@code guest-cid=4,socket=/tmp/vhost4.socket,uds-path=/tmp/vm4.vsock[,...]}. */
   static VsockVm parse(String spec) throws UsageException {
     Map<String, Object> keys = new LinkedHashMap<>();

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.bounce.device.vsock.Siblings;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -22,6 +23,9 @@ import org.junit.jupiter.api.io.TempDir;
  * vhost-user socket or a uds-path. Each rule, and the message a user gets for breaking it.
  */
 class VsockVmTest {
+  /** The group of a guest given none. */
+  private static final Set<String> DEFAULT = Set.of(Siblings.DEFAULT_GROUP);
+
   @TempDir Path dir;
 
   private static final String BASE = "socket=/run/vhost3.sock,uds-path=/run/vm3.vsock";
@@ -38,7 +42,7 @@ class VsockVmTest {
   }
 
   private static VsockVm vm(long cid, VhostSocket socket, String uds) {
-    return new VsockVm(cid, socket, Path.of(uds), 64 << 10, 1024);
+    return new VsockVm(cid, socket, Path.of(uds), 64 << 10, 1024, DEFAULT);
   }
 
   private static VhostSocket at(String path) {
@@ -62,7 +66,7 @@ class VsockVmTest {
     VsockVm vm =
         VsockVm.parse(
             " guest-cid = 7 , socket=/s.sock, uds-path=/u.vsock ,tx-buffer-size=8192,queue-size=256");
-    assertEquals(new VsockVm(7, at("/s.sock"), Path.of("/u.vsock"), 8192, 256), vm);
+    assertEquals(new VsockVm(7, at("/s.sock"), Path.of("/u.vsock"), 8192, 256, DEFAULT), vm);
   }
 
   @Test
@@ -73,7 +77,7 @@ class VsockVmTest {
         VsockVm.parse("guest_cid=9,socket_path=/s,uds_path=/u,tx_buffer_size=32K,queue_size=512");
     VsockVm mixed =
         VsockVm.parse("guest_cid=9,socket-path=/s,uds_path=/u,tx-buffer_size=32K,queue_size=512");
-    assertEquals(new VsockVm(9, at("/s"), Path.of("/u"), 32 << 10, 512), dashes);
+    assertEquals(new VsockVm(9, at("/s"), Path.of("/u"), 32 << 10, 512, DEFAULT), dashes);
     assertEquals(dashes, underscores);
     assertEquals(dashes, mixed);
   }
@@ -216,7 +220,8 @@ class VsockVmTest {
     keys.put("uds_path", "/u");
     keys.put("tx_buffer_size", 65536);
     keys.put("queue_size", 128L);
-    assertEquals(new VsockVm(12, at("/s"), Path.of("/u"), 65536, 128), VsockVm.of(keys, "here"));
+    assertEquals(
+        new VsockVm(12, at("/s"), Path.of("/u"), 65536, 128, DEFAULT), VsockVm.of(keys, "here"));
     keys.put("queue_size", 100);
     UsageException e = assertThrows(UsageException.class, () -> VsockVm.of(keys, "here"));
     assertEquals("here: queue-size 100 is not a power of two up to 32768", e.getMessage());
@@ -253,7 +258,8 @@ class VsockVmTest {
     assertEquals(
         "--fd 1 is standard input, output or error; pass the socket at 3 or up",
         flagsRefused(Map.of("fd", "1", "uds-path", "/u")));
-    assertEquals(new VsockVm(3, at("/s"), Path.of("/u"), 256 << 10, 1024), VsockVm.ofFlags(base));
+    assertEquals(
+        new VsockVm(3, at("/s"), Path.of("/u"), 256 << 10, 1024, DEFAULT), VsockVm.ofFlags(base));
   }
 
   // --config: vhost-device-vsock's YAML
@@ -319,8 +325,8 @@ class VsockVmTest {
             """);
     assertEquals(
         List.of(
-            new VsockVm(3, at("/s1"), Path.of("/u1"), 256 << 10, 1024),
-            new VsockVm(5, new VhostSocket.Inherited(3), Path.of("/u2"), 256 << 10, 64)),
+            new VsockVm(3, at("/s1"), Path.of("/u1"), 256 << 10, 1024, DEFAULT),
+            new VsockVm(5, new VhostSocket.Inherited(3), Path.of("/u2"), 256 << 10, 64, DEFAULT)),
         VsockCommand.fromConfig(file));
   }
 

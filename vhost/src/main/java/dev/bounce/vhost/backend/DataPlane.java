@@ -36,9 +36,12 @@ final class DataPlane implements DeviceContext {
    * that never yields holds its core for its whole timeslice, and where busy threads outnumber
    * cores (two guests' data loops and their VMM on two cores) the thread it waits for cannot run:
    * guest to guest at 64 KiB went from 0.20 to 0.78 of raw stream. Every look would cost the round
-   * trip a syscall's time each way (1.65 to 1.87 of raw); every fourth does not show.
+   * trip a syscall's time each way (1.65 to 1.87 of raw); every fourth does not show. Counted per
+   * device (a vsock device polls rx and tx), not per loop, which several devices may share.
    */
   private static final int YIELD_EVERY = 4;
+
+  private int emptyPolls; // looks at this device's polled rings that found nothing, for YIELD_EVERY
 
   /** Rounds of process-then-recheck before yielding the loop to other rings and devices. */
   private static final int MAX_ROUNDS = 16;
@@ -188,10 +191,7 @@ final class DataPlane implements DeviceContext {
   void deactivate() {
     if (!activated) return;
     activated = false;
-    for (Vring ring : rings) {
-      update(ring);
-      ring.pollWindow.reset(); // a new driver, with pauses of its own
-    }
+    for (Vring ring : rings) update(ring);
     features = 0;
     device.reset();
   }
@@ -300,7 +300,6 @@ final class DataPlane implements DeviceContext {
     ring.kickWatch = null;
     ring.started = false;
     update(ring);
-    ring.pollWindow.reset();
     if (ring.polling) {
       // Stopped inside a poll window: kicks are still suppressed in guest memory, which the
       // ring's next owner (a migration target, another backend) would inherit.
@@ -359,7 +358,6 @@ final class DataPlane implements DeviceContext {
       ring.started = false;
       ring.enabled = false;
       ring.polling = false;
-      ring.pollWindow.reset();
       update(ring);
       ring.closeFds();
       ring.queue.reset();
@@ -469,8 +467,6 @@ final class DataPlane implements DeviceContext {
    * over, re-arms kicks and re-checks (REAL-PEERS.md: otherwise an entry published meanwhile waits
    * for a kick the driver never sends), and the loop may sleep.
    */
-  private int emptyPolls; // of this loop's polled rings, for YIELD_EVERY
-
   private void poll(Vring ring) {
     ring.pollScheduled = false;
     if (!ring.polling) return;
@@ -593,6 +589,9 @@ final class DataPlane implements DeviceContext {
       serve(ring.index);
     } else if (!running && ring.announced) {
       ring.announced = false;
+      // Stopped, reset, broken by the guest or its driver gone: whoever runs the ring next has
+      // pauses of its own.
+      ring.pollWindow.reset();
       device.queueStopped(ring.index);
     }
   }

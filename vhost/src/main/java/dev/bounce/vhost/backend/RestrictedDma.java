@@ -89,8 +89,7 @@ public record RestrictedDma(Policy policy, Pool pool) {
             "device pool of "
                 + size
                 + " bytes is not a positive multiple of the page size, "
-                + Mapping.PAGE_SIZE / 1024
-                + " KiB");
+                + Ranges.describeSize(Mapping.PAGE_SIZE));
       }
     }
 
