@@ -5,8 +5,7 @@
  *   bounce-guest connect PORT BYTES [CID]
  *                                     connects to the host (CID 2), or to another guest's CID, on
  *                                     PORT, sends BYTES of the pattern and reads BYTES back (the
- *                                     peer echoes); another guest is retried for CONNECT_SECONDS,
- *                                     as it may still be booting
+ *                                     peer echoes)
  *   bounce-guest listen PORT BYTES     listens on PORT, prints a READY line, accepts one connection,
  *                                     reads BYTES and echoes them as they come
  *   bounce-guest net-send IFACE FRAMES sends FRAMES Ethernet frames on IFACE (AF_PACKET), each
@@ -36,7 +35,6 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -44,9 +42,6 @@
 #include <linux/vm_sockets.h>
 
 #define TIMEOUT_SECONDS 120
-
-/* How long a connect to another guest is retried (it boots at the same time as this one). */
-#define CONNECT_SECONDS 90
 
 /* IEEE 802's local experimental EtherType: nothing else in the guest sends or takes it. */
 #define NET_ETHERTYPE 0x88b5
@@ -242,34 +237,6 @@ static void arm_timeout(const struct result *r) {
            TIMEOUT_SECONDS);
 }
 
-static double now_seconds(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec / 1e9;
-}
-
-/*
- * Connects a new vsock stream socket to cid:port. A peer that answers with a reset (the other guest
- * still boots: bounce resets at once; or it does not listen yet: its Linux does) is asked again
- * every 200 ms until `patience` seconds have passed. A timeout is not retried: that REQUEST may
- * still reach the peer once it listens, and its one accept would take a connection given up here.
- * Returns the socket, or -1 with errno set.
- */
-static int connect_to(unsigned cid, unsigned port, int patience) {
-  double deadline = now_seconds() + patience;
-  for (;;) {
-    int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_vm peer = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
-    if (connect(fd, (struct sockaddr *)&peer, sizeof peer) == 0) return fd;
-    int why = errno;
-    close(fd);
-    errno = why;
-    if (now_seconds() >= deadline || (why != ECONNRESET && why != ECONNREFUSED)) return -1;
-    usleep(200000);
-  }
-}
-
 int main(int argc, char **argv) {
   if (argc != 4 && !(argc == 5 && strcmp(argv[1], "connect") == 0)) {
     fprintf(stderr,
@@ -308,10 +275,9 @@ int main(int argc, char **argv) {
   signal(SIGALRM, timed_out);
   alarm(TIMEOUT_SECONDS);
 
-  int fd;
+  int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+  if (fd < 0) return report(&r, "socket"), 1;
   if (listening) {
-    fd = socket(AF_VSOCK, SOCK_STREAM, 0);
-    if (fd < 0) return report(&r, "socket"), 1;
     struct sockaddr_vm me = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
     if (bind(fd, (struct sockaddr *)&me, sizeof me) < 0) return report(&r, "bind"), 1;
     if (listen(fd, 1) < 0) return report(&r, "listen"), 1;
@@ -322,9 +288,8 @@ int main(int argc, char **argv) {
     close(fd);
     fd = conn;
   } else {
-    fd = connect_to(cid, port, cid == VMADDR_CID_HOST ? 0 : CONNECT_SECONDS);
-    if (fd < 0) return report(&r, "connect"), 1;
-    alarm(TIMEOUT_SECONDS); /* the exchange gets its whole time, however long the peer took */
+    struct sockaddr_vm peer = {.svm_family = AF_VSOCK, .svm_cid = cid, .svm_port = port};
+    if (connect(fd, (struct sockaddr *)&peer, sizeof peer) < 0) return report(&r, "connect"), 1;
   }
   const char *failed = exchange(fd, &r, total, listening);
   report(&r, failed);

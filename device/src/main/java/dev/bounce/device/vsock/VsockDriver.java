@@ -130,6 +130,31 @@ public final class VsockDriver {
             : null;
   }
 
+  /** What {@link #pumpUntil} waits for; it may send and read meanwhile. */
+  @FunctionalInterface
+  public interface Condition {
+    boolean holds() throws IOException;
+  }
+
+  /**
+   * Pumps every one of {@code drivers} (guests of one test or benchmark thread) until {@code done}
+   * holds, sleeping a millisecond on the first's notifications when none had anything to do.
+   *
+   * @throws IOException naming {@code what} when it does not hold within {@code timeout}
+   */
+  public static void pumpUntil(
+      List<VsockDriver> drivers, Condition done, Duration timeout, String what) throws IOException {
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (!done.holds()) {
+      if (System.nanoTime() > deadline) {
+        throw new IOException("not within " + timeout.toSeconds() + " s: " + what);
+      }
+      boolean progress = false;
+      for (VsockDriver d : drivers) progress |= d.pump(0);
+      if (!progress) drivers.getFirst().pump(1);
+    }
+  }
+
   /** This guest's CID. */
   public long guestCid() {
     return guestCid;

@@ -1,11 +1,13 @@
 package dev.bounce.device.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -54,6 +56,9 @@ record InProcess(int status, String out, String err) {
       assertEquals(2, refused.status(), refused.out() + refused.err());
       String line = "bounce " + command.getFirst() + ": " + flag + " " + value + ": ";
       assertTrue(refused.err().startsWith(line), refused.err());
+      for (String path : List.of("vhost.sock", "vm.vsock")) {
+        assertFalse(Files.exists(dir.resolve(path)), path + " was created before the refusal");
+      }
     }
   }
 }

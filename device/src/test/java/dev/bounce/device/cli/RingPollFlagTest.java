@@ -1,12 +1,9 @@
 package dev.bounce.device.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertThrows;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.bounce.vhost.backend.RingPolling;
 import java.nio.file.Path;
-import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -18,36 +15,27 @@ import org.junit.jupiter.api.io.TempDir;
 class RingPollFlagTest {
   @TempDir Path dir;
 
-  private static RingPolling parsed(String... args) throws Exception {
-    Flags flags = new Flags("test", List.of(RingPollFlag.FLAG));
-    assertTrue(flags.parse(List.of(args)));
-    return RingPollFlag.ringPolling(flags);
-  }
+  private static final OneFlag<RingPolling> FLAG =
+      new OneFlag<>(RingPollFlag.FLAG, RingPollFlag::ringPolling);
 
   @Test
   void boundsOrOneFixedWindowAreTakenAndTheDefaultIs50To200() throws Exception {
-    assertEquals(new RingPolling(50, 200), parsed());
-    assertEquals(new RingPolling(20, 1000), parsed("--ring-poll", "20:1000"));
-    assertEquals(new RingPolling(100, 100), parsed("--ring-poll=100"));
-    assertEquals(RingPolling.OFF, parsed("--ring-poll", "0"));
+    assertEquals(new RingPolling(50, 200), FLAG.parsed());
+    assertEquals(new RingPolling(20, 1000), FLAG.parsed("--ring-poll", "20:1000"));
+    assertEquals(new RingPolling(100, 100), FLAG.parsed("--ring-poll=100"));
+    assertEquals(RingPolling.OFF, FLAG.parsed("--ring-poll", "0"));
   }
 
   @Test
   void badBoundsAreRefusedNamingTheFlag() {
-    for (var bad :
+    FLAG.refuses(
         Map.of(
-                "fast", "--ring-poll fast: 'fast' is not US[:MAX] in microseconds",
-                "50:", "--ring-poll 50:: '50:' is not US[:MAX]",
-                "200:50", "--ring-poll 200:50: ring polling of 200 us at first and 50 us at most",
-                "-1", "--ring-poll -1: ring polling of -1 us",
-                "0:2000000", "--ring-poll 0:2000000: ring polling of 0 us at first and 2000000",
-                "0:200", "--ring-poll 0:200: ring polling of 0 us at first cannot grow")
-            .entrySet()) {
-      UsageException e =
-          assertThrows(
-              UsageException.class, () -> parsed("--ring-poll", bad.getKey()), bad::getKey);
-      assertTrue(e.getMessage().startsWith(bad.getValue()), e.getMessage());
-    }
+            "fast", "--ring-poll fast: 'fast' is not US[:MAX] in microseconds",
+            "50:", "--ring-poll 50:: '50:' is not US[:MAX]",
+            "200:50", "--ring-poll 200:50: ring polling of 200 us at first and 50 us at most",
+            "-1", "--ring-poll -1: ring polling of -1 us",
+            "0:2000000", "--ring-poll 0:2000000: ring polling of 0 us at first and 2000000",
+            "0:200", "--ring-poll 0:200: ring polling of 0 us at first cannot grow"));
   }
 
   @Test

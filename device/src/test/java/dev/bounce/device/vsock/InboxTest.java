@@ -20,9 +20,10 @@ class InboxTest {
   private static final long RECEIVER = 4;
 
   private final AtomicInteger wakes = new AtomicInteger();
-  private final MemorySegment header = Arena.ofAuto().allocate(VsockHeader.SIZE);
 
-  private MemorySegment packet(long from, int type, int op) {
+  /** A header-only packet of its own. */
+  private static MemorySegment packet(long from, int type, int op) {
+    MemorySegment header = Arena.ofAuto().allocate(VsockHeader.SIZE);
     VsockHeader.write(header, 0, from, RECEIVER, 1024, 5000, 0, type, op, 0, 65536, 0);
     return header;
   }

@@ -30,7 +30,7 @@ final class RealVm implements AutoCloseable {
    * The guest's CID unless given (QEMU's vhost-user-vsock reads it from the backend's config
    * space).
    */
-  static final int GUEST_CID = 3;
+  private static final int GUEST_CID = 3;
 
   private static final Duration BOUNCE_START = Duration.ofSeconds(30);
 
@@ -80,7 +80,7 @@ final class RealVm implements AutoCloseable {
                 "--uds-path",
                 udsPath().toString()));
     args.addAll(List.of(flags));
-    startBounceProcess(args);
+    startBounceProcess(args, List.of(this));
   }
 
   /**
@@ -95,11 +95,13 @@ final class RealVm implements AutoCloseable {
       args.add(
           "guest-cid=" + vm.cid + ",socket=" + vm.vhostUserSocket() + ",uds-path=" + vm.udsPath());
     }
-    startBounceProcess(args);
+    startBounceProcess(args, List.of(this, sibling));
     sibling.bounce = bounce;
   }
 
-  private void startBounceProcess(List<String> args) throws IOException, InterruptedException {
+  /** Starts bounce vsock with {@code args}; returns once it serves each of {@code guests}. */
+  private void startBounceProcess(List<String> args, List<RealVm> guests)
+      throws IOException, InterruptedException {
     Path jar = GuestImages.ROOT.resolve("device/target/bounce.jar");
     if (!Files.isRegularFile(jar)) {
       throw new AssertionError(
@@ -115,8 +117,16 @@ final class RealVm implements AutoCloseable {
                 "vsock"));
     command.addAll(args);
     bounce = started(ChildProcess.start("bounce", command));
-    if (bounce.await(Pattern.compile("bounce vsock: guest CID"), BOUNCE_START).isEmpty()) {
-      throw failure("bounce did not start serving within " + BOUNCE_START.toSeconds() + " s");
+    for (RealVm guest : guests) {
+      Pattern serving = Pattern.compile("bounce vsock: guest CID " + guest.cid + ": ");
+      if (bounce.await(serving, BOUNCE_START).isEmpty()) {
+        throw failure(
+            "bounce did not start serving guest CID "
+                + guest.cid
+                + " within "
+                + BOUNCE_START.toSeconds()
+                + " s");
+      }
     }
   }
 

@@ -29,8 +29,9 @@ class RealVmSiblingsTest {
         RealVm four = new RealVm(Guest.X86_Q35, 4)) {
       three.startBounceWith(four);
       three.boot("listen:" + PORT + ":" + BYTES);
-      four.boot("connect:" + PORT + ":" + BYTES + ":3");
       try {
+        three.awaitListening(PORT, BOOT_AND_STEP);
+        four.boot("connect:" + PORT + ":" + BYTES + ":3");
         Transfer pattern = Transfer.ofPattern(BYTES);
         Map<String, String> connect = four.awaitResult("connect", BOOT_AND_STEP);
         Map<String, String> listen = three.awaitResult("listen", BOOT_AND_STEP);

@@ -132,7 +132,7 @@ class PollWindowTest {
     /** One pause: caught by the poll if the window is long enough, else a kick after the close. */
     void pause() {
       window.opened(lastWork);
-      if (gap > window.nanos()) {
+      if (!window.isOpen(lastWork + gap)) {
         window.closed();
         window.kicked(lastWork + gap);
         kicks++;

@@ -31,8 +31,11 @@ class BounceBuffersTest {
 
   @AfterEach
   void allReturned() {
-    assertEquals(0, dma.bytesInUse(), "every slot freed");
-    guest.close();
+    try {
+      assertEquals(0, dma.bytesInUse(), "every slot freed");
+    } finally {
+      guest.close();
+    }
   }
 
   /** {@code length} bytes of guest RAM at {@code offset} into it, filled with {@code value}. */
